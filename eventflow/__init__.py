@@ -1,0 +1,56 @@
+"""eventflow: batch and streaming as one system.
+
+Mark functions `@flow` and `@task`; call a flow directly to run it once (batch),
+or bind it to a source and every event becomes one tracked flow run.
+"""
+
+from ._context import FlowRunContext, TaskRunContext
+from ._engine import EventInfo, RunInfo
+from ._errors import (
+    ConfigurationError,
+    EventflowError,
+    MissingContextError,
+    ParameterValidationError,
+    RunNotFinishedError,
+    RunTimeoutError,
+    StoreError,
+    SyncInAsyncError,
+    UpstreamFailedError,
+)
+from ._flows import Flow, flow
+from ._futures import TaskFuture
+from ._logging import get_run_logger
+from ._retries import exponential_backoff
+from ._settings import Settings
+from ._states import State, StateType
+from ._tasks import Task, task, unmapped
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "EventInfo",
+    "EventflowError",
+    "Flow",
+    "FlowRunContext",
+    "MissingContextError",
+    "ParameterValidationError",
+    "RunInfo",
+    "RunNotFinishedError",
+    "RunTimeoutError",
+    "Settings",
+    "State",
+    "StateType",
+    "StoreError",
+    "SyncInAsyncError",
+    "Task",
+    "TaskFuture",
+    "TaskRunContext",
+    "UpstreamFailedError",
+    "__version__",
+    "exponential_backoff",
+    "flow",
+    "get_run_logger",
+    "task",
+    "unmapped",
+]

@@ -1,0 +1,54 @@
+"""The run context: which flow run and task run the current code belongs to.
+
+The engine passes contexts explicitly; the ContextVars below exist only so that
+plain function calls inside user code (`my_task(x)`, `get_run_logger()`) can find
+the run they belong to, as in Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._futures import TaskFuture
+    from ._store._writer import RunWriter
+
+
+@dataclass(slots=True)
+class FlowRunContext:
+    """One flow run in progress."""
+
+    flow_run_id: str
+    flow_name: str
+    writer: RunWriter
+    loop: asyncio.AbstractEventLoop
+    log_prints: bool = False
+    futures: list[TaskFuture[Any]] = field(default_factory=list)
+    task_counters: dict[str, itertools.count[int]] = field(default_factory=dict)
+
+    def next_task_index(self, task_name: str) -> int:
+        counter = self.task_counters.get(task_name)
+        if counter is None:
+            counter = self.task_counters[task_name] = itertools.count()
+        return next(counter)
+
+
+@dataclass(slots=True)
+class TaskRunContext:
+    """One task run in progress, inside a flow run."""
+
+    task_run_id: str
+    task_name: str
+    flow_run: FlowRunContext
+
+
+current_flow_run: ContextVar[FlowRunContext | None] = ContextVar(
+    "eventflow_flow_run", default=None
+)
+current_task_run: ContextVar[TaskRunContext | None] = ContextVar(
+    "eventflow_task_run", default=None
+)

@@ -1,0 +1,39 @@
+"""One exception root for everything eventflow raises on its own account."""
+
+from __future__ import annotations
+
+
+class EventflowError(Exception):
+    """Base class of every error raised by eventflow itself."""
+
+
+class MissingContextError(EventflowError, RuntimeError):
+    """A run-only API was used outside a flow run or task run."""
+
+
+class ParameterValidationError(EventflowError, ValueError):
+    """A flow's parameters did not validate against its signature."""
+
+
+class RunTimeoutError(EventflowError, TimeoutError):
+    """A flow run or task run exceeded its `timeout_seconds`."""
+
+
+class UpstreamFailedError(EventflowError):
+    """A task did not run because a task it depends on did not complete."""
+
+
+class RunNotFinishedError(EventflowError):
+    """The result of a run was asked for before the run reached a final state."""
+
+
+class SyncInAsyncError(EventflowError, RuntimeError):
+    """A blocking call was made on the event loop that would have to serve it."""
+
+
+class StoreError(EventflowError):
+    """The run store could not be used."""
+
+
+class ConfigurationError(EventflowError, ValueError):
+    """A setting or an option has a value eventflow cannot use."""

@@ -1,0 +1,246 @@
+"""@flow: a function whose every call (or event) is one tracked flow run."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import pydantic
+
+from ._context import current_flow_run
+from ._defaults import default_writer_async
+from ._engine import run_flow
+from ._errors import ParameterValidationError, SyncInAsyncError
+from ._logging import enable_print_logging
+from ._retries import RetryDelay, RetryPolicy
+from ._states import State
+from ._threads import portal_loop, running_loop
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Flow(Generic[P, R]):
+    """A function whose calls are tracked flow runs.
+
+    Calling it runs it once and returns its value (batch mode; an async flow
+    returns an awaitable); a worker calls it once per event. With
+    `return_state=True` a call returns the final `State` instead.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        description: str | None = None,
+        flow_run_name: str | Callable[..., str] | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: RetryDelay | None = None,
+        timeout_seconds: float | None = None,
+        validate_parameters: bool = True,
+        log_prints: bool = False,
+        on_completion: Sequence[Callable[..., Any]] | None = None,
+        on_failure: Sequence[Callable[..., Any]] | None = None,
+        on_crashed: Sequence[Callable[..., Any]] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
+        self.version = version
+        self.description = description if description is not None else inspect.getdoc(fn)
+        self.flow_run_name = flow_run_name
+        self.retries = retries or 0
+        self.retry_policy = RetryPolicy.build(retries, retry_delay_seconds)
+        self.timeout_seconds = timeout_seconds
+        self.validate_parameters = validate_parameters
+        self.log_prints = log_prints
+        self.on_completion = tuple(on_completion or ())
+        self.on_failure = tuple(on_failure or ())
+        self.on_crashed = tuple(on_crashed or ())
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self._model: type[pydantic.BaseModel] | None = None
+        self._event_model: type[pydantic.BaseModel] | None = None
+        self._event_model_parameter: str | None = None
+        self.__doc__ = fn.__doc__
+        self.__name__ = self.name
+        self.__wrapped__ = fn
+        if log_prints:
+            enable_print_logging()
+
+    # -- parameters ------------------------------------------------------------------
+
+    @property
+    def parameters_model(self) -> type[pydantic.BaseModel]:
+        """A pydantic model of the flow's signature, built on first use."""
+        if self._model is None:
+            self._model = _signature_model(self.fn, self.signature)
+        return self._model
+
+    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Bind a call's arguments to the signature and validate (and coerce) them."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise ParameterValidationError(f"{self.name}: {error}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        if not self.validate_parameters:
+            return arguments
+        return self._validated(arguments)
+
+    def validate_json(self, document: bytes | str) -> dict[str, Any]:
+        """Parameters from a JSON document, as an event carries them.
+
+        If the flow's first parameter is a pydantic model and the others have
+        defaults, the document is that model; otherwise it is an object whose
+        keys are the flow's keyword parameters.
+        """
+        self._prepare_event_model()
+        try:
+            if self._event_model_parameter is not None:
+                assert self._event_model is not None
+                value = self._event_model.model_validate_json(document)
+                parameters = {self._event_model_parameter: value}
+                if len(self.signature.parameters) > 1:
+                    return self.validate((), parameters)
+                return parameters
+            validated = self.parameters_model.model_validate_json(document)
+        except pydantic.ValidationError as error:
+            raise ParameterValidationError(_describe_validation(self.name, error)) from None
+        return {name: getattr(validated, name) for name in self.parameters_model.model_fields}
+
+    def _prepare_event_model(self) -> None:
+        if self._event_model is not None or self._event_model_parameter == "":
+            return
+        params = list(self.signature.parameters.values())
+        hints = typing.get_type_hints(self.fn)
+        first = params[0] if params else None
+        annotation = hints.get(first.name) if first else None
+        others_optional = all(p.default is not p.empty for p in params[1:])
+        if (
+            first is not None
+            and inspect.isclass(annotation)
+            and issubclass(annotation, pydantic.BaseModel)
+            and others_optional
+        ):
+            self._event_model = annotation
+            self._event_model_parameter = first.name
+        else:
+            self._event_model_parameter = ""
+
+    def _validated(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        model = self.parameters_model
+        try:
+            validated = model.model_validate(arguments)
+        except pydantic.ValidationError as error:
+            raise ParameterValidationError(_describe_validation(self.name, error)) from None
+        result = {name: getattr(validated, name) for name in model.model_fields}
+        for name, value in arguments.items():  # *args / **kwargs pass through unvalidated
+            if name not in result:
+                result[name] = value
+        return result
+
+    def format_run_name(self, parameters: dict[str, Any]) -> str:
+        template = self.flow_run_name
+        if callable(template):
+            return str(template(**parameters))
+        assert template is not None
+        return template.format(**parameters)
+
+    # -- calling ---------------------------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return_state = bool(kwargs.pop("return_state", False))
+        if self.is_async:
+            return self._call_async(args, kwargs, return_state)  # type: ignore[return-value]
+        parent = current_flow_run.get()
+        loop = running_loop()
+        target = parent.loop if parent is not None and loop is None else portal_loop()
+        if loop is target:
+            raise SyncInAsyncError(
+                f"sync flow {self.name} was called on the event loop that would run it; "
+                "call it from a thread (await asyncio.to_thread(...))"
+            )
+        state = asyncio.run_coroutine_threadsafe(
+            self._run(args, kwargs), target
+        ).result()
+        return _outcome(state, return_state)  # type: ignore[no-any-return]
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+        state = await self._run(args, kwargs)
+        return _outcome(state, return_state)
+
+    async def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> State:
+        parent = current_flow_run.get()
+        if parent is not None:
+            return await run_flow(self, parent.writer, args=args, kwargs=kwargs, parent=parent)
+        writer = await default_writer_async()
+        state = await run_flow(self, writer, args=args, kwargs=kwargs)
+        await writer.flush()  # a direct call returns once its run is durable
+        return state
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r})"
+
+
+def _outcome(state: State, return_state: bool) -> Any:
+    if return_state:
+        return state
+    return state.result()
+
+
+def _describe_validation(flow_name: str, error: pydantic.ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<input>'}: {e['msg']}" for e in error.errors()
+    )
+    return f"invalid parameters for flow {flow_name}: {problems}"
+
+
+def _signature_model(fn: Callable[..., Any], signature: inspect.Signature) -> type[pydantic.BaseModel]:
+    hints = typing.get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    for name, parameter in signature.parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        annotation = hints.get(name, Any)
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[name] = (annotation, default)
+    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+        f"{getattr(fn, '__name__', 'flow')}_parameters",
+        __config__=pydantic.ConfigDict(arbitrary_types_allowed=True, protected_namespaces=()),
+        **fields,
+    )
+
+
+@overload
+def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+
+@overload
+def flow(
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    description: str | None = None,
+    flow_run_name: str | Callable[..., str] | None = None,
+    retries: int | None = None,
+    retry_delay_seconds: RetryDelay | None = None,
+    timeout_seconds: float | None = None,
+    validate_parameters: bool = True,
+    log_prints: bool = False,
+    on_completion: Sequence[Callable[..., Any]] | None = None,
+    on_failure: Sequence[Callable[..., Any]] | None = None,
+    on_crashed: Sequence[Callable[..., Any]] | None = None,
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Mark a function as a flow: `@flow` or `@flow(name=..., retries=...)`."""
+    if fn is None:
+        return lambda f: Flow(f, **options)
+    return Flow(fn, **options)

@@ -1,0 +1,73 @@
+"""Retry delays: a number, a list whose last value repeats, or a callable."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from ._errors import ConfigurationError
+
+RetryDelay: TypeAlias = float | Sequence[float] | Callable[[int], float | Sequence[float]]
+
+
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """Delays of `backoff_factor * 2**n` for n = 0, 1, 2, ... (Prefect's helper)."""
+
+    def delays(retries: int) -> list[float]:
+        return [backoff_factor * 2**n for n in range(max(retries, 1))]
+
+    return delays
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how long to wait before another attempt of a run."""
+
+    retries: int = 0
+    delays: tuple[float, ...] = (0.0,)
+    jitter_factor: float | None = None
+    condition: Callable[..., bool] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        retries: int | None,
+        retry_delay_seconds: RetryDelay | None,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+    ) -> RetryPolicy:
+        retries = retries or 0
+        if retries < 0:
+            raise ConfigurationError(f"retries must be >= 0, not {retries}")
+        if retry_jitter_factor is not None and retry_jitter_factor < 0:
+            raise ConfigurationError("retry_jitter_factor must be >= 0")
+        delays = _delays(retry_delay_seconds, retries)
+        if any(d < 0 for d in delays):
+            raise ConfigurationError(f"retry delays must be >= 0, not {list(delays)}")
+        return cls(retries, delays, retry_jitter_factor, retry_condition_fn)
+
+    def delay(self, retry_number: int) -> float:
+        """Seconds to wait before retry `retry_number` (0 for the first retry).
+
+        With a jitter factor `j` the delay is drawn uniformly from
+        `[d, d * (1 + j)]`: never shorter than asked, at most `j` longer.
+        """
+        base = self.delays[min(retry_number, len(self.delays) - 1)]
+        if self.jitter_factor:
+            return base + random.uniform(0, base * self.jitter_factor)
+        return base
+
+
+def _delays(value: RetryDelay | None, retries: int) -> tuple[float, ...]:
+    if value is None:
+        return (0.0,)
+    if callable(value):
+        value = value(retries)
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    delays = tuple(float(v) for v in value)
+    return delays or (0.0,)
+
+

@@ -1,0 +1,61 @@
+"""Configuration from environment variables, read once into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///eventflow.db"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs users write to the async drivers eventflow uses."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything eventflow reads from the environment.
+
+    `EVENTFLOW_DATABASE_URL` picks the store (default: `eventflow.db` in the
+    working directory); `EVENTFLOW_FLUSH_INTERVAL` is the longest a finished
+    record waits before its group commit; `EVENTFLOW_LOG_FORMAT` is `text` or
+    `json`; `EVENTFLOW_LOG_LEVEL` the level of run logs; `EVENTFLOW_MAX_THREADS`
+    bounds the threads that run sync user code.
+    """
+
+    database_url: str = normalize_database_url(DEFAULT_DATABASE_URL)
+    flush_interval: float = 0.05
+    log_format: str = "text"
+    log_level: str = "INFO"
+    max_threads: int = 256
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        log_format = env.get("EVENTFLOW_LOG_FORMAT", "text").lower()
+        if log_format not in ("text", "json"):
+            raise ConfigurationError(
+                f"EVENTFLOW_LOG_FORMAT must be 'text' or 'json', not {log_format!r}"
+            )
+        try:
+            flush_interval = float(env.get("EVENTFLOW_FLUSH_INTERVAL", "0.05"))
+            max_threads = int(env.get("EVENTFLOW_MAX_THREADS", "256"))
+        except ValueError as error:
+            raise ConfigurationError(f"invalid numeric setting: {error}") from None
+        return cls(
+            database_url=normalize_database_url(
+                env.get("EVENTFLOW_DATABASE_URL", DEFAULT_DATABASE_URL)
+            ),
+            flush_interval=flush_interval,
+            log_format=log_format,
+            log_level=env.get("EVENTFLOW_LOG_LEVEL", "INFO").upper(),
+            max_threads=max_threads,
+        )

@@ -1,0 +1,107 @@
+"""Run states: a small closed set of types, each state carrying a human name."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ._errors import RunNotFinishedError
+
+
+class StateType(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_STATE_TYPES = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+)
+
+
+@dataclass(slots=True, frozen=True)
+class State:
+    """Where a flow run or task run is.
+
+    `name` refines `type` the way Prefect does: a RETRYING state is named
+    "AwaitingRetry" while a delay applies, a FAILED one "TimedOut" after a timeout.
+    `data` is the return value of a COMPLETED run, or the exception of a failed one.
+    """
+
+    type: StateType
+    name: str
+    message: str | None = None
+    data: Any = None
+    timestamp: float = field(default_factory=time.time)
+
+    def is_final(self) -> bool:
+        return self.type in FINAL_STATE_TYPES
+
+    def is_completed(self) -> bool:
+        return self.type is StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.type is StateType.FAILED
+
+    def is_crashed(self) -> bool:
+        return self.type is StateType.CRASHED
+
+    def is_cancelled(self) -> bool:
+        return self.type is StateType.CANCELLED
+
+    def is_pending(self) -> bool:
+        return self.type is StateType.PENDING
+
+    def is_running(self) -> bool:
+        return self.type is StateType.RUNNING
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """The run's return value; its exception is raised if it did not complete."""
+        if self.type is StateType.COMPLETED:
+            return self.data
+        if not self.is_final():
+            raise RunNotFinishedError(f"the run is {self.name}, it has no result yet")
+        if raise_on_failure:
+            if isinstance(self.data, BaseException):
+                raise self.data
+            raise RuntimeError(self.message or f"the run ended {self.name}")
+        return self.data
+
+    def __repr__(self) -> str:
+        message = f", message={self.message!r}" if self.message else ""
+        return f"{self.name}(type={self.type.value}{message})"
+
+
+def Pending(message: str | None = None) -> State:  # noqa: N802 - Prefect-style constructors
+    return State(StateType.PENDING, "Pending", message)
+
+
+def Running() -> State:  # noqa: N802
+    return State(StateType.RUNNING, "Running")
+
+
+def Completed(data: Any = None) -> State:  # noqa: N802
+    return State(StateType.COMPLETED, "Completed", data=data)
+
+
+def Failed(error: BaseException, name: str = "Failed") -> State:  # noqa: N802
+    return State(StateType.FAILED, name, message=describe_error(error), data=error)
+
+
+def Crashed(message: str, error: BaseException | None = None) -> State:  # noqa: N802
+    return State(StateType.CRASHED, "Crashed", message=message, data=error)
+
+
+def Cancelled(message: str) -> State:  # noqa: N802
+    return State(StateType.CANCELLED, "Cancelled", message=message)
+
+
+def describe_error(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,1 @@
+"""The run store: schema, the batched writer, read queries and migrations."""

@@ -1,0 +1,61 @@
+"""Alembic migrations, applied programmatically (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+
+from ._engine import make_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Bring the schema at `database_url` to `revision` (blocking; call it off the event loop)."""
+    asyncio.run(_upgrade(database_url, revision))
+
+
+async def _upgrade(database_url: str, revision: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_upgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+def _run_upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # concurrent workers starting together take turns; the lock ends with the transaction
+        connection.execute(text("SELECT pg_advisory_xact_lock(7411390)"))
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def current_revision(database_url: str) -> str | None:
+    async def read() -> str | None:
+        engine = make_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(_read_revision)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def _read_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()

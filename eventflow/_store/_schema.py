@@ -1,0 +1,111 @@
+"""Tables of the run store (SQLAlchemy Core; the Alembic migrations mirror them)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+TIMESTAMP = sa.DateTime(timezone=True)
+
+flows = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(100)),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("flow_name", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(300)),
+    sa.Column("state_type", sa.String(16), nullable=False),
+    sa.Column("state_name", sa.String(32), nullable=False),
+    sa.Column("parameters", sa.Text),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("run_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("parent_flow_run_id", sa.String(32)),
+    sa.Column("retry_of", sa.String(32)),
+    sa.Column("worker_id", sa.String(64)),
+    sa.Column("event_source", sa.String(300)),
+    sa.Column("event_partition", sa.Integer),
+    sa.Column("event_offset", sa.BigInteger),
+    sa.Column("event_id", sa.String(500)),
+    sa.Column("event_key", sa.String(500)),
+    sa.Column("event_payload", sa.LargeBinary),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+    sa.Column("started_at", TIMESTAMP),
+    sa.Column("ended_at", TIMESTAMP),
+    sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at"),
+    sa.Index("ix_flow_runs_state_created", "state_type", "created_at"),
+    sa.Index("ix_flow_runs_created", "created_at"),
+    sa.Index("ix_flow_runs_event_position", "event_source", "event_partition", "event_offset"),
+    sa.Index("ix_flow_runs_event_id", "event_id"),
+    sa.Index("ix_flow_runs_worker_state", "worker_id", "state_type"),
+)
+
+task_runs = sa.Table(
+    "task_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("flow_run_id", sa.String(32), nullable=False),
+    sa.Column("task_name", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("state_type", sa.String(16), nullable=False),
+    sa.Column("state_name", sa.String(32), nullable=False),
+    sa.Column("run_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+    sa.Column("started_at", TIMESTAMP),
+    sa.Column("ended_at", TIMESTAMP),
+    sa.Index("ix_task_runs_flow_run", "flow_run_id"),
+    sa.Index("ix_task_runs_name_state", "task_name", "state_type"),
+)
+
+task_run_edges = sa.Table(
+    "task_run_edges",
+    metadata,
+    sa.Column("flow_run_id", sa.String(32), nullable=False),
+    sa.Column("upstream_id", sa.String(32), primary_key=True),
+    sa.Column("downstream_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Index("ix_task_run_edges_flow_run", "flow_run_id"),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow_run_id", sa.String(32), nullable=False),
+    sa.Column("task_run_id", sa.String(32)),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("logger", sa.String(200), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("timestamp", TIMESTAMP, nullable=False),
+    sa.Index("ix_logs_flow_run", "flow_run_id", "timestamp"),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("hostname", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", TIMESTAMP, nullable=False),
+    sa.Column("heartbeat_at", TIMESTAMP, nullable=False),
+    sa.Column("stopped_at", TIMESTAMP),
+)
+
+consumer_offsets = sa.Table(
+    "consumer_offsets",
+    metadata,
+    sa.Column("group_id", sa.String(300), primary_key=True),
+    sa.Column("topic", sa.String(300), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
