@@ -11,7 +11,8 @@ import asyncio
 import inspect
 import logging
 import time
-import uuid
+import os
+import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,22 @@ logger = logging.getLogger("eventflow.engine")
 _RESULT_LIMIT = 10_000
 
 
+_ids = random.Random()
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A 128-bit run id in hex laid out like a UUIDv7: 48 bits of milliseconds, 80 random.
+
+    Time-ordered ids keep inserts at the end of the primary-key index (random
+    ones scatter them and slow the store as it grows). The random bits come
+    from a generator seeded once per process from the OS (again in a forked
+    child), not an OS call per id: one `getrandom` costs tens of microseconds
+    on some kernels and sandboxes, and this runs per task run.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
+
+
+os.register_at_fork(after_in_child=_ids.seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,31 +85,50 @@ def _json(value: Any) -> str | None:
     return text if len(text) <= _RESULT_LIMIT else None
 
 
-async def _call(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if is_async:
-        return await fn(*args, **kwargs)
-    return await run_sync(fn, *args, **kwargs)
+class _Attempts:
+    """Callbacks of one run's attempt loop: what to record at each step.
+
+    An object rather than closures: it is built once per run on the hot path.
+    """
+
+    __slots__ = ()
+
+    def on_attempt(self, attempt: int) -> None:
+        raise NotImplementedError
+
+    def on_retry(self, state: State, attempt: int, delay: float) -> None:
+        raise NotImplementedError
+
+    def retry_allowed(self, state: State) -> bool:
+        return True
 
 
 async def _attempts(
-    invoke: Callable[[], Awaitable[Any]],
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
     policy: RetryPolicy,
     timeout: float | None,
-    on_attempt: Callable[[int], None],
-    on_retry: Callable[[State, int, float], None],
-    retry_allowed: Callable[[State], bool],
+    record: _Attempts,
 ) -> State:
-    """Call `invoke` until it succeeds or the retries are spent; return the final state."""
+    """Call `fn` until it succeeds or the retries are spent; return the final state."""
     attempt = 0
     while True:
         attempt += 1
-        on_attempt(attempt)
+        record.on_attempt(attempt)
         try:
             if timeout is None:
-                value = await invoke()
+                if is_async:
+                    value = await fn(*args, **kwargs)
+                else:
+                    value = await run_sync(fn, *args, **kwargs)
             else:
                 async with asyncio.timeout(timeout) as scope:
-                    value = await invoke()
+                    if is_async:
+                        value = await fn(*args, **kwargs)
+                    else:
+                        value = await run_sync(fn, *args, **kwargs)
             return Completed(value)
         except TimeoutError as error:
             if timeout is not None and scope.expired():
@@ -104,10 +138,10 @@ async def _attempts(
         except Exception as error:
             state = Failed(error)
         retry_number = attempt - 1
-        if retry_number >= policy.retries or not retry_allowed(state):
+        if retry_number >= policy.retries or not record.retry_allowed(state):
             return state
         delay = policy.delay(retry_number)
-        on_retry(state, attempt, delay)
+        record.on_retry(state, attempt, delay)
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -130,15 +164,17 @@ async def _run_hooks_async(hooks: tuple[Callable[..., Any], ...], args: tuple[An
 # -- task runs -------------------------------------------------------------------------
 
 
-def _visit_futures(value: Any, found: list[TaskFuture[Any]]) -> None:
-    if isinstance(value, TaskFuture):
-        found.append(value)
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for item in value:
-            _visit_futures(item, found)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _visit_futures(item, found)
+_CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+def _find_futures(value: Any, found: list[TaskFuture[Any]]) -> None:
+    """Collect the TaskFutures in `value`, looking inside lists, tuples, sets and dicts."""
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        if isinstance(item, TaskFuture):
+            found.append(item)
+        elif isinstance(item, _CONTAINERS):
+            _find_futures(item, found)
 
 
 def _resolve(value: Any) -> Any:
@@ -155,24 +191,85 @@ def _resolve(value: Any) -> Any:
     return value
 
 
+_PENDING = StateType.PENDING.value
+_RUNNING = StateType.RUNNING.value
+_RETRYING = StateType.RETRYING.value
+
+
+class _TaskRunRecord(_Attempts):
+    __slots__ = ("args", "kwargs", "parameters", "row", "task", "writer")
+
+    def __init__(
+        self, task: Task[Any, Any], row: dict[str, Any], writer: RunWriter,
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> None:
+        self.task = task
+        self.row = row
+        self.writer = writer
+        self.args = args
+        self.kwargs = kwargs
+        self.parameters: dict[str, Any] | None = None
+
+    def info(self) -> RunInfo:
+        if self.parameters is None:
+            self.parameters = self.task.bind(self.args, self.kwargs)
+        row = self.row
+        return RunInfo(row["id"], row["name"], row["run_count"], self.parameters)
+
+    def on_attempt(self, attempt: int) -> None:
+        row = self.row
+        row["run_count"] = attempt
+        row["state_type"] = _RUNNING
+        if attempt == 1:
+            row["state_name"] = "Running"
+            row["started_at"] = time.time()
+        else:
+            row["state_name"] = "Retrying"
+        self.writer.put_task_run(row.copy())
+
+    def on_retry(self, state: State, attempt: int, delay: float) -> None:
+        row = self.row
+        row["state_type"] = _RETRYING
+        row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
+        row["error"] = state.message
+        self.writer.put_task_run(row.copy())
+
+    def retry_allowed(self, state: State) -> bool:
+        condition = self.task.retry_policy.condition
+        if condition is None:
+            return True
+        try:
+            return bool(condition(self.task, self.info(), state))
+        except Exception:
+            logger.exception("retry_condition_fn of task %s failed; not retrying", self.task.name)
+            return False
+
+    def finish(self, state: State) -> None:
+        row = self.row
+        row["state_type"] = state.type.value
+        row["state_name"] = state.name
+        row["error"] = None if state.type is StateType.COMPLETED else state.message
+        row["ended_at"] = time.time()
+        self.writer.put_task_run(row)
+
+
 async def run_task(
     task: Task[Any, Any],
     flow_run: FlowRunContext,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    wait_for: Iterable[TaskFuture[Any]] = (),
+    wait_for: tuple[TaskFuture[Any], ...] = (),
     task_run_id: str | None = None,
 ) -> State:
     """Run one task run of `task` inside `flow_run` and return its final state."""
     writer = flow_run.writer
     run_id = task_run_id or new_id()
-    index = flow_run.next_task_index(task.name)
     row: dict[str, Any] = {
         "id": run_id,
         "flow_run_id": flow_run.flow_run_id,
         "task_name": task.name,
-        "name": f"{task.name}-{index}",
-        "state_type": StateType.PENDING.value,
+        "name": f"{task.name}-{flow_run.next_task_index(task.name)}",
+        "state_type": _PENDING,
         "state_name": "Pending",
         "run_count": 0,
         "error": None,
@@ -180,95 +277,68 @@ async def run_task(
         "started_at": None,
         "ended_at": None,
     }
+    record = _TaskRunRecord(task, row, writer, args, kwargs)
     upstream: list[TaskFuture[Any]] = []
-    _visit_futures(args, upstream)
-    _visit_futures(kwargs, upstream)
-    waits = list(wait_for)
-    if upstream or waits:
-        writer.put_task_run(dict(row))
-        for future, kind in [(f, "data") for f in upstream] + [(f, "wait_for") for f in waits]:
-            writer.put_edge({
-                "flow_run_id": flow_run.flow_run_id,
-                "upstream_id": future.task_run_id,
-                "downstream_id": run_id,
-                "kind": kind,
-            })
-        states = [await future.wait_async() for future in upstream + waits]
-        not_completed = [f for f, s in zip(upstream + waits, states, strict=True) if not s.is_completed()]
-        if not_completed:
-            names = ", ".join(f.task_name for f in not_completed)
-            state = Failed(UpstreamFailedError(f"upstream task run(s) did not complete: {names}"), "NotReady")
-            _finish_task_row(row, state)
-            writer.put_task_run(row)
+    if args:
+        _find_futures(args, upstream)
+    if kwargs:
+        _find_futures(kwargs, upstream)
+    if upstream or wait_for:
+        state = await _wait_upstream(flow_run, run_id, row, upstream, wait_for)
+        if state is not None:
+            record.finish(state)
             return state
-        args = _resolve(args)
-        kwargs = _resolve(kwargs)
-
-    parameters: dict[str, Any] | None = None
+        record.args = args = _resolve(args)
+        record.kwargs = kwargs = _resolve(kwargs)
     if task.task_run_name is not None:
-        parameters = task.bind(args, kwargs)
-        row["name"] = task.format_run_name(parameters)
+        row["name"] = task.format_run_name(record.info().parameters)
 
-    context = TaskRunContext(run_id, task.name, flow_run)
-
-    def info() -> RunInfo:
-        return RunInfo(run_id, row["name"], row["run_count"], parameters or task.bind(args, kwargs))
-
-    def on_attempt(attempt: int) -> None:
-        row["run_count"] = attempt
-        row["state_type"] = StateType.RUNNING.value
-        row["state_name"] = "Running" if attempt == 1 else "Retrying"
-        if row["started_at"] is None:
-            row["started_at"] = time.time()
-        writer.put_task_run(dict(row))
-
-    def on_retry(state: State, attempt: int, delay: float) -> None:
-        row["state_type"] = StateType.RETRYING.value
-        row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
-        row["error"] = state.message
-        writer.put_task_run(dict(row))
-
-    def retry_allowed(state: State) -> bool:
-        if task.retry_policy.condition is None:
-            return True
-        try:
-            return bool(task.retry_policy.condition(task, info(), state))
-        except Exception:
-            logger.exception("retry_condition_fn of task %s failed; not retrying", task.name)
-            return False
-
-    flow_token = current_flow_run.set(flow_run)
-    task_token = current_task_run.set(context)
+    flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
+    task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
     try:
         state = await _attempts(
-            lambda: _call(task.fn, task.is_async, args, kwargs),
-            task.retry_policy,
-            task.timeout_seconds,
-            on_attempt,
-            on_retry,
-            retry_allowed,
+            task.fn, task.is_async, args, kwargs, task.retry_policy, task.timeout_seconds, record
         )
     except BaseException as error:
-        crashed = Crashed(f"the task run was interrupted: {type(error).__name__}", error)
-        _finish_task_row(row, crashed)
-        writer.put_task_run(row)
+        record.finish(Crashed(f"the task run was interrupted: {type(error).__name__}", error))
         raise
     finally:
         current_task_run.reset(task_token)
-        current_flow_run.reset(flow_token)
-    _finish_task_row(row, state)
-    writer.put_task_run(row)
-    hooks = task.on_completion if state.is_completed() else task.on_failure
+        if flow_token is not None:
+            current_flow_run.reset(flow_token)
+    record.finish(state)
+    hooks = task.on_completion if state.type is StateType.COMPLETED else task.on_failure
     if hooks:
-        await _run_hooks(hooks, task, info(), state)
+        await _run_hooks(hooks, task, record.info(), state)
     return state
 
 
-def _finish_task_row(row: dict[str, Any], state: State) -> None:
-    row["state_type"] = state.type.value
-    row["state_name"] = state.name
-    row["error"] = None if state.is_completed() else state.message
-    row["ended_at"] = time.time()
+async def _wait_upstream(
+    flow_run: FlowRunContext,
+    run_id: str,
+    row: dict[str, Any],
+    upstream: list[TaskFuture[Any]],
+    wait_for: tuple[TaskFuture[Any], ...],
+) -> State | None:
+    """Record the graph edges, wait for the upstream runs; a Failed state if one did not complete."""
+    writer = flow_run.writer
+    writer.put_task_run(row.copy())
+    dependencies = [(f, "data") for f in upstream] + [(f, "wait_for") for f in wait_for]
+    for future, kind in dependencies:
+        writer.put_edge({
+            "flow_run_id": flow_run.flow_run_id,
+            "upstream_id": future.task_run_id,
+            "downstream_id": run_id,
+            "kind": kind,
+        })
+    failed = []
+    for future, _kind in dependencies:
+        if not (await future.wait_async()).is_completed():
+            failed.append(future.task_name)
+    if not failed:
+        return None
+    error = UpstreamFailedError(f"upstream task run(s) did not complete: {', '.join(failed)}")
+    return Failed(error, "NotReady")
 
 
 def submit_task(
@@ -303,6 +373,46 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 # -- flow runs -------------------------------------------------------------------------
 
 
+class _FlowRunRecord(_Attempts):
+    __slots__ = ("parameters", "row", "writer")
+
+    def __init__(self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any]) -> None:
+        self.row = row
+        self.writer = writer
+        self.parameters = parameters
+
+    def info(self) -> RunInfo:
+        row = self.row
+        return RunInfo(row["id"], row["name"] or row["id"], row["run_count"], self.parameters)
+
+    def on_attempt(self, attempt: int) -> None:
+        row = self.row
+        row["run_count"] = attempt
+        if attempt > 1:
+            row["state_type"] = _RUNNING
+            row["state_name"] = "Retrying"
+            self.writer.put_flow_run(row.copy())
+
+    def on_retry(self, state: State, attempt: int, delay: float) -> None:
+        row = self.row
+        row["state_type"] = _RETRYING
+        row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
+        row["error"] = state.message
+        self.writer.put_flow_run(row.copy())
+
+    def finish(self, state: State) -> None:
+        row = self.row
+        row["state_type"] = state.type.value
+        row["state_name"] = state.name
+        row["ended_at"] = time.time()
+        if state.type is StateType.COMPLETED:
+            row["error"] = None
+            row["result"] = None if state.data is None else _json(state.data)
+        else:
+            row["error"] = state.message
+        self.writer.put_flow_run(row)
+
+
 async def run_flow(
     flow: Flow[Any, Any],
     writer: RunWriter,
@@ -329,7 +439,7 @@ async def run_flow(
         "id": run_id,
         "flow_name": flow.name,
         "name": None,
-        "state_type": StateType.RUNNING.value,
+        "state_type": _RUNNING,
         "state_name": "Running",
         "parameters": None,
         "result": None,
@@ -338,82 +448,65 @@ async def run_flow(
         "parent_flow_run_id": parent.flow_run_id if parent else None,
         "retry_of": retry_of,
         "worker_id": worker_id,
-        "event_source": event.source if event else None,
-        "event_partition": event.partition if event else None,
-        "event_offset": event.offset if event else None,
-        "event_id": event.id if event else None,
-        "event_key": event.key if event else None,
-        "event_payload": event.payload if event else None,
+        "event_source": None,
+        "event_partition": None,
+        "event_offset": None,
+        "event_id": None,
+        "event_key": None,
+        "event_payload": None,
         "created_at": now,
         "started_at": now,
         "ended_at": None,
     }
+    if event is not None:
+        row["event_source"] = event.source
+        row["event_partition"] = event.partition
+        row["event_offset"] = event.offset
+        row["event_id"] = event.id
+        row["event_key"] = event.key
+        row["event_payload"] = event.payload
     try:
         if raw_parameters is not None:
             parameters = flow.validate_json(raw_parameters)
         else:
             parameters = flow.validate(args, kwargs or {})
     except ParameterValidationError as error:
-        state = Failed(error, "Failed")
         row["started_at"] = None
         if raw_parameters is not None and event is None:
             row["parameters"] = raw_parameters.decode("utf-8", "replace")
-        _finish_flow_row(row, state)
-        writer.put_flow_run(row)
+        record = _FlowRunRecord(row, writer, {})
+        state = Failed(error)
+        record.finish(state)
         if flow.on_failure:
-            await _run_hooks(flow.on_failure, flow, RunInfo(run_id, run_id, 0, {}), state)
+            await _run_hooks(flow.on_failure, flow, record.info(), state)
         return state
 
-    if raw_parameters is not None and event is not None and event.payload is raw_parameters:
-        row["parameters"] = None  # the payload column already holds them
-    else:
-        row["parameters"] = _json(parameters)
+    if event is None or event.payload is not raw_parameters:
+        row["parameters"] = _json(parameters)  # else the payload column holds them already
     if flow.flow_run_name is not None:
         row["name"] = flow.format_run_name(parameters)
-    writer.put_flow_run(dict(row))
-
-    loop = asyncio.get_running_loop()
-    context = FlowRunContext(run_id, flow.name, writer, loop, flow.log_prints)
-
-    def info() -> RunInfo:
-        return RunInfo(run_id, row["name"] or run_id, row["run_count"], parameters)
-
-    def on_attempt(attempt: int) -> None:
-        row["run_count"] = attempt
-        if attempt > 1:
-            row["state_type"] = StateType.RUNNING.value
-            row["state_name"] = "Retrying"
-            writer.put_flow_run(dict(row))
-
-    def on_retry(state: State, attempt: int, delay: float) -> None:
-        row["state_type"] = StateType.RETRYING.value
-        row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
-        row["error"] = state.message
-        writer.put_flow_run(dict(row))
-
-    async def invoke() -> Any:
-        try:
-            return await _call(flow.fn, flow.is_async, (), parameters)
-        finally:
-            await _finish_forgotten(context)
-
+    writer.put_flow_run(row.copy())
+    record = _FlowRunRecord(row, writer, parameters)
+    context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     token = current_flow_run.set(context)
     try:
-        state = await _attempts(invoke, flow.retry_policy, flow.timeout_seconds, on_attempt, on_retry, lambda _s: True)
+        state = await _attempts(
+            flow.fn, flow.is_async, (), parameters, flow.retry_policy, flow.timeout_seconds, record
+        )
+        if context.futures:
+            await _finish_forgotten(context)
     except BaseException as error:
         crashed = Crashed(f"the flow run was interrupted: {type(error).__name__}", error)
-        _finish_flow_row(row, crashed)
-        writer.put_flow_run(row)
+        record.finish(crashed)
         if flow.on_crashed:
-            await asyncio.shield(_run_hooks(flow.on_crashed, flow, info(), crashed))
+            await asyncio.shield(_run_hooks(flow.on_crashed, flow, record.info(), crashed))
         raise
     finally:
         current_flow_run.reset(token)
-    _finish_flow_row(row, state)
-    writer.put_flow_run(row)
-    hooks = flow.on_completion if state.is_completed() else flow.on_failure
+    record.finish(state)
+    hooks = flow.on_completion if state.type is StateType.COMPLETED else flow.on_failure
     if hooks:
-        await _run_hooks(hooks, flow, info(), state)
+        await _run_hooks(hooks, flow, record.info(), state)
     return state
 
 
@@ -423,14 +516,3 @@ async def _finish_forgotten(context: FlowRunContext) -> None:
     while pending:
         await asyncio.wait([asyncio.ensure_future(f.wait_async()) for f in pending])
         pending = [f for f in context.futures if not f.done()]
-
-
-def _finish_flow_row(row: dict[str, Any], state: State) -> None:
-    row["state_type"] = state.type.value
-    row["state_name"] = state.name
-    row["ended_at"] = time.time()
-    if state.is_completed():
-        row["error"] = None
-        row["result"] = None if state.data is None else _json(state.data)
-    else:
-        row["error"] = state.message

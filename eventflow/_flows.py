@@ -64,6 +64,15 @@ class Flow(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._model: type[pydantic.BaseModel] | None = None
+        self._event_parameters_model: type[pydantic.BaseModel] | None = None
+        simple = all(
+            p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in self.signature.parameters.values()
+        )
+        positional = [
+            n for n, p in self.signature.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD
+        ]
+        # names a call's positional arguments bind to, when binding needs no inspect.Signature
+        self._positional_names: tuple[str, ...] | None = tuple(positional) if simple else None
         self._event_model: type[pydantic.BaseModel] | None = None
         self._event_model_parameter: str | None = None
         self.__doc__ = fn.__doc__
@@ -76,22 +85,38 @@ class Flow(Generic[P, R]):
 
     @property
     def parameters_model(self) -> type[pydantic.BaseModel]:
-        """A pydantic model of the flow's signature, built on first use."""
+        """A pydantic model of the flow's signature (unknown arguments are errors)."""
         if self._model is None:
-            self._model = _signature_model(self.fn, self.signature)
+            self._model = _signature_model(self.fn, self.signature, extra="forbid")
         return self._model
+
+    @property
+    def event_parameters_model(self) -> type[pydantic.BaseModel]:
+        """The same model for events, whose fields the flow does not take are ignored."""
+        if self._event_parameters_model is None:
+            self._event_parameters_model = _signature_model(self.fn, self.signature, extra="ignore")
+        return self._event_parameters_model
 
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Bind a call's arguments to the signature and validate (and coerce) them."""
+        arguments = self._bind(args, kwargs)
+        if not self.validate_parameters:
+            return arguments
+        return self._validated(arguments)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        names = self._positional_names
+        if names is not None and len(args) <= len(names) and not kwargs.keys() & names[: len(args)]:
+            arguments = dict(zip(names, args, strict=False))
+            arguments.update(kwargs)
+            if self.validate_parameters:  # pydantic fills defaults and reports what is missing
+                return arguments
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as error:
             raise ParameterValidationError(f"{self.name}: {error}") from None
         bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        if not self.validate_parameters:
-            return arguments
-        return self._validated(arguments)
+        return dict(bound.arguments)
 
     def validate_json(self, document: bytes | str) -> dict[str, Any]:
         """Parameters from a JSON document, as an event carries them.
@@ -109,10 +134,10 @@ class Flow(Generic[P, R]):
                 if len(self.signature.parameters) > 1:
                     return self.validate((), parameters)
                 return parameters
-            validated = self.parameters_model.model_validate_json(document)
+            validated = self.event_parameters_model.model_validate_json(document)
         except pydantic.ValidationError as error:
             raise ParameterValidationError(_describe_validation(self.name, error)) from None
-        return {name: getattr(validated, name) for name in self.parameters_model.model_fields}
+        return dict(validated.__dict__)
 
     def _prepare_event_model(self) -> None:
         if self._event_model is not None or self._event_model_parameter == "":
@@ -139,10 +164,10 @@ class Flow(Generic[P, R]):
             validated = model.model_validate(arguments)
         except pydantic.ValidationError as error:
             raise ParameterValidationError(_describe_validation(self.name, error)) from None
-        result = {name: getattr(validated, name) for name in model.model_fields}
-        for name, value in arguments.items():  # *args / **kwargs pass through unvalidated
-            if name not in result:
-                result[name] = value
+        result = dict(validated.__dict__)
+        if self._positional_names is None:  # *args / **kwargs pass through unvalidated
+            for name, value in arguments.items():
+                result.setdefault(name, value)
         return result
 
     def format_run_name(self, parameters: dict[str, Any]) -> str:
@@ -201,7 +226,9 @@ def _describe_validation(flow_name: str, error: pydantic.ValidationError) -> str
     return f"invalid parameters for flow {flow_name}: {problems}"
 
 
-def _signature_model(fn: Callable[..., Any], signature: inspect.Signature) -> type[pydantic.BaseModel]:
+def _signature_model(
+    fn: Callable[..., Any], signature: inspect.Signature, extra: typing.Literal["forbid", "ignore"]
+) -> type[pydantic.BaseModel]:
     hints = typing.get_type_hints(fn)
     fields: dict[str, Any] = {}
     for name, parameter in signature.parameters.items():
@@ -212,7 +239,9 @@ def _signature_model(fn: Callable[..., Any], signature: inspect.Signature) -> ty
         fields[name] = (annotation, default)
     return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
         f"{getattr(fn, '__name__', 'flow')}_parameters",
-        __config__=pydantic.ConfigDict(arbitrary_types_allowed=True, protected_namespaces=()),
+        __config__=pydantic.ConfigDict(
+            arbitrary_types_allowed=True, protected_namespaces=(), extra=extra
+        ),
         **fields,
     )
 

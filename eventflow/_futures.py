@@ -79,7 +79,7 @@ class TaskFuture(Generic[R]):
         return result
 
     def __repr__(self) -> str:
-        return f"TaskFuture({self.task_name}, {self.task_run_id[:8]}, {self.state!r})"
+        return f"TaskFuture({self.task_name}, {self.task_run_id[-8:]}, {self.state!r})"
 
 
 async def _wait_task(future: asyncio.Future[State], timeout: float | None) -> State:

@@ -42,7 +42,7 @@ class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         where = getattr(record, "task_name", None) or getattr(record, "flow_name", None)
         run_id = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
-        prefix = f"{where} {run_id[:8]} | " if where and run_id else ""
+        prefix = f"{where} {run_id[-8:]} | " if where and run_id else ""
         record.run_prefix = prefix
         return super().format(record)
 

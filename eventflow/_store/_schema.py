@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from ._types import Timestamp
+
 metadata = sa.MetaData()
 
-TIMESTAMP = sa.DateTime(timezone=True)
+TIMESTAMP = Timestamp()
 
 flows = sa.Table(
     "flows",

@@ -26,17 +26,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._errors import StoreError
 from . import _schema as schema
-from ._engine import make_engine
+from ._engine import is_sqlite, make_engine, make_sync_engine
+from ._types import Timestamp
 
 logger = logging.getLogger("eventflow.store")
 
 Row = dict[str, Any]
-_TIMESTAMP_KEYS = ("created_at", "started_at", "ended_at", "timestamp", "updated_at")
 
 _FLOW_RUN = 0
 _TASK_RUN = 1
@@ -48,9 +47,14 @@ _OFFSETS = 5
 
 @dataclass(slots=True)
 class _FlushMarker:
-    """Placed in the queue by `flush()`: resolved once everything before it is committed."""
+    """Placed in the queue by `flush()`: resolved once everything before it is committed.
 
-    notify: Callable[[BaseException | None], None]
+    `future` belongs to `loop` (an async caller) or is a concurrent future (`loop`
+    is None, a blocking caller).
+    """
+
+    future: asyncio.Future[None] | concurrent.futures.Future[None]
+    loop: asyncio.AbstractEventLoop | None
 
 
 @dataclass(slots=True)
@@ -86,14 +90,6 @@ class WriterStats:
     failures: int = 0
 
 
-def _to_datetimes(row: Row) -> Row:
-    for key in _TIMESTAMP_KEYS:
-        value = row.get(key)
-        if isinstance(value, float):
-            row[key] = datetime.fromtimestamp(value, UTC)
-    return row
-
-
 def _is_transient(error: BaseException) -> bool:
     """Errors after which the same batch may well succeed: the database went away or is busy."""
     if isinstance(error, (OSError, ConnectionError, TimeoutError, sa.exc.TimeoutError)):
@@ -117,11 +113,13 @@ class RunWriter:
         self._queue: deque[Any] = deque()
         self._known_flows: set[str] = set()
         self._wake_pending = False
+        self._idle = False
         self._closing = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._engine: AsyncEngine | None = None
+        self._sqlite: sa.Engine | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._start_lock = threading.Lock()
@@ -196,30 +194,21 @@ class RunWriter:
         """Return once every record queued before this call is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-
-        def notify(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, error)
-
-        self._queue.append(_FlushMarker(notify))
+        self._queue.append(_FlushMarker(future, loop))
         self._request_wake()
         await future
 
     def flush_blocking(self, timeout: float | None = None) -> None:
         """`flush()` for sync callers; never call it on an event loop thread."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def notify(error: BaseException | None) -> None:
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
-
-        self._queue.append(_FlushMarker(notify))
+        self._queue.append(_FlushMarker(future, None))
         self._request_wake()
         future.result(timeout)
 
     def _request_wake(self) -> None:
-        if self._wake_pending or self._loop is None or self._wake is None:
+        # Waking a thread costs a syscall; a writer that is busy drains the queue
+        # again before it sleeps, so only an idle writer needs it.
+        if not self._idle or self._wake_pending or self._loop is None or self._wake is None:
             return
         self._wake_pending = True
         try:
@@ -241,6 +230,8 @@ class RunWriter:
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
             self._engine = make_engine(self.database_url)
+            if is_sqlite(self.database_url):
+                self._sqlite = make_sync_engine(self.database_url)
         except BaseException as error:
             self._start_error = error
             self._ready.set()
@@ -250,6 +241,7 @@ class RunWriter:
         backoff = 0.05
         try:
             while True:
+                self._idle = True  # before looking at the queue: see _request_wake
                 if not self._queue and batch.record_count() == 0 and not batch.markers:
                     if self._closing:
                         break
@@ -257,6 +249,7 @@ class RunWriter:
                         await asyncio.wait_for(self._wake.wait(), self.flush_interval)
                     except TimeoutError:
                         pass
+                self._idle = False
                 self._wake.clear()
                 self._wake_pending = False
                 self._drain_into(batch)
@@ -294,6 +287,8 @@ class RunWriter:
                 batch = _Batch()
         finally:
             await self._engine.dispose()
+            if self._sqlite is not None:
+                self._sqlite.dispose()
 
     def _drain_into(self, batch: _Batch) -> None:
         queue = self._queue
@@ -326,25 +321,14 @@ class RunWriter:
         assert self._engine is not None
         started = time.perf_counter()
         count = batch.record_count()
-        async with self._engine.begin() as conn:
-            if batch.flows:
-                await _upsert(conn, schema.flows, ["name"], _rows(batch.flows.values()), update=("version",))
-            if batch.flow_runs:
-                await _upsert(conn, schema.flow_runs, ["id"], _rows(batch.flow_runs.values()))
-            if batch.task_runs:
-                await _upsert(conn, schema.task_runs, ["id"], _rows(batch.task_runs.values()))
-            if batch.edges:
-                await _upsert(
-                    conn, schema.task_run_edges, ["upstream_id", "downstream_id"],
-                    list(batch.edges.values()), update=(),
-                )
-            if batch.logs:
-                await conn.execute(schema.logs.insert(), _rows(batch.logs))
-            if batch.offsets:
-                await _upsert(
-                    conn, schema.consumer_offsets, ["group_id", "topic", "partition"],
-                    _rows(batch.offsets.values()), update=("next_offset", "updated_at"),
-                )
+        if self._sqlite is not None:
+            # In this thread, not through aiosqlite's: every hand-off between
+            # threads waits for the GIL, and a batch would take several.
+            with self._sqlite.begin() as conn:
+                _write_batch(conn, batch)
+        else:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(_write_batch, batch)
         self.stats.batches += 1
         self.stats.records += count
         self.stats.last_batch_records = count
@@ -352,52 +336,137 @@ class RunWriter:
 
     @staticmethod
     def _settle_markers(batch: _Batch, error: BaseException | None) -> None:
+        """Wake the flush callers: one thread-safe call per event loop, not per caller."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for marker in batch.markers:
-            marker.notify(error)
+            if marker.loop is None:
+                _settle(marker.future, error)
+            else:
+                by_loop.setdefault(marker.loop, []).append(marker.future)  # type: ignore[arg-type]
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, futures, error)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
         batch.markers.clear()
 
 
-def _rows(rows: Iterable[Row]) -> list[Row]:
-    return [_to_datetimes(dict(row)) for row in rows]
+class _Upsert:
+    """One table's INSERT ... ON CONFLICT, rendered once, executed with plain tuples.
 
-
-_statement_cache: dict[tuple[str, str, tuple[str, ...] | None, frozenset[str]], Any] = {}
-
-
-async def _upsert(
-    conn: AsyncConnection,
-    table: sa.Table,
-    keys: list[str],
-    rows: list[Row],
-    update: tuple[str, ...] | None = None,
-) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE (or NOTHING when `update` is empty).
-
-    `update=None` updates every column present in the rows but the keys and
-    `created_at`, which keeps the first write's value.
+    Rows skip SQLAlchemy's per-value processing, the writer's hottest cost: the
+    driver gets tuples in column order. Timestamps (epoch floats in rows) become
+    `datetime`s for PostgreSQL and stay floats for SQLite (see `Timestamp`).
+    SQLite gets many rows per statement: `sqlite3` releases the GIL around each
+    statement it steps, and one release per row would hand the GIL back and forth
+    with the event loop thread hundreds of times a batch.
     """
-    dialect = conn.dialect.name
-    columns = frozenset(rows[0])
-    cache_key = (dialect, table.name, update, columns)
-    statement = _statement_cache.get(cache_key)
-    if statement is None:
-        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+    def __init__(self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None) -> None:
+        self.table = table
+        self.columns = tuple(c.name for c in table.columns if c.autoincrement is not True)
+        self.keys = keys
         if update is None:
-            update = tuple(c for c in columns if c not in keys and c != "created_at")
-        if update:
-            statement = insert.on_conflict_do_update(
-                index_elements=keys, set_={c: insert.excluded[c] for c in update}
-            )
-        else:
-            statement = insert.on_conflict_do_nothing(index_elements=keys)
-        _statement_cache[cache_key] = statement
-    await conn.execute(statement, rows)
+            update = tuple(c for c in self.columns if c not in keys and c != "created_at")
+        self.update = update
+        self.timestamp_positions = tuple(
+            i for i, c in enumerate(self.columns) if isinstance(table.c[c].type, Timestamp)
+        )
+        self.rows_per_statement = max(1, min(500, 30_000 // len(self.columns)))
+        self._sql: dict[tuple[str, int], str] = {}
+
+    def sql(self, dialect: sa.Dialect, rows: int = 1) -> str:
+        text = self._sql.get((dialect.name, rows))
+        if text is None:
+            text = self._render(dialect, rows)
+            if rows in (1, self.rows_per_statement):
+                self._sql[(dialect.name, rows)] = text
+        return text
+
+    def _render(self, dialect: sa.Dialect, rows: int) -> str:
+        quote = dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in self.columns)
+        style = dialect.paramstyle
+        if style == "qmark":
+            marks = ", ".join("?" for _ in self.columns)
+        elif style == "numeric_dollar":
+            marks = ", ".join(f"${i + 1}" for i in range(len(self.columns)))
+        elif style == "format":
+            marks = ", ".join("%s" for _ in self.columns)
+        else:  # pragma: no cover - every driver eventflow installs is one of the above
+            raise StoreError(f"unsupported DB-API paramstyle {style!r}")
+        values = ", ".join([f"({marks})"] * rows)
+        text = f"INSERT INTO {quote(self.table.name)} ({names}) VALUES {values}"
+        if not self.keys:
+            return text
+        conflict = ", ".join(quote(k) for k in self.keys)
+        if not self.update:
+            return f"{text} ON CONFLICT ({conflict}) DO NOTHING"
+        updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self.update)
+        return f"{text} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+
+    def execute(self, conn: sa.Connection, rows: Iterable[Row]) -> None:
+        dialect = conn.dialect
+        columns = self.columns
+        if dialect.name == "sqlite":
+            chunk = self.rows_per_statement
+            values = [row.get(c) for row in rows for c in columns]
+            step = chunk * len(columns)
+            for start in range(0, len(values), step):
+                params = tuple(values[start : start + step])
+                statement = self.sql(dialect, len(params) // len(columns))
+                conn.exec_driver_sql(statement, params)
+            return
+        positions = self.timestamp_positions
+        tuples = []
+        for row in rows:
+            row_values = [row.get(c) for c in columns]
+            for i in positions:
+                value = row_values[i]
+                if value is not None:
+                    row_values[i] = _utc_datetime(value)
+            tuples.append(tuple(row_values))
+        conn.exec_driver_sql(self.sql(dialect), tuples)  # type: ignore[arg-type]
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+def _utc_datetime(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _write_batch(conn: sa.Connection, batch: _Batch) -> None:
+    if batch.flows:
+        _FLOWS.execute(conn, batch.flows.values())
+    if batch.flow_runs:
+        _FLOW_RUNS.execute(conn, batch.flow_runs.values())
+    if batch.task_runs:
+        _TASK_RUNS.execute(conn, batch.task_runs.values())
+    if batch.edges:
+        _EDGES.execute(conn, batch.edges.values())
+    if batch.logs:
+        _LOGS.execute(conn, batch.logs)
+    if batch.offsets:
+        _OFFSETS_UPSERT.execute(conn, batch.offsets.values())
+
+
+_FLOWS = _Upsert(schema.flows, ("name",), ("version",))
+_FLOW_RUNS = _Upsert(schema.flow_runs, ("id",), None)
+_TASK_RUNS = _Upsert(schema.task_runs, ("id",), None)
+_EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
+_LOGS = _Upsert(schema.logs, (), None)
+_OFFSETS_UPSERT = _Upsert(schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at"))
+
+
+def _settle(
+    future: asyncio.Future[None] | concurrent.futures.Future[None], error: BaseException | None
+) -> None:
     if future.done():
         return
     if error is None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        _settle(future, error)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from eventflow._store._types import Timestamp
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
-TIMESTAMP = sa.DateTime(timezone=True)
+TIMESTAMP = Timestamp()
 
 
 def upgrade() -> None:
