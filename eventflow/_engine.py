@@ -246,6 +246,7 @@ class _TaskRunRecord(_Attempts):
 
     def finish(self, state: State) -> None:
         row = self.row
+        state.run_id = row["id"]
         row["state_type"] = state.type.value
         row["state_name"] = state.name
         row["error"] = None if state.type is StateType.COMPLETED else state.message
@@ -402,6 +403,7 @@ class _FlowRunRecord(_Attempts):
 
     def finish(self, state: State) -> None:
         row = self.row
+        state.run_id = row["id"]
         row["state_type"] = state.type.value
         row["state_name"] = state.name
         row["ended_at"] = time.time()

@@ -127,7 +127,7 @@ class Flow(Generic[P, R]):
         """
         self._prepare_event_model()
         try:
-            if self._event_model_parameter is not None:
+            if self._event_model_parameter:
                 assert self._event_model is not None
                 value = self._event_model.model_validate_json(document)
                 parameters = {self._event_model_parameter: value}

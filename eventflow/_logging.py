@@ -47,6 +47,18 @@ class _TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is at the time, not the one seen at set-up."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 class StoreLogHandler(logging.Handler):
     """Sends records that belong to a run to that run's store writer."""
 
@@ -81,7 +93,7 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
         logger = logging.getLogger(RUN_LOGGER_NAME)
         logger.setLevel(level)
         logger.propagate = False
-        stream = logging.StreamHandler(sys.stdout)
+        stream = _StdoutHandler()
         if log_format == "json":
             stream.setFormatter(JsonFormatter())
         else:

@@ -25,13 +25,14 @@ FINAL_STATE_TYPES = frozenset(
 )
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class State:
     """Where a flow run or task run is.
 
     `name` refines `type` the way Prefect does: a RETRYING state is named
     "AwaitingRetry" while a delay applies, a FAILED one "TimedOut" after a timeout.
-    `data` is the return value of a COMPLETED run, or the exception of a failed one.
+    `data` is the return value of a COMPLETED run, or the exception of a failed one;
+    `run_id` is the flow run or task run the state belongs to, once final.
     """
 
     type: StateType
@@ -39,6 +40,7 @@ class State:
     message: str | None = None
     data: Any = None
     timestamp: float = field(default_factory=time.time)
+    run_id: str | None = None
 
     def is_final(self) -> bool:
         return self.type in FINAL_STATE_TYPES
