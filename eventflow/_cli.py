@@ -59,7 +59,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -94,13 +96,21 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--flow", "flow_name", help="Only runs of this flow.")
-@click.option("--state", type=click.Choice(_STATE_CHOICES, case_sensitive=False), help="Only runs in this state.")
+@click.option(
+    "--state",
+    type=click.Choice(_STATE_CHOICES, case_sensitive=False),
+    help="Only runs in this state.",
+)
 @click.option("--key", "event_key", help="Only runs of events with this key.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @_database_option
 def runs_list(
-    flow_name: str | None, state: str | None, event_key: str | None, limit: int, as_json: bool,
+    flow_name: str | None,
+    state: str | None,
+    event_key: str | None,
+    limit: int,
+    as_json: bool,
     database_url: str | None,
 ) -> None:
     """List flow runs, newest first."""
@@ -108,7 +118,9 @@ def runs_list(
 
     async def query() -> list[dict[str, Any]]:
         try:
-            return await reader.list_flow_runs(flow=flow_name, state=state, event_key=event_key, limit=limit)
+            return await reader.list_flow_runs(
+                flow=flow_name, state=state, event_key=event_key, limit=limit
+            )
         finally:
             await reader.close()
 
@@ -139,7 +151,10 @@ def runs_list(
 @click.option("--json", "as_json", is_flag=True, help="The run, task runs, edges and logs as JSON.")
 @_database_option
 def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
-    """Show one flow run: its task runs, graph edges and logs (RUN_ID may be a unique prefix or suffix)."""
+    """Show one flow run: its task runs, graph edges and logs.
+
+    RUN_ID may be a unique prefix or suffix of the id.
+    """
     reader = RunReader(_database_url(database_url))
 
     async def query() -> dict[str, Any]:
@@ -159,9 +174,13 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
     click.echo(f"flow run   {run['id']}")
     click.echo(f"flow       {run['flow_name']}" + (f" ({run['name']})" if run["name"] else ""))
     click.echo(f"state      {run['state_name']} ({run['state_type']}), attempts {run['run_count']}")
-    click.echo(f"created    {_when(run['created_at'])}   duration {_duration(run['started_at'], run['ended_at'])}")
+    duration = _duration(run["started_at"], run["ended_at"])
+    click.echo(f"created    {_when(run['created_at'])}   duration {duration}")
     if run["event_id"]:
-        click.echo(f"event      {run['event_id']}" + (f" key={run['event_key']}" if run["event_key"] else ""))
+        click.echo(
+            f"event      {run['event_id']}"
+            + (f" key={run['event_key']}" if run["event_key"] else "")
+        )
     if run["parameters"]:
         click.echo(f"parameters {_short(run['parameters'], 200)}")
     if run["result"]:
@@ -188,7 +207,10 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
         for edge in run["edges"]:
             upstream = names.get(edge["upstream_id"], edge["upstream_id"])
             downstream = names.get(edge["downstream_id"], edge["downstream_id"])
-            click.echo(f"{upstream} -> {downstream}" + (" (wait_for)" if edge["kind"] == "wait_for" else ""))
+            click.echo(
+                f"{upstream} -> {downstream}"
+                + (" (wait_for)" if edge["kind"] == "wait_for" else "")
+            )
     if run["logs"]:
         click.echo("")
         for entry in run["logs"]:

@@ -46,9 +46,5 @@ class TaskRunContext:
     flow_run: FlowRunContext
 
 
-current_flow_run: ContextVar[FlowRunContext | None] = ContextVar(
-    "eventflow_flow_run", default=None
-)
-current_task_run: ContextVar[TaskRunContext | None] = ContextVar(
-    "eventflow_task_run", default=None
-)
+current_flow_run: ContextVar[FlowRunContext | None] = ContextVar("eventflow_flow_run", default=None)
+current_task_run: ContextVar[TaskRunContext | None] = ContextVar("eventflow_task_run", default=None)

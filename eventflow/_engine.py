@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -200,8 +200,12 @@ class _TaskRunRecord(_Attempts):
     __slots__ = ("args", "kwargs", "parameters", "row", "task", "writer")
 
     def __init__(
-        self, task: Task[Any, Any], row: dict[str, Any], writer: RunWriter,
-        args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        task: Task[Any, Any],
+        row: dict[str, Any],
+        writer: RunWriter,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         self.task = task
         self.row = row
@@ -321,17 +325,22 @@ async def _wait_upstream(
     upstream: list[TaskFuture[Any]],
     wait_for: tuple[TaskFuture[Any], ...],
 ) -> State | None:
-    """Record the graph edges, wait for the upstream runs; a Failed state if one did not complete."""
+    """Record the graph edges and wait for the upstream runs.
+
+    Returns a Failed state if one of them did not complete, else None.
+    """
     writer = flow_run.writer
     writer.put_task_run(row.copy())
     dependencies = [(f, "data") for f in upstream] + [(f, "wait_for") for f in wait_for]
     for future, kind in dependencies:
-        writer.put_edge({
-            "flow_run_id": flow_run.flow_run_id,
-            "upstream_id": future.task_run_id,
-            "downstream_id": run_id,
-            "kind": kind,
-        })
+        writer.put_edge(
+            {
+                "flow_run_id": flow_run.flow_run_id,
+                "upstream_id": future.task_run_id,
+                "downstream_id": run_id,
+                "kind": kind,
+            }
+        )
     failed = []
     for future, _kind in dependencies:
         if not (await future.wait_async()).is_completed():

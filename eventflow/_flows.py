@@ -49,7 +49,7 @@ class Flow(Generic[P, R]):
         on_crashed: Sequence[Callable[..., Any]] | None = None,
     ) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "flow").replace("_", "-")
+        self.name: str = name or getattr(fn, "__name__", "flow").replace("_", "-")
         self.version = version
         self.description = description if description is not None else inspect.getdoc(fn)
         self.flow_run_name = flow_run_name
@@ -66,7 +66,8 @@ class Flow(Generic[P, R]):
         self._model: type[pydantic.BaseModel] | None = None
         self._event_parameters_model: type[pydantic.BaseModel] | None = None
         simple = all(
-            p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in self.signature.parameters.values()
+            p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            for p in self.signature.parameters.values()
         )
         positional = [
             n for n, p in self.signature.parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD
@@ -191,12 +192,12 @@ class Flow(Generic[P, R]):
                 f"sync flow {self.name} was called on the event loop that would run it; "
                 "call it from a thread (await asyncio.to_thread(...))"
             )
-        state = asyncio.run_coroutine_threadsafe(
-            self._run(args, kwargs), target
-        ).result()
+        state = asyncio.run_coroutine_threadsafe(self._run(args, kwargs), target).result()
         return _outcome(state, return_state)  # type: ignore[no-any-return]
 
-    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool) -> Any:
+    async def _call_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+    ) -> Any:
         state = await self._run(args, kwargs)
         return _outcome(state, return_state)
 
@@ -237,7 +238,7 @@ def _signature_model(
         annotation = hints.get(name, Any)
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[name] = (annotation, default)
-    return pydantic.create_model(  # type: ignore[call-overload,no-any-return]
+    return pydantic.create_model(
         f"{getattr(fn, '__name__', 'flow')}_parameters",
         __config__=pydantic.ConfigDict(
             arbitrary_types_allowed=True, protected_namespaces=(), extra=extra

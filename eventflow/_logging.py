@@ -50,7 +50,7 @@ class _TextFormatter(logging.Formatter):
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stdout` is at the time, not the one seen at set-up."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 
@@ -72,7 +72,7 @@ class StoreLogHandler(logging.Handler):
                 message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
             writer.put_log(
                 {
-                    "flow_run_id": record.flow_run_id,
+                    "flow_run_id": getattr(record, "flow_run_id", None),
                     "task_run_id": getattr(record, "task_run_id", None),
                     "level": record.levelno,
                     "logger": record.name,

@@ -69,5 +69,3 @@ def _delays(value: RetryDelay | None, retries: int) -> tuple[float, ...]:
         return (float(value),)
     delays = tuple(float(v) for v in value)
     return delays or (0.0,)
-
-

@@ -14,7 +14,12 @@ def normalize_database_url(url: str) -> str:
     """Map the URLs users write to the async drivers eventflow uses."""
     if url.startswith("sqlite:"):
         return "sqlite+aiosqlite:" + url[len("sqlite:") :]
-    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+    for prefix in (
+        "postgresql://",
+        "postgres://",
+        "postgresql+psycopg://",
+        "postgresql+psycopg2://",
+    ):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
     return url

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from ._errors import RunNotFinishedError
 
 
-class StateType(str, Enum):
+class StateType(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     RETRYING = "RETRYING"
@@ -80,27 +80,27 @@ class State:
         return f"{self.name}(type={self.type.value}{message})"
 
 
-def Pending(message: str | None = None) -> State:  # noqa: N802 - Prefect-style constructors
+def Pending(message: str | None = None) -> State:
     return State(StateType.PENDING, "Pending", message)
 
 
-def Running() -> State:  # noqa: N802
+def Running() -> State:
     return State(StateType.RUNNING, "Running")
 
 
-def Completed(data: Any = None) -> State:  # noqa: N802
+def Completed(data: Any = None) -> State:
     return State(StateType.COMPLETED, "Completed", data=data)
 
 
-def Failed(error: BaseException, name: str = "Failed") -> State:  # noqa: N802
+def Failed(error: BaseException, name: str = "Failed") -> State:
     return State(StateType.FAILED, name, message=describe_error(error), data=error)
 
 
-def Crashed(message: str, error: BaseException | None = None) -> State:  # noqa: N802
+def Crashed(message: str, error: BaseException | None = None) -> State:
     return State(StateType.CRASHED, "Crashed", message=message, data=error)
 
 
-def Cancelled(message: str) -> State:  # noqa: N802
+def Cancelled(message: str) -> State:
     return State(StateType.CANCELLED, "Cancelled", message=message)
 
 

@@ -24,7 +24,7 @@ _warned_blocking = False
 
 
 @dataclass(frozen=True, slots=True)
-class unmapped:  # noqa: N801 - Prefect's name
+class unmapped:
     """Wraps an argument of `task.map()` that is passed whole to every run."""
 
     value: Any
@@ -55,7 +55,7 @@ class Task(Generic[P, R]):
         on_failure: Sequence[Callable[..., Any]] | None = None,
     ) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "task")
+        self.name = str(name or getattr(fn, "__name__", "task"))
         self.description = description if description is not None else inspect.getdoc(fn)
         self.tags = frozenset(tags or ())
         self.retries = retries or 0
@@ -77,7 +77,7 @@ class Task(Generic[P, R]):
 
     def with_options(self, **options: Any) -> Task[P, R]:
         """A copy of this task with some options changed."""
-        current = {
+        current: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "tags": self.tags,
@@ -143,18 +143,21 @@ class Task(Generic[P, R]):
         """
         wait_for = kwargs.pop("wait_for", None)
         mapped: dict[int | str, list[Any]] = {}
-        for key, value in [*enumerate(args), *kwargs.items()]:
+        candidates: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+        for key, value in candidates:
             if not isinstance(value, unmapped) and _is_mappable(value):
                 mapped[key] = list(value)
         lengths = {len(v) for v in mapped.values()}
         if len(lengths) > 1:
-            raise ValueError(f"{self.name}.map() got iterables of different lengths: {sorted(lengths)}")
+            raise ValueError(
+                f"{self.name}.map() got iterables of different lengths: {sorted(lengths)}"
+            )
         count = lengths.pop() if lengths else 0
         futures = []
         for i in range(count):
             call_args = [mapped[n][i] if n in mapped else _plain(a) for n, a in enumerate(args)]
             call_kwargs = {k: mapped[k][i] if k in mapped else _plain(v) for k, v in kwargs.items()}
-            futures.append(self.submit(*call_args, wait_for=wait_for, **call_kwargs))  # type: ignore[arg-type]
+            futures.append(self.submit(*call_args, wait_for=wait_for, **call_kwargs))
         return futures
 
     def __repr__(self) -> str:

@@ -38,7 +38,10 @@ class Postgres:
 
     def _script(self, *args: str) -> None:
         subprocess.run(
-            [str(ROOT / "scripts" / "postgres.sh"), *args], check=True, capture_output=True, timeout=300
+            [str(ROOT / "scripts" / "postgres.sh"), *args],
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
 
     def start(self) -> None:
@@ -57,8 +60,23 @@ class Postgres:
         """A new empty database; its URL."""
         name = f"t_{uuid.uuid4().hex[:12]}"
         subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "eventflow",
-             "-v", "ON_ERROR_STOP=1", "-qc", f"CREATE DATABASE {name}"],
-            check=True, capture_output=True, timeout=60,
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "eventflow",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                f"CREATE DATABASE {name}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         return self.url(name)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
 from ._engine import make_engine
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -21,8 +26,21 @@ def alembic_config() -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the schema at `database_url` to `revision` (blocking; call it off the event loop)."""
-    asyncio.run(_upgrade(database_url, revision))
+    """Bring the schema at `database_url` to `revision` (blocking).
+
+    Called on an event loop thread it does the work on a thread of its own; in
+    async code prefer `await asyncio.to_thread(upgrade, url)`.
+    """
+    _run_blocking(_upgrade(database_url, revision))
+
+
+def _run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _upgrade(database_url: str, revision: str) -> None:
@@ -52,7 +70,7 @@ def current_revision(database_url: str) -> str | None:
         finally:
             await engine.dispose()
 
-    return asyncio.run(read())
+    return _run_blocking(read())
 
 
 def _read_revision(connection: Connection) -> str | None:

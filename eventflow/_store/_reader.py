@@ -41,17 +41,18 @@ class RunReader:
 
     async def list_flows(self) -> list[dict[str, Any]]:
         runs = schema.flow_runs
-        counts = (
-            sa.select(
-                runs.c.flow_name,
-                runs.c.state_type,
-                sa.func.count().label("count"),
-                sa.func.max(runs.c.created_at).label("last_run_at"),
-            )
-            .group_by(runs.c.flow_name, runs.c.state_type)
-        )
+        counts = sa.select(
+            runs.c.flow_name,
+            runs.c.state_type,
+            sa.func.count().label("count"),
+            sa.func.max(runs.c.created_at).label("last_run_at"),
+        ).group_by(runs.c.flow_name, runs.c.state_type)
         async with self.engine.connect() as conn:
-            flows = (await conn.execute(sa.select(schema.flows).order_by(schema.flows.c.name))).mappings().all()
+            flows = (
+                (await conn.execute(sa.select(schema.flows).order_by(schema.flows.c.name)))
+                .mappings()
+                .all()
+            )
             rows = (await conn.execute(counts)).all()
         result: dict[str, dict[str, Any]] = {
             f["name"]: {**f, "runs": 0, "states": {}, "last_run_at": None} for f in flows
@@ -59,7 +60,14 @@ class RunReader:
         for flow_name, state_type, count, last_run_at in rows:
             entry = result.setdefault(
                 flow_name,
-                {"name": flow_name, "version": None, "created_at": None, "runs": 0, "states": {}, "last_run_at": None},
+                {
+                    "name": flow_name,
+                    "version": None,
+                    "created_at": None,
+                    "runs": 0,
+                    "states": {},
+                    "last_run_at": None,
+                },
             )
             entry["runs"] += count
             entry["states"][state_type] = count
@@ -91,7 +99,9 @@ class RunReader:
             query = query.where(runs.c.created_at >= since)
         if until is not None:
             query = query.where(runs.c.created_at < until)
-        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        query = (
+            query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        )
         async with self.engine.connect() as conn:
             return [dict(row) for row in (await conn.execute(query)).mappings()]
 
@@ -115,42 +125,70 @@ class RunReader:
             if len(run_id) < 4:
                 raise RunNotFoundError(f"no flow run {run_id!r}")
             matches = (
-                await conn.execute(
-                    sa.select(runs.c.id)
-                    .where(sa.or_(runs.c.id.startswith(run_id), runs.c.id.endswith(run_id)))
-                    .limit(2)
+                (
+                    await conn.execute(
+                        sa.select(runs.c.id)
+                        .where(sa.or_(runs.c.id.startswith(run_id), runs.c.id.endswith(run_id)))
+                        .limit(2)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         if not matches:
             raise RunNotFoundError(f"no flow run {run_id!r}")
         if len(matches) > 1:
-            raise RunNotFoundError(f"{run_id!r} matches more than one flow run; give more of the id")
+            raise RunNotFoundError(
+                f"{run_id!r} matches more than one flow run; give more of the id"
+            )
         return str(matches[0])
 
     async def get_flow_run(self, run_id: str) -> dict[str, Any]:
         """One flow run with its task runs, graph edges and logs."""
         run_id = await self.resolve_run_id(run_id)
         async with self.engine.connect() as conn:
-            run = (await conn.execute(sa.select(schema.flow_runs).where(schema.flow_runs.c.id == run_id))).mappings().one()
+            run = (
+                (
+                    await conn.execute(
+                        sa.select(schema.flow_runs).where(schema.flow_runs.c.id == run_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
             task_runs = (
-                await conn.execute(
-                    sa.select(schema.task_runs)
-                    .where(schema.task_runs.c.flow_run_id == run_id)
-                    .order_by(schema.task_runs.c.created_at, schema.task_runs.c.id)
+                (
+                    await conn.execute(
+                        sa.select(schema.task_runs)
+                        .where(schema.task_runs.c.flow_run_id == run_id)
+                        .order_by(schema.task_runs.c.created_at, schema.task_runs.c.id)
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
             edges = (
-                await conn.execute(
-                    sa.select(schema.task_run_edges).where(schema.task_run_edges.c.flow_run_id == run_id)
+                (
+                    await conn.execute(
+                        sa.select(schema.task_run_edges).where(
+                            schema.task_run_edges.c.flow_run_id == run_id
+                        )
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
             logs = (
-                await conn.execute(
-                    sa.select(schema.logs)
-                    .where(schema.logs.c.flow_run_id == run_id)
-                    .order_by(schema.logs.c.timestamp, schema.logs.c.id)
+                (
+                    await conn.execute(
+                        sa.select(schema.logs)
+                        .where(schema.logs.c.flow_run_id == run_id)
+                        .order_by(schema.logs.c.timestamp, schema.logs.c.id)
+                    )
                 )
-            ).mappings().all()
+                .mappings()
+                .all()
+            )
         result = dict(run)
         result["task_runs"] = [dict(t) for t in task_runs]
         result["edges"] = [dict(e) for e in edges]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -131,11 +132,15 @@ class RunWriter:
         with self._start_lock:
             if self._thread is not None:
                 return
-            self._thread = threading.Thread(target=self._thread_main, name="eventflow-writer", daemon=True)
+            self._thread = threading.Thread(
+                target=self._thread_main, name="eventflow-writer", daemon=True
+            )
             self._thread.start()
         self._ready.wait()
         if self._start_error is not None:
-            raise StoreError(f"cannot start the run writer: {self._start_error}") from self._start_error
+            raise StoreError(
+                f"cannot start the run writer: {self._start_error}"
+            ) from self._start_error
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write everything queued, then stop the thread and dispose of the engine."""
@@ -160,7 +165,9 @@ class RunWriter:
     def ensure_flow(self, name: str, version: str | None) -> None:
         if name not in self._known_flows:
             self._known_flows.add(name)
-            self._queue.append((_FLOW, {"name": name, "version": version, "created_at": time.time()}))
+            self._queue.append(
+                (_FLOW, {"name": name, "version": version, "created_at": time.time()})
+            )
 
     def put_flow_run(self, row: Row) -> None:
         self._queue.append((_FLOW_RUN, row))
@@ -175,9 +182,12 @@ class RunWriter:
         self._queue.append((_LOG, row))
 
     def put_offsets(
-        self, group_id: str, offsets: Iterable[tuple[str, int, int]], on_commit: Callable[[], None] | None = None
+        self,
+        group_id: str,
+        offsets: Iterable[tuple[str, int, int]],
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
-        """Store `(topic, partition, next_offset)` in the same transaction as the runs queued before.
+        """Store `(topic, partition, next_offset)` in the transaction of the runs queued before.
 
         `on_commit` runs on the writer thread once that transaction has committed.
         """
@@ -211,10 +221,8 @@ class RunWriter:
         if not self._idle or self._wake_pending or self._loop is None or self._wake is None:
             return
         self._wake_pending = True
-        try:
+        with contextlib.suppress(RuntimeError):  # the writer loop already stopped
             self._loop.call_soon_threadsafe(self._wake.set)
-        except RuntimeError:  # the writer loop already stopped
-            pass
 
     # -- the writer thread -----------------------------------------------------------
 
@@ -245,10 +253,8 @@ class RunWriter:
                 if not self._queue and batch.record_count() == 0 and not batch.markers:
                     if self._closing:
                         break
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.flush_interval)
-                    except TimeoutError:
-                        pass
                 self._idle = False
                 self._wake.clear()
                 self._wake_pending = False
@@ -261,9 +267,14 @@ class RunWriter:
                 except Exception as error:
                     self.stats.failures += 1
                     if not _is_transient(error):
-                        logger.error("dropping a batch of %d records the database refused: %s",
-                                     batch.record_count(), error)
-                        self._settle_markers(batch, StoreError(f"the database refused a batch: {error}"))
+                        logger.error(
+                            "dropping a batch of %d records the database refused: %s",
+                            batch.record_count(),
+                            error,
+                        )
+                        self._settle_markers(
+                            batch, StoreError(f"the database refused a batch: {error}")
+                        )
                         batch = _Batch()
                         continue
                     if self.healthy:
@@ -344,10 +355,8 @@ class RunWriter:
             else:
                 by_loop.setdefault(marker.loop, []).append(marker.future)  # type: ignore[arg-type]
         for loop, futures in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle_all, futures, error)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
         batch.markers.clear()
 
 
@@ -362,7 +371,9 @@ class _Upsert:
     with the event loop thread hundreds of times a batch.
     """
 
-    def __init__(self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None) -> None:
+    def __init__(
+        self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None
+    ) -> None:
         self.table = table
         self.columns = tuple(c.name for c in table.columns if c.autoincrement is not True)
         self.keys = keys
@@ -426,7 +437,7 @@ class _Upsert:
                 if value is not None:
                     row_values[i] = _utc_datetime(value)
             tuples.append(tuple(row_values))
-        conn.exec_driver_sql(self.sql(dialect), tuples)  # type: ignore[arg-type]
+        conn.exec_driver_sql(self.sql(dialect), tuples)
 
 
 def _utc_datetime(value: float) -> datetime:
@@ -453,7 +464,9 @@ _FLOW_RUNS = _Upsert(schema.flow_runs, ("id",), None)
 _TASK_RUNS = _Upsert(schema.task_runs, ("id",), None)
 _EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
 _LOGS = _Upsert(schema.logs, (), None)
-_OFFSETS_UPSERT = _Upsert(schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at"))
+_OFFSETS_UPSERT = _Upsert(
+    schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
+)
 
 
 def _settle(

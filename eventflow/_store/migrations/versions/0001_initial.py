@@ -55,7 +55,9 @@ def upgrade() -> None:
     op.create_index("ix_flow_runs_state_created", "flow_runs", ["state_type", "created_at"])
     op.create_index("ix_flow_runs_created", "flow_runs", ["created_at"])
     op.create_index(
-        "ix_flow_runs_event_position", "flow_runs", ["event_source", "event_partition", "event_offset"]
+        "ix_flow_runs_event_position",
+        "flow_runs",
+        ["event_source", "event_partition", "event_offset"],
     )
     op.create_index("ix_flow_runs_event_id", "flow_runs", ["event_id"])
     op.create_index("ix_flow_runs_worker_state", "flow_runs", ["worker_id", "state_type"])
@@ -115,6 +117,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "consumer_offsets", "workers", "logs", "task_run_edges", "task_runs", "flow_runs", "flows"
+        "consumer_offsets",
+        "workers",
+        "logs",
+        "task_run_edges",
+        "task_runs",
+        "flow_runs",
+        "flows",
     ):
         op.drop_table(table)
