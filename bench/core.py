@@ -39,13 +39,16 @@ def measure_eventflow(runs: int, concurrency: int, mode: str) -> dict[str, objec
     return result
 
 
+COLUMNS = ("impl", "mode", "concurrency", "runs", "runs_per_s", "peak_rss_mb", "tracked")
+HEADERS = ("impl", "mode", "in flight", "runs", "runs/s", "peak RSS MB", "tracked")
+
+
 def row(result: dict[str, object]) -> str:
     if "error" in result:
-        return f"{result.get('impl')!s:<10} {result.get('mode')!s:<6} error: {str(result['error'])[:300]}"
-    return (
-        f"{result['impl']!s:<10} {result['mode']!s:<6} {result['concurrency']!s:>11} {result['runs']!s:>7} "
-        f"{result['runs_per_s']!s:>12} {result.get('peak_rss_mb')!s:>12} {result.get('tracked')!s:>8}"
-    )
+        message = str(result["error"])[:300]
+        return f"{result.get('impl')!s:<10} {result.get('mode')!s:<6} error: {message}"
+    cells = [str(result.get(c)) for c in COLUMNS]
+    return " ".join([f"{cells[0]:<10}", f"{cells[1]:<6}", *(f"{c:>12}" for c in cells[2:])])
 
 
 def main() -> None:
