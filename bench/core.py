@@ -66,9 +66,7 @@ def main() -> None:
     if not args.skip_prefect:
         results.append(measure_prefect(args.prefect_runs, 16, "async"))
         results.append(measure_prefect(max(args.prefect_runs // 5, 10), 1, "sync"))
-    print(
-        f"{'impl':<10} {'mode':<6} {'in flight':>11} {'runs':>7} {'runs/s':>12} {'peak RSS MB':>12} {'tracked':>8}"
-    )
+    print(" ".join([f"{HEADERS[0]:<10}", f"{HEADERS[1]:<6}", *(f"{h:>12}" for h in HEADERS[2:])]))
     for result in results:
         print(row(result))
 
