@@ -1,0 +1,1 @@
+"""Connectors: each module translates one system into eventflow events and acknowledgements."""

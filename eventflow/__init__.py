@@ -21,6 +21,7 @@ from ._flows import Flow, flow
 from ._futures import TaskFuture
 from ._logging import get_run_logger
 from ._retries import exponential_backoff
+from ._runtime._app import App
 from ._settings import Settings
 from ._states import State, StateType
 from ._tasks import Task, task, unmapped
@@ -28,6 +29,7 @@ from ._tasks import Task, task, unmapped
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "ConfigurationError",
     "EventInfo",
     "EventflowError",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
+import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
@@ -12,6 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
+from ._errors import ConfigurationError
+from ._loading import load_object
 from ._settings import Settings
 from ._states import StateType
 from ._store._migrate import upgrade
@@ -267,6 +271,41 @@ def db_upgrade(database_url: str | None) -> None:
     url = _database_url(database_url)
     upgrade(url)
     click.echo(f"store at {_redact(url)} is up to date")
+
+
+@main.command("run")
+@click.argument("target")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes sharing the load (Kafka: members of one consumer group).")
+def run_command(target: str, workers: int) -> None:
+    """Run the App at TARGET (path/to/file.py:app or package.module:app) until SIGTERM."""
+    from ._runtime._app import App
+
+    if workers > 1:
+        upgrade(Settings.from_env().database_url)  # once, before the workers race to it
+        sys.exit(_supervise([sys.executable, "-m", "eventflow", "run", target], workers))
+    try:
+        app = load_object(target)
+    except ConfigurationError as error:
+        raise click.ClickException(str(error)) from None
+    if not isinstance(app, App):
+        raise click.ClickException(f"{target} is a {type(app).__name__}, not an eventflow App")
+    app.run()
+
+
+def _supervise(command: list[str], workers: int) -> int:
+    """Start `workers` copies of `command`, pass SIGTERM/SIGINT on, wait for all of them."""
+    children = [subprocess.Popen(command) for _ in range(workers)]
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)
 
 
 def _redact(url: str) -> str:

@@ -33,7 +33,11 @@ class Settings:
     working directory); `EVENTFLOW_FLUSH_INTERVAL` is the longest a finished
     record waits before its group commit; `EVENTFLOW_LOG_FORMAT` is `text` or
     `json`; `EVENTFLOW_LOG_LEVEL` the level of run logs; `EVENTFLOW_MAX_THREADS`
-    bounds the threads that run sync user code.
+    bounds the threads that run sync user code. For workers:
+    `EVENTFLOW_COMMIT_INTERVAL` (seconds between offset commits),
+    `EVENTFLOW_WORKER_LEASE` (seconds without a heartbeat after which a worker
+    is dead and its runs CRASHED), `EVENTFLOW_SHUTDOWN_GRACE` (seconds runs in
+    flight get to finish on SIGTERM).
     """
 
     database_url: str = normalize_database_url(DEFAULT_DATABASE_URL)
@@ -41,6 +45,9 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     max_threads: int = 256
+    commit_interval: float = 0.5
+    worker_lease: float = 10.0
+    shutdown_grace: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -53,6 +60,9 @@ class Settings:
         try:
             flush_interval = float(env.get("EVENTFLOW_FLUSH_INTERVAL", "0.05"))
             max_threads = int(env.get("EVENTFLOW_MAX_THREADS", "256"))
+            commit_interval = float(env.get("EVENTFLOW_COMMIT_INTERVAL", "0.5"))
+            worker_lease = float(env.get("EVENTFLOW_WORKER_LEASE", "10"))
+            shutdown_grace = float(env.get("EVENTFLOW_SHUTDOWN_GRACE", "30"))
         except ValueError as error:
             raise ConfigurationError(f"invalid numeric setting: {error}") from None
         return cls(
@@ -63,4 +73,7 @@ class Settings:
             log_format=log_format,
             log_level=env.get("EVENTFLOW_LOG_LEVEL", "INFO").upper(),
             max_threads=max_threads,
+            commit_interval=commit_interval,
+            worker_lease=worker_lease,
+            shutdown_grace=shutdown_grace,
         )

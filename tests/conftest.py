@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from eventflow._defaults import reset_default_writer
+from tests._kafka import Kafka
 from tests._services import Postgres
 
 
@@ -17,6 +18,15 @@ def postgres() -> Iterator[Postgres]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[Kafka]:
+    broker = Kafka.start_new()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

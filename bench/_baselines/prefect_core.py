@@ -20,6 +20,13 @@ about 1 s of wall time however little it does. ``PREFECT_FLOWS_HEARTBEAT_FREQUEN
 is validated ``>= 30`` and cannot be set to None from the environment, so we
 measure Prefect as shipped. The async engine does not join that thread.
 
+Note on async throughput: the server answers HTTP 503 when SQLite reports
+SQLITE_BUSY(_SNAPSHOT) -- its own background services (event persister, task
+run recorder) write concurrently with the API -- and the client then backs off
+for 2-30+ s before retrying. This happens even at concurrency 1 and dominates
+the async figure, which is therefore noisy; ``http_retries`` and
+``http_retry_backoff_s`` in the output show how much of it there was.
+
 About memory: in Prefect 3 the ephemeral API server is NOT in-process. The
 first API call starts ``python -m uvicorn prefect.server.api.server:create_app``
 as a subprocess on 127.0.0.1 (``SubprocessASGIServer``) that owns the SQLite

@@ -44,6 +44,7 @@ _EDGE = 2
 _LOG = 3
 _FLOW = 4
 _OFFSETS = 5
+_WORKER = 6
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class _Batch:
     edges: dict[tuple[str, str], Row] = field(default_factory=dict)
     logs: list[Row] = field(default_factory=list)
     offsets: dict[tuple[str, str, int], Row] = field(default_factory=dict)
+    workers: dict[str, Row] = field(default_factory=dict)
     markers: list[_FlushMarker] = field(default_factory=list)
     commit_hooks: list[Callable[[], None]] = field(default_factory=list)
 
@@ -77,6 +79,7 @@ class _Batch:
             + len(self.edges)
             + len(self.logs)
             + len(self.offsets)
+            + len(self.workers)
         )
 
 
@@ -180,6 +183,10 @@ class RunWriter:
 
     def put_log(self, row: Row) -> None:
         self._queue.append((_LOG, row))
+
+    def put_worker(self, row: Row) -> None:
+        """A worker's registration or heartbeat (id, hostname, pid, started_at, heartbeat_at)."""
+        self._queue.append((_WORKER, row))
 
     def put_offsets(
         self,
@@ -327,6 +334,8 @@ class RunWriter:
                     batch.offsets[key] = offset_row
                 if on_commit is not None:
                     batch.commit_hooks.append(on_commit)
+            elif kind == _WORKER:
+                batch.workers[row["id"]] = row
 
     async def _commit(self, batch: _Batch) -> None:
         assert self._engine is not None
@@ -457,6 +466,8 @@ def _write_batch(conn: sa.Connection, batch: _Batch) -> None:
         _LOGS.execute(conn, batch.logs)
     if batch.offsets:
         _OFFSETS_UPSERT.execute(conn, batch.offsets.values())
+    if batch.workers:
+        _WORKERS.execute(conn, batch.workers.values())
 
 
 _FLOWS = _Upsert(schema.flows, ("name",), ("version",))
@@ -464,6 +475,7 @@ _FLOW_RUNS = _Upsert(schema.flow_runs, ("id",), None)
 _TASK_RUNS = _Upsert(schema.task_runs, ("id",), None)
 _EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
 _LOGS = _Upsert(schema.logs, (), None)
+_WORKERS = _Upsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
 _OFFSETS_UPSERT = _Upsert(
     schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
 )

@@ -1,0 +1,260 @@
+"""Kafka: a consumer-group source and a producer sink (aiokafka).
+
+The source only translates: records become `Event`s, the runtime's pause set
+becomes `pause()`/`resume()` (polling never stops, so the group does not
+rebalance while the worker is busy), rebalances become `assigned`/`revoked`
+calls, and offsets the runtime made durable are committed to Kafka so lag
+tools see them. Offsets live first in the run store; on assignment the
+consumer seeks to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.helpers import create_ssl_context
+
+from eventflow import ConfigurationError
+from eventflow.runtime import Event, EventSink, Partition, Sink, Source
+
+logger = logging.getLogger("eventflow.kafka")
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """How to reach the cluster, shared by sources and sinks (passed through to aiokafka)."""
+
+    bootstrap_servers: str | Sequence[str] = "localhost:9092"
+    client_id: str = "eventflow"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl_context: ssl.SSLContext | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    request_timeout_ms: int = 40_000
+
+    def client_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        context = self.ssl_context
+        if context is None and (self.ssl_cafile or self.ssl_certfile):
+            context = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = context or create_ssl_context()
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ConfigurationError(f"{self.security_protocol} needs a sasl_mechanism")
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_plain_username
+            options["sasl_plain_password"] = self.sasl_plain_password
+        return options
+
+    def __repr__(self) -> str:  # never print the password
+        return f"KafkaConnection({self.bootstrap_servers!r}, {self.security_protocol})"
+
+
+def _connection(connection: KafkaConnection | None, bootstrap_servers: str | Sequence[str] | None) -> KafkaConnection:
+    if connection is not None:
+        if bootstrap_servers is not None:
+            raise ConfigurationError("give bootstrap_servers or connection, not both")
+        return connection
+    return KafkaConnection(bootstrap_servers=bootstrap_servers or "localhost:9092")
+
+
+class KafkaSink(Sink):
+    """Publishes to a topic; each `send` returns once the broker acknowledged the message."""
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        connection: KafkaConnection | None = None,
+        acks: Literal[0, 1, "all"] = "all",
+        linger_ms: int = 5,
+    ) -> None:
+        self.topic = topic
+        self.connection = _connection(connection, bootstrap_servers)
+        self._acks = acks
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    **self.connection.client_options(),
+                    acks=self._acks,
+                    linger_ms=self._linger_ms,
+                    enable_idempotence=self._acks == "all",
+                )
+                await producer.start()
+                self._producer = producer
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                producer, self._producer = self._producer, None
+                await producer.stop()
+
+    async def send(
+        self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        await self._producer.send_and_wait(self.topic, value, key=key, headers=list(headers) or None)
+
+
+class KafkaSource(Source):
+    """Consumes topics as a member of a consumer group.
+
+    Auto-commit is off: offsets are committed only once the runs before them
+    are durable. `group_instance_id` enables static membership (a restart
+    within the session timeout keeps the assignment); `rebalance_timeout_ms`
+    is how long the group waits for members to finish revoked work.
+    Failed events go to `dead_letter_topic` (default `<first topic>.dlq`)
+    unless the subscription names another sink.
+    """
+
+    def __init__(
+        self,
+        *topics: str,
+        group_id: str,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        connection: KafkaConnection | None = None,
+        group_instance_id: str | None = None,
+        auto_offset_reset: Literal["earliest", "latest"] = "earliest",
+        dead_letter_topic: str | None = None,
+        max_batch: int = 2000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        rebalance_timeout_ms: int = 30_000,
+        max_poll_interval_ms: int = 300_000,
+    ) -> None:
+        if not topics:
+            raise ConfigurationError("KafkaSource needs at least one topic")
+        self.topics = topics
+        self.group_id = group_id
+        self.name = f"kafka:{','.join(topics)}"
+        self.connection = _connection(connection, bootstrap_servers)
+        self.dead_letter_topic = dead_letter_topic or f"{topics[0]}.dlq"
+        self.max_batch = max_batch
+        self._consumer_options: dict[str, Any] = {
+            "group_id": group_id,
+            "group_instance_id": group_instance_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": auto_offset_reset,
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "rebalance_timeout_ms": rebalance_timeout_ms,
+            "max_poll_interval_ms": max_poll_interval_ms,
+        }
+        self._consumer: AIOKafkaConsumer | None = None
+        self._paused: set[TopicPartition] = set()
+
+    def dead_letter_sink(self) -> Sink:
+        return KafkaSink(self.dead_letter_topic, connection=self.connection)
+
+    async def run(self, sink: EventSink) -> None:
+        consumer = AIOKafkaConsumer(**self.connection.client_options(), **self._consumer_options)
+        consumer.subscribe(topics=list(self.topics), listener=_Rebalance(consumer, sink))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._paused = set()
+        try:
+            while not sink.stopping:
+                self._apply_pauses(consumer, sink)
+                batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+                if not batch:
+                    continue
+                events = [
+                    Event(
+                        id=f"{record.topic}/{record.partition}/{record.offset}",
+                        value=record.value if record.value is not None else b"",
+                        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+                        stream=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
+                        headers=record.headers or (),
+                    )
+                    for records in batch.values()
+                    for record in records
+                ]
+                await sink.deliver(events)
+        except BaseException:
+            self._consumer = None
+            await consumer.stop()
+            raise
+
+    def _apply_pauses(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
+        assigned = consumer.assignment()
+        wanted = {
+            TopicPartition(t, p)
+            for t, p in sink.paused([(tp.topic, tp.partition) for tp in assigned])
+        }
+        to_pause = wanted - self._paused
+        to_resume = (self._paused - wanted) & assigned
+        if to_pause:
+            consumer.pause(*to_pause)
+        if to_resume:
+            consumer.resume(*to_resume)
+        self._paused = wanted
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        consumer = self._consumer
+        if consumer is None or not offsets:
+            return
+        assigned = consumer.assignment()
+        ours = {TopicPartition(t, p): o for (t, p), o in offsets.items() if TopicPartition(t, p) in assigned}
+        if ours:
+            await consumer.commit(ours)
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
+        self.consumer = consumer
+        self.sink = sink
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        offsets = await self.sink.revoked([(tp.topic, tp.partition) for tp in revoked])
+        if offsets:
+            try:
+                await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            except Exception as error:  # the store has them; the next owner seeks there
+                logger.warning("commit on revocation failed: %s", error)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        stored = await self.sink.assigned([(tp.topic, tp.partition) for tp in assigned])
+        for (topic, partition), offset in stored.items():
+            self.consumer.seek(TopicPartition(topic, partition), offset)

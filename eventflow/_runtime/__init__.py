@@ -1,0 +1,1 @@
+"""The long-running App: sources -> dispatcher -> engine; offsets; shutdown."""

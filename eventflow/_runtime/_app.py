@@ -1,0 +1,199 @@
+"""App: the long-running worker that binds sources to flows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._flows import Flow
+from .._logging import configure_logging
+from .._settings import Settings
+from .._store._engine import make_engine
+from .._store._migrate import upgrade
+from .._store._recovery import sweep_crashed
+from .._store._writer import RunWriter
+from ._source import Event, Sink, Source
+from ._subscription import FailurePolicy, Subscription, SubscriptionRunner
+
+logger = logging.getLogger("eventflow.runtime")
+
+
+class App:
+    """Binds sources to flows and runs them: every event becomes one tracked flow run.
+
+    The store comes from `settings` (default: `Settings.from_env()`, so
+    `EVENTFLOW_DATABASE_URL`). Nothing starts until `run()` / `serve()`.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
+        self.subscriptions: list[Subscription] = []
+        self.runners: list[SubscriptionRunner] = []
+        self.worker_id: str | None = None
+        self.started = asyncio.Event()
+
+    def subscribe(
+        self,
+        source: Source,
+        flow: Flow[Any, Any],
+        *,
+        on_failure: FailurePolicy = "dead_letter",
+        dead_letter: Sink | None = None,
+        max_in_flight: int = 1024,
+        max_in_flight_per_partition: int = 256,
+        key_ordering: bool = True,
+        params: Mapping[str, Any] | Callable[[Event], Mapping[str, Any]] | None = None,
+        revoke_grace_seconds: float = 10.0,
+    ) -> Subscription:
+        """Run `flow` once per event of `source`.
+
+        `on_failure` says where an event goes after its run failed (retries
+        spent, or a poison message): `"dead_letter"` (to `dead_letter`, else the
+        source's default, a Kafka source's `<topic>.dlq`), `"skip"`, or `"stop"`
+        (the partition stops there until a restart). `params` overrides or
+        replaces the parameters decoded from the event.
+        """
+        if on_failure not in ("dead_letter", "skip", "stop"):
+            raise ValueError(f"on_failure must be 'dead_letter', 'skip' or 'stop', not {on_failure!r}")
+        if max_in_flight < 1 or max_in_flight_per_partition < 1:
+            raise ValueError("in-flight bounds must be >= 1")
+        subscription = Subscription(
+            source=source,
+            flow=flow,
+            on_failure=on_failure,
+            dead_letter=dead_letter,
+            max_in_flight=max_in_flight,
+            max_in_flight_per_partition=max_in_flight_per_partition,
+            key_ordering=key_ordering,
+            params=params,
+            revoke_grace_seconds=revoke_grace_seconds,
+        )
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+        asyncio.run(self._run_with_signals())
+
+    async def _run_with_signals(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.serve(stop)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set (forever without one), then shut down gracefully.
+
+        Shutdown: stop fetching, let runs in flight finish within the grace
+        period (`EVENTFLOW_SHUTDOWN_GRACE`, default 30 s; the rest are cancelled
+        and end CRASHED), flush the store, commit offsets, leave the groups.
+        """
+        settings = self.settings or Settings.from_env()
+        configure_logging(settings.log_format, settings.log_level)
+        stop = stop or asyncio.Event()
+        await asyncio.to_thread(upgrade, settings.database_url)
+        writer = RunWriter(settings.database_url, flush_interval=settings.flush_interval)
+        await asyncio.to_thread(writer.start)
+        engine = make_engine(settings.database_url)
+        self.worker_id = worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        started_at = time.time()
+        worker_row = {"id": worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
+                      "started_at": started_at, "heartbeat_at": started_at, "stopped_at": None}
+        writer.put_worker(worker_row)
+        await writer.flush()
+        crashed = await sweep_crashed(engine, settings.worker_lease)
+        if crashed:
+            logger.warning("marked the in-flight runs of %d dead worker(s) CRASHED", len(crashed))
+        self.runners = [SubscriptionRunner(s, writer, engine, worker_id) for s in self.subscriptions]
+        logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
+        background: list[asyncio.Task[None]] = []
+        sources: list[asyncio.Task[None]] = []
+        try:
+            background.append(asyncio.create_task(self._heartbeat(writer, worker_row, settings)))
+            background.append(asyncio.create_task(self._sweep(engine, settings)))
+            for runner in self.runners:
+                sources.append(asyncio.create_task(self._supervise_source(runner)))
+                background.append(asyncio.create_task(self._commit_loop(runner, settings)))
+            self.started.set()
+            await stop.wait()
+            logger.info("worker %s shutting down", worker_id)
+        finally:
+            for runner in self.runners:
+                runner.stop_fetching()
+            if sources:
+                _done, pending = await asyncio.wait(sources, timeout=10)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*sources, return_exceptions=True)
+            cancelled = 0
+            for runner in self.runners:
+                cancelled += await runner.drain(settings.shutdown_grace)
+            if cancelled:
+                logger.warning("cancelled %d runs still in flight after the grace period", cancelled)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            for runner in self.runners:
+                with contextlib.suppress(Exception):
+                    await runner.commit()
+                with contextlib.suppress(Exception):
+                    await runner.source.close()
+                with contextlib.suppress(Exception):
+                    await runner.stop_sink()
+            writer.put_worker({**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()})
+            await writer.flush()
+            await asyncio.to_thread(writer.close)
+            await engine.dispose()
+            self.started.clear()
+            logger.info("worker %s stopped", worker_id)
+
+    async def _supervise_source(self, runner: SubscriptionRunner) -> None:
+        """Run a source; if it fails, log and start it again with backoff."""
+        delay = 0.5
+        while not runner.stopping:
+            try:
+                await runner.source.run(runner)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("%s: source failed; restarting in %.1fs", runner.subscription.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _commit_loop(self, runner: SubscriptionRunner, settings: Settings) -> None:
+        while True:
+            await asyncio.sleep(settings.commit_interval)
+            try:
+                await runner.commit()
+            except Exception:
+                logger.exception("%s: commit failed", runner.subscription.name)
+
+    async def _heartbeat(self, writer: RunWriter, row: dict[str, Any], settings: Settings) -> None:
+        while True:
+            await asyncio.sleep(settings.worker_lease / 5)
+            writer.put_worker({**row, "heartbeat_at": time.time()})
+
+    async def _sweep(self, engine: Any, settings: Settings) -> None:
+        while True:
+            await asyncio.sleep(settings.worker_lease / 2)
+            try:
+                crashed = await sweep_crashed(engine, settings.worker_lease)
+            except Exception as error:
+                logger.warning("crash sweep failed: %s", error)
+                continue
+            if crashed:
+                logger.warning("marked the in-flight runs of dead worker(s) %s CRASHED", ", ".join(crashed))

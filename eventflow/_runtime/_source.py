@@ -1,0 +1,112 @@
+"""The interfaces between the runtime and connectors.
+
+A connector implements `Source` (and `Sink` for publishing); the runtime hands
+each source an `EventSink`, its side of the conversation. The runtime never
+imports a connector.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+Partition = tuple[str, int]
+"""A partition of a stream: (stream name, partition number), e.g. ("orders", 3)."""
+
+
+@dataclass(slots=True)
+class Event:
+    """One incoming event.
+
+    `id` is its stable identity (Kafka: topic/partition/offset; HTTP: an id
+    field or a content hash). Events of a partitioned source carry `stream`,
+    `partition` and `offset`, and are acknowledged by committing offsets; the
+    others are acknowledged one by one with `Source.ack`.
+    """
+
+    id: str
+    value: bytes
+    key: str | None = None
+    stream: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    timestamp: float | None = None
+    headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
+
+
+class EventSink(ABC):
+    """The runtime's side of a source: where events go and what to fetch."""
+
+    @property
+    @abstractmethod
+    def stopping(self) -> bool:
+        """True once the worker is shutting down: stop fetching and return from `run`."""
+
+    @abstractmethod
+    async def deliver(self, events: Sequence[Event]) -> None:
+        """Take events to run; returns without waiting for their runs."""
+
+    @abstractmethod
+    def paused(self, assigned: Iterable[Partition]) -> set[Partition]:
+        """Of the `assigned` partitions, those to pause now (in-flight bound reached, store down)."""
+
+    @abstractmethod
+    def accepting(self) -> bool:
+        """False while an unpartitioned source should not fetch (bound reached, store down)."""
+
+    @abstractmethod
+    async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Partitions were assigned: returns the offsets stored with the runs, to seek to."""
+
+    @abstractmethod
+    async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Partitions are being taken away: finish or abandon their runs, store their offsets.
+
+        Returns the offsets stored, for the source to commit to the broker.
+        """
+
+
+class Sink(ABC):
+    """Somewhere a flow (or the dead-letter policy) publishes messages."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect; called before the first `send`."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Flush and disconnect."""
+
+    @abstractmethod
+    async def send(
+        self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Publish one message; returns once the destination has acknowledged it."""
+
+
+class Source(ABC):
+    """An async stream of events with acknowledgement.
+
+    `group_id` names the consumer (Kafka: the consumer group); with it, the
+    runtime stores committed offsets in the run store, in the same transaction
+    as the runs, and the source seeks to them on assignment.
+    """
+
+    name: str = "source"
+    group_id: str | None = None
+
+    @abstractmethod
+    async def run(self, sink: EventSink) -> None:
+        """Fetch events and `deliver` them until `sink.stopping` (or cancellation)."""
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:  # noqa: B027
+        """Offsets (next to read) whose runs are durable in the store; tell the broker."""
+
+    async def ack(self, events: Sequence[Event]) -> None:  # noqa: B027
+        """Unpartitioned events whose runs are durable in the store."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Disconnect (Kafka: leave the group); called after the final commit."""
+
+    def dead_letter_sink(self) -> Sink | None:
+        """Where failed events go when the subscription does not name a sink."""
+        return None

@@ -1,0 +1,419 @@
+"""SubscriptionRunner: one source bound to one flow, with the delivery guarantees.
+
+Every event becomes one flow run. Events with the same key run one after the
+other, different keys concurrently; the number of runs in flight is bounded
+(globally and per partition) and the source pauses partitions at the bound. A
+partition's offset only advances over the contiguous prefix of finished
+events, and is stored in the run store in the same transaction as those runs
+(the writer's queue keeps the order), then committed to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .._engine import EventInfo, run_flow
+from .._flows import Flow
+from .._states import State, StateType
+from .._store._recovery import FinishedRun, finished_event_ids, finished_events, load_offsets
+from .._store._writer import RunWriter
+from ._offsets import OffsetTracker
+from ._source import Event, EventSink, Partition, Sink, Source
+
+logger = logging.getLogger("eventflow.runtime")
+
+FailurePolicy = Literal["dead_letter", "skip", "stop"]
+ParamsOverride = Mapping[str, Any] | Callable[[Event], Mapping[str, Any]]
+
+_STORE_BACKLOG_LIMIT = 200_000
+"""Records queued for the store beyond which consumption pauses until it catches up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A source bound to a flow, with its policies (see `App.subscribe`)."""
+
+    source: Source
+    flow: Flow[Any, Any]
+    on_failure: FailurePolicy = "dead_letter"
+    dead_letter: Sink | None = None
+    max_in_flight: int = 1024
+    max_in_flight_per_partition: int = 256
+    key_ordering: bool = True
+    params: ParamsOverride | None = None
+    revoke_grace_seconds: float = 10.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}->{self.flow.name}"
+
+
+@dataclass(slots=True)
+class _PartitionState:
+    tracker: OffsetTracker
+    done: dict[int, FinishedRun]
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    stopped: bool = False
+    stored: int | None = None
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    """What a status line or a metrics exporter reads."""
+
+    received: int = 0
+    completed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    skipped_duplicates: int = 0
+    last_event_at: float | None = None
+
+
+class SubscriptionRunner(EventSink):
+    def __init__(
+        self,
+        subscription: Subscription,
+        writer: RunWriter,
+        engine: AsyncEngine,
+        worker_id: str,
+    ) -> None:
+        self.subscription = subscription
+        self.source = subscription.source
+        self.flow = subscription.flow
+        self.writer = writer
+        self.engine = engine
+        self.worker_id = worker_id
+        self.stats = RunnerStats()
+        self.in_flight = 0
+        self._stopping = False
+        self._partitions: dict[Partition, _PartitionState] = {}
+        self._keys: dict[tuple[Partition | None, str], deque[Event]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unacked: list[Event] = []
+        self._dead_letter: Sink | None = None
+        self._sink_started = False
+
+    # -- EventSink ---------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop_fetching(self) -> None:
+        self._stopping = True
+
+    def _store_congested(self) -> bool:
+        return not self.writer.healthy or self.writer.pending > _STORE_BACKLOG_LIMIT
+
+    def accepting(self) -> bool:
+        return not (
+            self._stopping
+            or self._store_congested()
+            or self.in_flight >= self.subscription.max_in_flight
+        )
+
+    def paused(self, assigned: Iterable[Partition]) -> set[Partition]:
+        if self._store_congested() or self.in_flight >= self.subscription.max_in_flight:
+            return set(assigned)
+        bound = self.subscription.max_in_flight_per_partition
+        result = set()
+        for partition in assigned:
+            state = self._partitions.get(partition)
+            if state is not None and (state.stopped or state.tracker.in_flight >= bound):
+                result.add(partition)
+        return result
+
+    async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Load stored offsets and the already-finished events after them (for dedupe)."""
+        group = self.source.group_id
+        stored: dict[Partition, int] = {}
+        delay = 0.1
+        while True:
+            try:
+                if group is not None:
+                    stored = await load_offsets(self.engine, group, list(partitions))
+                done = {
+                    p: await finished_events(self.engine, self.flow.name, p[0], p[1], stored.get(p, 0))
+                    for p in partitions
+                }
+                break
+            except Exception as error:  # the store is down: assignment waits for it
+                if self._stopping:
+                    raise
+                logger.warning("cannot read offsets from the run store, retrying: %s", error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for partition in partitions:
+            start = stored.get(partition)
+            state = _PartitionState(OffsetTracker(start), done[partition], stored=start)
+            self._partitions[partition] = state
+        if partitions:
+            logger.info(
+                "%s: assigned %s", self.subscription.name,
+                ", ".join(f"{t}[{p}]@{stored.get((t, p), 'start')}" for t, p in sorted(partitions)),
+            )
+        return stored
+
+    async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Finish (within the grace period) or abandon the partitions' runs; store their offsets."""
+        states = {p: s for p in partitions if (s := self._partitions.get(p)) is not None}
+        tasks = [t for s in states.values() for t in s.tasks]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.subscription.revoke_grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                logger.warning("%s: abandoned %d runs of revoked partitions", self.subscription.name, len(pending))
+        for key in [k for k in self._keys if k[0] in states]:
+            self.in_flight -= len(self._keys.pop(key))
+        offsets = await self._store_offsets(states)
+        for partition in states:
+            self._partitions.pop(partition, None)
+        return offsets
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        unpartitioned = [e for e in events if e.partition is None]
+        done_ids = (
+            await finished_event_ids(self.engine, self.flow.name, [e.id for e in unpartitioned])
+            if unpartitioned
+            else {}
+        )
+        now = time.time()
+        for event in events:
+            self.stats.received += 1
+            self.stats.last_event_at = now
+            partition: Partition | None = None
+            if event.partition is not None:
+                partition = (event.stream or "", event.partition)
+                state = self._partitions.get(partition)
+                if state is None or state.stopped or event.offset is None:
+                    continue  # not (or no longer) ours: the next owner reads it again
+                if not state.tracker.delivered(event.offset):
+                    continue
+                finished = state.done.pop(event.offset, None)
+            else:
+                finished = done_ids.get(event.id)
+            self.in_flight += 1
+            if finished is not None:
+                self._start(event, partition, self._redo(event, finished))
+                continue
+            if event.key is not None and self.subscription.key_ordering:
+                chain = (partition, event.key)
+                queue = self._keys.get(chain)
+                if queue is not None:
+                    queue.append(event)
+                    continue
+                self._keys[chain] = deque()
+            self._start(event, partition, self._process(event))
+
+    # -- running events --------------------------------------------------------------
+
+    def _start(self, event: Event, partition: Partition | None, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if partition is not None:
+            state = self._partitions[partition]
+            state.tasks.add(task)
+            task.add_done_callback(state.tasks.discard)
+
+    async def _process(self, event: Event) -> None:
+        finished = False
+        try:
+            state = await self._run(event)
+            if state.type is StateType.COMPLETED:
+                self.stats.completed += 1
+                finished = True
+            else:
+                self.stats.failed += 1
+                finished = await self._apply_failure_policy(event, state.run_id, state.message)
+        finally:
+            self._finish(event, finished)
+
+    async def _redo(self, event: Event, previous: FinishedRun) -> None:
+        """A redelivered event whose run already ended: never run it again.
+
+        A completed run is simply acknowledged; a failed one has its failure
+        policy applied again (the dead letter may not have been sent before a crash).
+        """
+        finished = True
+        try:
+            self.stats.skipped_duplicates += 1
+            if previous.state_type != "COMPLETED":
+                finished = await self._apply_failure_policy(event, previous.run_id, previous.error)
+        finally:
+            self._finish(event, finished)
+
+    async def _run(self, event: Event) -> State:
+        info = EventInfo(
+            source=event.stream or self.source.name,
+            id=event.id,
+            key=event.key,
+            partition=event.partition,
+            offset=event.offset,
+            payload=event.value,
+        )
+        params = self.subscription.params
+        if params is None:
+            return await run_flow(
+                self.flow, self.writer, raw_parameters=event.value, event=info, worker_id=self.worker_id
+            )
+        try:
+            override = params(event) if callable(params) else params
+            decoded = {} if callable(params) else orjson.loads(event.value)
+            if not isinstance(decoded, dict):
+                raise TypeError("the event is not a JSON object")
+            kwargs = {**decoded, **override}
+        except Exception as error:
+            kwargs = {"__invalid_event__": f"{type(error).__name__}: {error}"}
+        return await run_flow(self.flow, self.writer, kwargs=kwargs, event=info, worker_id=self.worker_id)
+
+    def _finish(self, event: Event, finished: bool) -> None:
+        """Account for a run that ended; `finished` lets its offset advance."""
+        self.in_flight -= 1
+        partition: Partition | None = None
+        if event.partition is not None:
+            partition = (event.stream or "", event.partition)
+            state = self._partitions.get(partition)
+            if state is not None and event.offset is not None:
+                if finished:
+                    state.tracker.finished(event.offset)
+                else:
+                    state.tracker.in_flight -= 1
+        elif finished:
+            self._unacked.append(event)
+        if event.key is None or not self.subscription.key_ordering:
+            return
+        chain = (partition, event.key)
+        queue = self._keys.get(chain)
+        if queue is None:
+            return
+        if not finished and partition is not None:  # the partition stopped or its run was abandoned
+            self.in_flight -= len(queue)
+            del self._keys[chain]
+            return
+        if queue:
+            self._start(queue[0], partition, self._process(queue.popleft()))
+        else:
+            del self._keys[chain]
+
+    # -- failures --------------------------------------------------------------------
+
+    async def _apply_failure_policy(self, event: Event, run_id: str | None, error: str | None) -> bool:
+        """Dead-letter, skip or stop; True when the event is done with."""
+        policy = self.subscription.on_failure
+        if policy == "skip":
+            return True
+        if policy == "stop":
+            if event.partition is not None:
+                state = self._partitions.get((event.stream or "", event.partition))
+                if state is not None:
+                    state.stopped = True
+                logger.error(
+                    "%s: stopping partition %s[%s] at offset %s: run %s failed: %s",
+                    self.subscription.name, event.stream, event.partition, event.offset, run_id, error,
+                )
+            return False
+        sink = await self._dead_letter_sink()
+        if sink is None:
+            logger.error("%s: no dead-letter sink; skipping failed event %s", self.subscription.name, event.id)
+            return True
+        headers = [
+            *event.headers,
+            ("eventflow-error", (error or "").encode()[:4000]),
+            ("eventflow-flow", self.flow.name.encode()),
+            ("eventflow-flow-run-id", (run_id or "").encode()),
+            ("eventflow-event-id", event.id.encode()),
+        ]
+        if event.stream is not None:
+            headers.append(("eventflow-original-topic", event.stream.encode()))
+        if event.partition is not None:
+            headers.append(("eventflow-original-partition", str(event.partition).encode()))
+        if event.offset is not None:
+            headers.append(("eventflow-original-offset", str(event.offset).encode()))
+        delay = 0.1
+        while True:
+            try:
+                await sink.send(event.value, key=event.key.encode() if event.key else None, headers=headers)
+                self.stats.dead_lettered += 1
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Exception as send_error:
+                if self._stopping:
+                    logger.error("%s: dead letter for %s not sent before shutdown: %s",
+                                 self.subscription.name, event.id, send_error)
+                    return False
+                logger.warning("%s: dead-letter send failed, retrying: %s", self.subscription.name, send_error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _dead_letter_sink(self) -> Sink | None:
+        if self._dead_letter is None:
+            self._dead_letter = self.subscription.dead_letter or self.source.dead_letter_sink()
+        if self._dead_letter is not None and not self._sink_started:
+            await self._dead_letter.start()
+            self._sink_started = True
+        return self._dead_letter
+
+    # -- offsets ---------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Store the offsets that advanced (with the runs before them), then tell the source."""
+        offsets = await self._store_offsets(self._partitions)
+        if offsets:
+            await self._commit_to_source(offsets)
+        if self._unacked:
+            events, self._unacked = self._unacked, []
+            await self.writer.flush()
+            await self.source.ack(events)
+
+    async def _store_offsets(self, states: Mapping[Partition, _PartitionState]) -> dict[Partition, int]:
+        advanced: dict[Partition, int] = {}
+        for partition, state in states.items():
+            committable = state.tracker.committable
+            if committable is not None and committable != state.stored:
+                advanced[partition] = committable
+        group = self.source.group_id
+        if not advanced:
+            return {}
+        if group is not None:
+            self.writer.put_offsets(group, [(t, p, o) for (t, p), o in advanced.items()])
+        await self.writer.flush()
+        for partition, offset in advanced.items():
+            if (state := states.get(partition)) is not None:
+                state.stored = offset
+        return advanced
+
+    async def _commit_to_source(self, offsets: Mapping[Partition, int]) -> None:
+        try:
+            await self.source.commit(offsets)
+        except Exception as error:  # the store has them; the broker's copy is for lag tools
+            logger.warning("%s: broker commit failed (offsets are in the store): %s",
+                           self.subscription.name, error)
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Wait for runs in flight up to `grace_seconds`, cancel the rest; how many were cancelled."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            return len(pending)
+        return 0
+
+    async def stop_sink(self) -> None:
+        if self._dead_letter is not None and self._sink_started:
+            await self._dead_letter.stop()
+            self._sink_started = False

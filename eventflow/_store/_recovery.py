@@ -1,0 +1,109 @@
+"""Queries the streaming runtime needs at assignment and for crash recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _schema as schema
+
+ACTIVE_STATES = ("PENDING", "RUNNING", "RETRYING")
+DONE_STATES = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRun:
+    """The final run an event already has: it must not run again."""
+
+    run_id: str
+    state_type: str
+    error: str | None
+
+
+async def load_offsets(
+    engine: AsyncEngine, group_id: str, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The next offsets stored for `group_id`, for those of `partitions` that have one."""
+    if not partitions:
+        return {}
+    table = schema.consumer_offsets
+    topics = sorted({topic for topic, _ in partitions})
+    query = sa.select(table.c.topic, table.c.partition, table.c.next_offset).where(
+        table.c.group_id == group_id, table.c.topic.in_(topics)
+    )
+    wanted = set(partitions)
+    async with engine.connect() as conn:
+        found = (await conn.execute(query)).all()
+    return {(t, p): int(o) for t, p, o in found if (t, p) in wanted}
+
+
+async def finished_events(
+    engine: AsyncEngine, flow_name: str, stream: str, partition: int, from_offset: int
+) -> dict[int, FinishedRun]:
+    """Events at or after `from_offset` whose run of `flow_name` already ended (not crashed)."""
+    runs = schema.flow_runs
+    query = sa.select(runs.c.event_offset, runs.c.id, runs.c.state_type, runs.c.error).where(
+        runs.c.event_source == stream,
+        runs.c.event_partition == partition,
+        runs.c.event_offset >= from_offset,
+        runs.c.flow_name == flow_name,
+        runs.c.state_type.in_(DONE_STATES),
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    result: dict[int, FinishedRun] = {}
+    for offset, run_id, state_type, error in rows:
+        previous = result.get(offset)
+        if previous is None or state_type == "COMPLETED":
+            result[int(offset)] = FinishedRun(run_id, state_type, error)
+    return result
+
+
+async def sweep_crashed(engine: AsyncEngine, lease_seconds: float) -> list[str]:
+    """Mark the in-flight runs of workers whose heartbeat lapsed as CRASHED; their ids."""
+    now = time.time()
+    cutoff = now - lease_seconds
+    workers, runs, tasks = schema.workers, schema.flow_runs, schema.task_runs
+    dead = sa.select(workers.c.id).where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at < cutoff)
+    async with engine.begin() as conn:
+        dead_ids = [row[0] for row in (await conn.execute(dead)).all()]
+        if not dead_ids:
+            return []
+        crashed_runs = sa.select(runs.c.id).where(
+            runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES)
+        )
+        await conn.execute(
+            tasks.update()
+            .where(tasks.c.flow_run_id.in_(crashed_runs), tasks.c.state_type.in_(ACTIVE_STATES))
+            .values(state_type="CRASHED", state_name="Crashed", ended_at=now,
+                    error="the worker running it stopped")
+        )
+        await conn.execute(
+            runs.update()
+            .where(runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES))
+            .values(state_type="CRASHED", state_name="Crashed", ended_at=now,
+                    error="the worker running it stopped heartbeating (killed or crashed)")
+        )
+        await conn.execute(workers.update().where(workers.c.id.in_(dead_ids)).values(stopped_at=now))
+    return dead_ids
+
+
+async def finished_event_ids(
+    engine: AsyncEngine, flow_name: str, event_ids: Sequence[str]
+) -> dict[str, FinishedRun]:
+    """Of `event_ids` (unpartitioned sources), those whose run of `flow_name` already ended."""
+    if not event_ids:
+        return {}
+    runs = schema.flow_runs
+    query = sa.select(runs.c.event_id, runs.c.id, runs.c.state_type, runs.c.error).where(
+        runs.c.event_id.in_(list(event_ids)),
+        runs.c.flow_name == flow_name,
+        runs.c.state_type.in_(DONE_STATES),
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {str(event_id): FinishedRun(run_id, state, error) for event_id, run_id, state, error in rows}
