@@ -85,14 +85,11 @@ class StoreLogHandler(logging.Handler):
 
 
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
-    """Attach the stdout and store handlers to the run logger, once per process."""
+    """Send eventflow's own logs and run logs to stdout, run logs to the store too; once."""
     global _is_configured
     with _configured:
         if _is_configured:
             return
-        logger = logging.getLogger(RUN_LOGGER_NAME)
-        logger.setLevel(level)
-        logger.propagate = False
         stream = _StdoutHandler()
         if log_format == "json":
             stream.setFormatter(JsonFormatter())
@@ -100,8 +97,15 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
             stream.setFormatter(
                 _TextFormatter("%(asctime)s | %(levelname)-7s | %(run_prefix)s%(message)s")
             )
-        logger.addHandler(stream)
-        logger.addHandler(StoreLogHandler())
+        runs = logging.getLogger(RUN_LOGGER_NAME)
+        runs.setLevel(level)
+        runs.propagate = False
+        runs.addHandler(stream)
+        runs.addHandler(StoreLogHandler())
+        package = logging.getLogger("eventflow")
+        if not package.handlers:
+            package.setLevel(logging.INFO)
+            package.addHandler(stream)
         _is_configured = True
 
 

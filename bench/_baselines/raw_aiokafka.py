@@ -52,14 +52,12 @@ async def consume(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    t_start = time.perf_counter()
-    await consumer.start()
     processed = batches = 0
     checksum = 0
     t_first: float | None = None
-    t_last_commit = t_start
-    last_progress = t_start
+    t_start = t_last_commit = last_progress = time.perf_counter()
     try:
+        await consumer.start()
         while processed < count:
             batch = await consumer.getmany(timeout_ms=1000, max_records=max_records)
             now = time.perf_counter()

@@ -63,6 +63,7 @@ class _PartitionState:
     done: dict[int, FinishedRun]
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     stopped: bool = False
+    closing: bool = False
     stored: int | None = None
 
 
@@ -166,6 +167,8 @@ class SubscriptionRunner(EventSink):
     async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Finish (within the grace period) or abandon the partitions' runs; store their offsets."""
         states = {p: s for p in partitions if (s := self._partitions.get(p)) is not None}
+        for state in states.values():
+            state.closing = True  # finishing runs start no queued successors
         tasks = [t for s in states.values() for t in s.tasks]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=self.subscription.revoke_grace_seconds)
@@ -282,10 +285,12 @@ class SubscriptionRunner(EventSink):
         """Account for a run that ended; `finished` lets its offset advance."""
         self.in_flight -= 1
         partition: Partition | None = None
+        closing = self._stopping
         if event.partition is not None:
             partition = (event.stream or "", event.partition)
             state = self._partitions.get(partition)
             if state is not None and event.offset is not None:
+                closing = closing or state.closing
                 if finished:
                     state.tracker.finished(event.offset)
                 else:
@@ -298,7 +303,9 @@ class SubscriptionRunner(EventSink):
         queue = self._keys.get(chain)
         if queue is None:
             return
-        if not finished and partition is not None:  # the partition stopped or its run was abandoned
+        if closing or (not finished and partition is not None):
+            # shutting down, partition revoked or stopped, or its run abandoned:
+            # the queued events are read again by whoever owns the partition next
             self.in_flight -= len(queue)
             del self._keys[chain]
             return
@@ -403,15 +410,18 @@ class SubscriptionRunner(EventSink):
                            self.subscription.name, error)
 
     async def drain(self, grace_seconds: float) -> int:
-        """Wait for runs in flight up to `grace_seconds`, cancel the rest; how many were cancelled."""
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-            return len(pending)
-        return 0
+        """Wait for runs in flight up to `grace_seconds`, cancel the rest; how many were cancelled.
+
+        Call after `stop_fetching()`: from then on no queued event starts.
+        """
+        if not self._tasks:
+            return 0
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
 
     async def stop_sink(self) -> None:
         if self._dead_letter is not None and self._sink_started:

@@ -1,0 +1,52 @@
+"""A worker the process-level tests run with `eventflow run`, configured by environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pydantic
+
+from connectors.kafka import KafkaSource
+from eventflow import App, flow, task
+
+WORK_SECONDS = float(os.environ.get("WORK_SECONDS", "0.01"))
+
+
+class Order(pydantic.BaseModel):
+    id: str
+    customer_id: str
+    amount: int
+    seq: int = 0
+
+
+@task(retries=2)
+async def enrich(order: Order) -> dict[str, str]:
+    await asyncio.sleep(WORK_SECONDS)
+    return {"customer": order.customer_id}
+
+
+@task
+async def load(order: Order, customer: dict[str, str]) -> int:
+    return order.amount
+
+
+@flow(name="worker-orders")
+async def process(order: Order) -> int:
+    return await load(order, await enrich(order))
+
+
+app = App()
+app.subscribe(
+    KafkaSource(
+        os.environ["TOPIC"],
+        bootstrap_servers=os.environ["BOOTSTRAP"],
+        group_id=os.environ["GROUP"],
+        session_timeout_ms=int(os.environ.get("SESSION_TIMEOUT_MS", "10000")),
+        heartbeat_interval_ms=1000,
+        rebalance_timeout_ms=int(os.environ.get("REBALANCE_TIMEOUT_MS", "20000")),
+    ),
+    process,
+    max_in_flight=int(os.environ.get("MAX_IN_FLIGHT", "100")),
+    revoke_grace_seconds=5,
+)
