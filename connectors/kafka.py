@@ -72,7 +72,9 @@ class KafkaConnection:
         return f"KafkaConnection({self.bootstrap_servers!r}, {self.security_protocol})"
 
 
-def _connection(connection: KafkaConnection | None, bootstrap_servers: str | Sequence[str] | None) -> KafkaConnection:
+def _connection(
+    connection: KafkaConnection | None, bootstrap_servers: str | Sequence[str] | None
+) -> KafkaConnection:
     if connection is not None:
         if bootstrap_servers is not None:
             raise ConfigurationError("give bootstrap_servers or connection, not both")
@@ -123,7 +125,9 @@ class KafkaSink(Sink):
         if self._producer is None:
             await self.start()
         assert self._producer is not None
-        await self._producer.send_and_wait(self.topic, value, key=key, headers=list(headers) or None)
+        await self._producer.send_and_wait(
+            self.topic, value, key=key, headers=list(headers) or None
+        )
 
 
 class KafkaSource(Source):
@@ -196,7 +200,9 @@ class KafkaSource(Source):
                     Event(
                         id=f"{record.topic}/{record.partition}/{record.offset}",
                         value=record.value if record.value is not None else b"",
-                        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+                        key=record.key.decode("utf-8", "replace")
+                        if record.key is not None
+                        else None,
                         stream=record.topic,
                         partition=record.partition,
                         offset=record.offset,
@@ -231,7 +237,11 @@ class KafkaSource(Source):
         if consumer is None or not offsets:
             return
         assigned = consumer.assignment()
-        ours = {TopicPartition(t, p): o for (t, p), o in offsets.items() if TopicPartition(t, p) in assigned}
+        ours = {
+            TopicPartition(t, p): o
+            for (t, p), o in offsets.items()
+            if TopicPartition(t, p) in assigned
+        }
         if ours:
             await consumer.commit(ours)
 
@@ -250,7 +260,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         offsets = await self.sink.revoked([(tp.topic, tp.partition) for tp in revoked])
         if offsets:
             try:
-                await self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+                await self.consumer.commit(
+                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}
+                )
             except Exception as error:  # the store has them; the next owner seeks there
                 logger.warning("commit on revocation failed: %s", error)
 

@@ -275,8 +275,13 @@ def db_upgrade(database_url: str | None) -> None:
 
 @main.command("run")
 @click.argument("target")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Worker processes sharing the load (Kafka: members of one consumer group).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Worker processes sharing the load (Kafka: members of one consumer group).",
+)
 def run_command(target: str, workers: int) -> None:
     """Run the App at TARGET (path/to/file.py:app or package.module:app) until SIGTERM."""
     from ._runtime._app import App

@@ -65,6 +65,7 @@ class EventInfo:
     partition: int | None = None
     offset: int | None = None
     payload: bytes | None = None
+    timestamp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +466,7 @@ async def run_flow(
         "event_id": None,
         "event_key": None,
         "event_payload": None,
+        "event_time": None,
         "created_at": now,
         "started_at": now,
         "ended_at": None,
@@ -476,6 +478,7 @@ async def run_flow(
         row["event_id"] = event.id
         row["event_key"] = event.key
         row["event_payload"] = event.payload
+        row["event_time"] = event.timestamp
     try:
         if raw_parameters is not None:
             parameters = flow.validate_json(raw_parameters)

@@ -4,4 +4,13 @@ from ._runtime._app import App
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Subscription
 
-__all__ = ["App", "Event", "EventSink", "FailurePolicy", "Partition", "Sink", "Source", "Subscription"]
+__all__ = [
+    "App",
+    "Event",
+    "EventSink",
+    "FailurePolicy",
+    "Partition",
+    "Sink",
+    "Source",
+    "Subscription",
+]

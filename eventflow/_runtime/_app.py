@@ -62,7 +62,9 @@ class App:
         replaces the parameters decoded from the event.
         """
         if on_failure not in ("dead_letter", "skip", "stop"):
-            raise ValueError(f"on_failure must be 'dead_letter', 'skip' or 'stop', not {on_failure!r}")
+            raise ValueError(
+                f"on_failure must be 'dead_letter', 'skip' or 'stop', not {on_failure!r}"
+            )
         if max_in_flight < 1 or max_in_flight_per_partition < 1:
             raise ValueError("in-flight bounds must be >= 1")
         subscription = Subscription(
@@ -110,20 +112,28 @@ class App:
         engine = make_engine(settings.database_url)
         self.worker_id = worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         started_at = time.time()
-        worker_row = {"id": worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-                      "started_at": started_at, "heartbeat_at": started_at, "stopped_at": None}
+        worker_row = {
+            "id": worker_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": started_at,
+            "heartbeat_at": started_at,
+            "stopped_at": None,
+        }
         writer.put_worker(worker_row)
         await writer.flush()
-        crashed = await sweep_crashed(engine, settings.worker_lease)
+        crashed = await sweep_crashed(engine, settings.worker_lease, worker_id)
         if crashed:
             logger.warning("marked the in-flight runs of %d dead worker(s) CRASHED", len(crashed))
-        self.runners = [SubscriptionRunner(s, writer, engine, worker_id) for s in self.subscriptions]
+        self.runners = [
+            SubscriptionRunner(s, writer, engine, worker_id) for s in self.subscriptions
+        ]
         logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
         background: list[asyncio.Task[None]] = []
         sources: list[asyncio.Task[None]] = []
         try:
             background.append(asyncio.create_task(self._heartbeat(writer, worker_row, settings)))
-            background.append(asyncio.create_task(self._sweep(engine, settings)))
+            background.append(asyncio.create_task(self._sweep(engine, writer, worker_id, settings)))
             for runner in self.runners:
                 sources.append(asyncio.create_task(self._supervise_source(runner)))
                 background.append(asyncio.create_task(self._commit_loop(runner, settings)))
@@ -142,7 +152,9 @@ class App:
             for runner in self.runners:
                 cancelled += await runner.drain(settings.shutdown_grace)
             if cancelled:
-                logger.warning("cancelled %d runs still in flight after the grace period", cancelled)
+                logger.warning(
+                    "cancelled %d runs still in flight after the grace period", cancelled
+                )
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -153,7 +165,9 @@ class App:
                     await runner.source.close()
                 with contextlib.suppress(Exception):
                     await runner.stop_sink()
-            writer.put_worker({**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()})
+            writer.put_worker(
+                {**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()}
+            )
             await writer.flush()
             await asyncio.to_thread(writer.close)
             await engine.dispose()
@@ -170,7 +184,9 @@ class App:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("%s: source failed; restarting in %.1fs", runner.subscription.name, delay)
+                logger.exception(
+                    "%s: source failed; restarting in %.1fs", runner.subscription.name, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -187,13 +203,24 @@ class App:
             await asyncio.sleep(settings.worker_lease / 5)
             writer.put_worker({**row, "heartbeat_at": time.time()})
 
-    async def _sweep(self, engine: Any, settings: Settings) -> None:
+    async def _sweep(
+        self, engine: Any, writer: RunWriter, worker_id: str, settings: Settings
+    ) -> None:
+        """Mark the runs of dead workers CRASHED, from time to time.
+
+        Only after the store has been healthy for a whole lease: during an
+        outage nobody's heartbeat is written, and every worker looks dead.
+        """
         while True:
             await asyncio.sleep(settings.worker_lease / 2)
+            if not writer.healthy or time.time() - writer.healthy_since < settings.worker_lease:
+                continue
             try:
-                crashed = await sweep_crashed(engine, settings.worker_lease)
+                crashed = await sweep_crashed(engine, settings.worker_lease, worker_id)
             except Exception as error:
                 logger.warning("crash sweep failed: %s", error)
                 continue
             if crashed:
-                logger.warning("marked the in-flight runs of dead worker(s) %s CRASHED", ", ".join(crashed))
+                logger.warning(
+                    "marked the in-flight runs of dead worker(s) %s CRASHED", ", ".join(crashed)
+                )

@@ -49,7 +49,7 @@ class EventSink(ABC):
 
     @abstractmethod
     def paused(self, assigned: Iterable[Partition]) -> set[Partition]:
-        """Of the `assigned` partitions, those to pause now (in-flight bound reached, store down)."""
+        """Of the `assigned` partitions, those to pause now (bound reached, store down)."""
 
     @abstractmethod
     def accepting(self) -> bool:

@@ -143,7 +143,9 @@ class SubscriptionRunner(EventSink):
                 if group is not None:
                     stored = await load_offsets(self.engine, group, list(partitions))
                 done = {
-                    p: await finished_events(self.engine, self.flow.name, p[0], p[1], stored.get(p, 0))
+                    p: await finished_events(
+                        self.engine, self.flow.name, p[0], p[1], stored.get(p, 0)
+                    )
                     for p in partitions
                 }
                 break
@@ -159,7 +161,8 @@ class SubscriptionRunner(EventSink):
             self._partitions[partition] = state
         if partitions:
             logger.info(
-                "%s: assigned %s", self.subscription.name,
+                "%s: assigned %s",
+                self.subscription.name,
                 ", ".join(f"{t}[{p}]@{stored.get((t, p), 'start')}" for t, p in sorted(partitions)),
             )
         return stored
@@ -171,12 +174,18 @@ class SubscriptionRunner(EventSink):
             state.closing = True  # finishing runs start no queued successors
         tasks = [t for s in states.values() for t in s.tasks]
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=self.subscription.revoke_grace_seconds)
+            _done, pending = await asyncio.wait(
+                tasks, timeout=self.subscription.revoke_grace_seconds
+            )
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-                logger.warning("%s: abandoned %d runs of revoked partitions", self.subscription.name, len(pending))
+                logger.warning(
+                    "%s: abandoned %d runs of revoked partitions",
+                    self.subscription.name,
+                    len(pending),
+                )
         for key in [k for k in self._keys if k[0] in states]:
             self.in_flight -= len(self._keys.pop(key))
         offsets = await self._store_offsets(states)
@@ -265,11 +274,16 @@ class SubscriptionRunner(EventSink):
             partition=event.partition,
             offset=event.offset,
             payload=event.value,
+            timestamp=event.timestamp,
         )
         params = self.subscription.params
         if params is None:
             return await run_flow(
-                self.flow, self.writer, raw_parameters=event.value, event=info, worker_id=self.worker_id
+                self.flow,
+                self.writer,
+                raw_parameters=event.value,
+                event=info,
+                worker_id=self.worker_id,
             )
         try:
             override = params(event) if callable(params) else params
@@ -279,7 +293,9 @@ class SubscriptionRunner(EventSink):
             kwargs = {**decoded, **override}
         except Exception as error:
             kwargs = {"__invalid_event__": f"{type(error).__name__}: {error}"}
-        return await run_flow(self.flow, self.writer, kwargs=kwargs, event=info, worker_id=self.worker_id)
+        return await run_flow(
+            self.flow, self.writer, kwargs=kwargs, event=info, worker_id=self.worker_id
+        )
 
     def _finish(self, event: Event, finished: bool) -> None:
         """Account for a run that ended; `finished` lets its offset advance."""
@@ -316,7 +332,9 @@ class SubscriptionRunner(EventSink):
 
     # -- failures --------------------------------------------------------------------
 
-    async def _apply_failure_policy(self, event: Event, run_id: str | None, error: str | None) -> bool:
+    async def _apply_failure_policy(
+        self, event: Event, run_id: str | None, error: str | None
+    ) -> bool:
         """Dead-letter, skip or stop; True when the event is done with."""
         policy = self.subscription.on_failure
         if policy == "skip":
@@ -328,12 +346,21 @@ class SubscriptionRunner(EventSink):
                     state.stopped = True
                 logger.error(
                     "%s: stopping partition %s[%s] at offset %s: run %s failed: %s",
-                    self.subscription.name, event.stream, event.partition, event.offset, run_id, error,
+                    self.subscription.name,
+                    event.stream,
+                    event.partition,
+                    event.offset,
+                    run_id,
+                    error,
                 )
             return False
         sink = await self._dead_letter_sink()
         if sink is None:
-            logger.error("%s: no dead-letter sink; skipping failed event %s", self.subscription.name, event.id)
+            logger.error(
+                "%s: no dead-letter sink; skipping failed event %s",
+                self.subscription.name,
+                event.id,
+            )
             return True
         headers = [
             *event.headers,
@@ -351,17 +378,25 @@ class SubscriptionRunner(EventSink):
         delay = 0.1
         while True:
             try:
-                await sink.send(event.value, key=event.key.encode() if event.key else None, headers=headers)
+                await sink.send(
+                    event.value, key=event.key.encode() if event.key else None, headers=headers
+                )
                 self.stats.dead_lettered += 1
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as send_error:
                 if self._stopping:
-                    logger.error("%s: dead letter for %s not sent before shutdown: %s",
-                                 self.subscription.name, event.id, send_error)
+                    logger.error(
+                        "%s: dead letter for %s not sent before shutdown: %s",
+                        self.subscription.name,
+                        event.id,
+                        send_error,
+                    )
                     return False
-                logger.warning("%s: dead-letter send failed, retrying: %s", self.subscription.name, send_error)
+                logger.warning(
+                    "%s: dead-letter send failed, retrying: %s", self.subscription.name, send_error
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -385,7 +420,9 @@ class SubscriptionRunner(EventSink):
             await self.writer.flush()
             await self.source.ack(events)
 
-    async def _store_offsets(self, states: Mapping[Partition, _PartitionState]) -> dict[Partition, int]:
+    async def _store_offsets(
+        self, states: Mapping[Partition, _PartitionState]
+    ) -> dict[Partition, int]:
         advanced: dict[Partition, int] = {}
         for partition, state in states.items():
             committable = state.tracker.committable
@@ -398,16 +435,19 @@ class SubscriptionRunner(EventSink):
             self.writer.put_offsets(group, [(t, p, o) for (t, p), o in advanced.items()])
         await self.writer.flush()
         for partition, offset in advanced.items():
-            if (state := states.get(partition)) is not None:
-                state.stored = offset
+            if (stored_state := states.get(partition)) is not None:
+                stored_state.stored = offset
         return advanced
 
     async def _commit_to_source(self, offsets: Mapping[Partition, int]) -> None:
         try:
             await self.source.commit(offsets)
         except Exception as error:  # the store has them; the broker's copy is for lag tools
-            logger.warning("%s: broker commit failed (offsets are in the store): %s",
-                           self.subscription.name, error)
+            logger.warning(
+                "%s: broker commit failed (offsets are in the store): %s",
+                self.subscription.name,
+                error,
+            )
 
     async def drain(self, grace_seconds: float) -> int:
         """Wait for runs in flight up to `grace_seconds`, cancel the rest; how many were cancelled.

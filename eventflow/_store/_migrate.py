@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import fcntl
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +13,9 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
 
+from .._settings import normalize_database_url
 from ._engine import make_engine
 
 T = TypeVar("T")
@@ -28,10 +32,30 @@ def alembic_config() -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema at `database_url` to `revision` (blocking).
 
-    Called on an event loop thread it does the work on a thread of its own; in
-    async code prefer `await asyncio.to_thread(upgrade, url)`.
+    Workers starting together take turns: PostgreSQL through an advisory lock,
+    SQLite through a lock file beside the database. Called on an event loop
+    thread it does the work on a thread of its own; in async code prefer
+    `await asyncio.to_thread(upgrade, url)`.
     """
-    _run_blocking(_upgrade(database_url, revision))
+    with _sqlite_file_lock(database_url):
+        _run_blocking(_upgrade(database_url, revision))
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(database_url: str) -> Iterator[None]:
+    url = make_url(normalize_database_url(database_url))
+    path = url.database
+    if not url.drivername.startswith("sqlite") or not path or path == ":memory:":
+        yield
+        return
+    lock_path = Path(path).with_name(Path(path).name + ".migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:

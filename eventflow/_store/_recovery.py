@@ -63,12 +63,17 @@ async def finished_events(
     return result
 
 
-async def sweep_crashed(engine: AsyncEngine, lease_seconds: float) -> list[str]:
-    """Mark the in-flight runs of workers whose heartbeat lapsed as CRASHED; their ids."""
+async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -> list[str]:
+    """Mark the in-flight runs of workers whose heartbeat lapsed as CRASHED; their ids.
+
+    `alive` is the sweeping worker itself, never dead whatever its heartbeat says.
+    """
     now = time.time()
     cutoff = now - lease_seconds
     workers, runs, tasks = schema.workers, schema.flow_runs, schema.task_runs
-    dead = sa.select(workers.c.id).where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at < cutoff)
+    dead = sa.select(workers.c.id).where(
+        workers.c.stopped_at.is_(None), workers.c.heartbeat_at < cutoff, workers.c.id != alive
+    )
     async with engine.begin() as conn:
         dead_ids = [row[0] for row in (await conn.execute(dead)).all()]
         if not dead_ids:
@@ -79,16 +84,26 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float) -> list[str]:
         await conn.execute(
             tasks.update()
             .where(tasks.c.flow_run_id.in_(crashed_runs), tasks.c.state_type.in_(ACTIVE_STATES))
-            .values(state_type="CRASHED", state_name="Crashed", ended_at=now,
-                    error="the worker running it stopped")
+            .values(
+                state_type="CRASHED",
+                state_name="Crashed",
+                ended_at=now,
+                error="the worker running it stopped",
+            )
         )
         await conn.execute(
             runs.update()
             .where(runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES))
-            .values(state_type="CRASHED", state_name="Crashed", ended_at=now,
-                    error="the worker running it stopped heartbeating (killed or crashed)")
+            .values(
+                state_type="CRASHED",
+                state_name="Crashed",
+                ended_at=now,
+                error="the worker running it stopped heartbeating (killed or crashed)",
+            )
         )
-        await conn.execute(workers.update().where(workers.c.id.in_(dead_ids)).values(stopped_at=now))
+        await conn.execute(
+            workers.update().where(workers.c.id.in_(dead_ids)).values(stopped_at=now)
+        )
     return dead_ids
 
 
@@ -106,4 +121,6 @@ async def finished_event_ids(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return {str(event_id): FinishedRun(run_id, state, error) for event_id, run_id, state, error in rows}
+    return {
+        str(event_id): FinishedRun(run_id, state, error) for event_id, run_id, state, error in rows
+    }

@@ -95,14 +95,13 @@ class WriterStats:
 
 
 def _is_transient(error: BaseException) -> bool:
-    """Errors after which the same batch may well succeed: the database went away or is busy."""
-    if isinstance(error, (OSError, ConnectionError, TimeoutError, sa.exc.TimeoutError)):
-        return True
-    if isinstance(error, sa.exc.DBAPIError):
-        return bool(error.connection_invalidated) or isinstance(
-            error, (sa.exc.OperationalError, sa.exc.InterfaceError)
-        )
-    return False
+    """Whether the same batch may succeed later; only errors about the data itself are not.
+
+    Anything else (refused or dropped connections, a server shutting down, a
+    locked SQLite file, timeouts, errors drivers do not classify) is retried:
+    losing runs is worse than waiting for the database.
+    """
+    return not isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError))
 
 
 class RunWriter:
@@ -112,6 +111,7 @@ class RunWriter:
         self.database_url = database_url
         self.flush_interval = flush_interval
         self.healthy = True
+        self.healthy_since = time.time()
         self.last_error: str | None = None
         self.stats = WriterStats()
         self._queue: deque[Any] = deque()
@@ -293,6 +293,7 @@ class RunWriter:
                     continue
                 if not self.healthy:
                     logger.warning("run store available again")
+                    self.healthy_since = time.time()
                 self.healthy = True
                 self.last_error = None
                 backoff = 0.05

@@ -1,4 +1,4 @@
-"""Worker processes for the crash and rebalance tests: `eventflow run`, really started and killed."""
+"""Worker processes for the crash and rebalance tests: `eventflow run`, started and killed."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 
 
 class Worker:
+    """An `eventflow run` process; every one started is killed at the end of its test."""
+
+    started: list[Worker] = []
+
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._file = log.open("ab")
@@ -27,9 +31,18 @@ class Worker:
             stdout=self._file,
             stderr=subprocess.STDOUT,
         )
+        Worker.started.append(self)
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for worker in cls.started:
+            if worker.alive():
+                worker.kill()
+        cls.started.clear()
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
         self._file.close()
 

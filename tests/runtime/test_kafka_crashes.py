@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ from tests.runtime._workers import Worker, completed_count, delivery_report
 from tests.runtime.test_kafka_delivery import orders
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test() -> Iterator[None]:
+    yield
+    Worker.kill_all()
 
 
 def worker_env(kafka: Kafka, url: str, topic: str, group: str, **extra: str) -> dict[str, str]:
@@ -69,14 +76,23 @@ async def test_a_second_worker_takes_over_when_the_first_dies(
     topic, group = await new_topic(kafka)
     total = 3000
     env = worker_env(
-        kafka, sqlite_url, topic, group, WORK_SECONDS="0.1", MAX_IN_FLIGHT="50", SESSION_TIMEOUT_MS="6000"
+        kafka,
+        sqlite_url,
+        topic,
+        group,
+        WORK_SECONDS="0.1",
+        MAX_IN_FLIGHT="50",
+        SESSION_TIMEOUT_MS="6000",
     )
     first = Worker(env, tmp_path / "first.log")
     second = Worker(env, tmp_path / "second.log")
     await produce(kafka.bootstrap, topic, orders(total, keys=100))
 
     async def both_working() -> bool:
-        return len({r["worker_id"] for r in await rows(sqlite_url, schema.flow_runs)}) >= 2
+        try:
+            return len({r["worker_id"] for r in await rows(sqlite_url, schema.flow_runs)}) >= 2
+        except Exception:  # the workers may not have created the schema yet
+            return False
 
     await wait_until(both_working, timeout=120, interval=0.2)
     first.kill()
@@ -89,7 +105,9 @@ async def test_a_second_worker_takes_over_when_the_first_dies(
     assert report["duplicates"] == []
 
 
-async def test_sigterm_drains_commits_and_crashes_nothing(kafka: Kafka, database_url: str, tmp_path: Path) -> None:
+async def test_sigterm_drains_commits_and_crashes_nothing(
+    kafka: Kafka, database_url: str, tmp_path: Path
+) -> None:
     topic, group = await new_topic(kafka, partitions=2)
     total = 2000
     await produce(kafka.bootstrap, topic, orders(total, keys=50))
@@ -101,15 +119,16 @@ async def test_sigterm_drains_commits_and_crashes_nothing(kafka: Kafka, database
     report = await delivery_report(database_url)
     assert report["states"]["CRASHED"] == 0 and report["duplicates"] == []
     assert set(report["states"]) == {"COMPLETED"}  # everything in flight finished
-    stored = {(o["topic"], o["partition"]): o["next_offset"] for o in await rows(database_url, schema.consumer_offsets)}
+    stored = {
+        (o["topic"], o["partition"]): o["next_offset"]
+        for o in await rows(database_url, schema.consumer_offsets)
+    }
     completed = await rows(database_url, schema.flow_runs)
     for partition in (0, 1):
         done = sorted(r["event_offset"] for r in completed if r["event_partition"] == partition)
         assert done == list(range(len(done)))  # a contiguous prefix
         assert stored[(topic, partition)] == len(done)  # committed exactly up to it
-    assert await _kafka_committed(kafka, topic, group, 2) == {
-        p: stored[(topic, p)] for p in (0, 1)
-    }
+    assert await _kafka_committed(kafka, topic, group, 2) == {p: stored[(topic, p)] for p in (0, 1)}
 
     # the next worker starts where the first stopped
     worker = Worker(env, tmp_path / "worker.log")
@@ -175,7 +194,9 @@ async def _no_active_runs(url: str) -> bool:
 
 
 async def _kafka_committed(kafka: Kafka, topic: str, group: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}

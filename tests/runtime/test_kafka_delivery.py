@@ -49,7 +49,9 @@ def orders(count: int, keys: int) -> list[tuple[str, bytes]]:
     return messages
 
 
-async def test_every_event_is_exactly_one_completed_run_in_key_order(kafka: Kafka, database_url: str) -> None:
+async def test_every_event_is_exactly_one_completed_run_in_key_order(
+    kafka: Kafka, database_url: str
+) -> None:
     topic, group = f"orders-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     await create_topic(kafka.bootstrap, topic, partitions=4)
     seen: dict[str, list[int]] = defaultdict(list)
@@ -100,7 +102,9 @@ async def test_every_event_is_exactly_one_completed_run_in_key_order(kafka: Kafk
     assert len(await rows(database_url, schema.task_runs)) == 6000
 
 
-async def test_poison_and_failed_events_go_to_the_dead_letter_topic(kafka: Kafka, sqlite_url: str) -> None:
+async def test_poison_and_failed_events_go_to_the_dead_letter_topic(
+    kafka: Kafka, sqlite_url: str
+) -> None:
     topic, group = f"mixed-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     await create_topic(kafka.bootstrap, topic, partitions=2)
     attempts: dict[str, int] = defaultdict(int)
@@ -114,7 +118,9 @@ async def test_poison_and_failed_events_go_to_the_dead_letter_topic(kafka: Kafka
 
     app = App(settings(sqlite_url))
     app.subscribe(KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group), picky)
-    good = [(f"k{i}", orjson.dumps({"id": f"g{i}", "customer_id": "c", "amount": 1})) for i in range(20)]
+    good = [
+        (f"k{i}", orjson.dumps({"id": f"g{i}", "customer_id": "c", "amount": 1})) for i in range(20)
+    ]
     poison = [
         ("p1", b"\xff\xfe not json"),
         ("p2", b'{"id": "x", "customer_id": "c"}'),  # amount missing

@@ -38,6 +38,7 @@ def flow_run(run_id: str, state: str = "COMPLETED", **extra: Any) -> dict[str, A
         "event_id": None,
         "event_key": None,
         "event_payload": None,
+        "event_time": None,
         "created_at": now,
         "started_at": now,
         "ended_at": now if state == "COMPLETED" else None,

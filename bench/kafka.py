@@ -1,0 +1,174 @@
+"""Benchmark: Kafka order events through a two-task flow, every run tracked, beside baselines.
+
+    .venv/bin/python bench/kafka.py [--events 200000] [--skip-faststream] [--latency-rate 5000]
+
+Starts a local broker (scripts/kafka.sh), fills a topic with order events, then
+reads the same topic contents with a fresh consumer group each:
+- eventflow: a two-task flow per event, every flow run and task run in SQLite,
+  offsets stored with the runs and committed to Kafka;
+- a raw aiokafka `getmany` loop doing the same work untracked, committing per batch;
+- a FastStream subscriber doing the same work (its default ack policy).
+Then, for latency, events are produced at a steady rate while eventflow consumes
+them, and the produce-to-run-end p50/p99 are read from the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import orjson  # noqa: E402
+from _kafka_baselines import measure_faststream, measure_raw_aiokafka  # noqa: E402
+from _kafka_common import make_order  # noqa: E402
+from _kafka_produce import create_topic, produce_orders  # noqa: E402
+from aiokafka import AIOKafkaProducer  # noqa: E402
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+def measure_eventflow(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"impl": "eventflow", "error": done.stderr[-2000:]}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+async def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float) -> None:
+    """Produce `rate` orders per second for `seconds`, in small bursts every 10 ms."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1)
+    await producer.start()
+    try:
+        await producer.partitions_for(topic)
+        total = int(rate * seconds)
+        started = time.perf_counter()
+        for i in range(total):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0.01:
+                await asyncio.sleep(delay)
+            await producer.send(topic, orjson.dumps(make_order(i)), key=f"c-{i % 100}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def measure_latency(bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
+    topic = f"latency-{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, topic, 4)
+    count = int(rate * seconds)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH / "_eventflow_kafka.py"),
+        bootstrap,
+        topic,
+        str(count),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(3)  # the consumer joins its group before the clock starts
+    await produce_paced(bootstrap, topic, rate, seconds)
+    stdout, stderr = await child.communicate()
+    lines = [line for line in stdout.decode().splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        return {"impl": "eventflow", "error": stderr.decode()[-2000:]}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["rate"] = rate
+    return result
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    columns = (
+        "events",
+        "events_per_s",
+        "tracked_runs",
+        "latency_p50_s",
+        "latency_p99_s",
+        "peak_rss_mb",
+    )
+    header = ("events", "events/s", "tracked", "p50 s", "p99 s", "RSS MB")
+    lines = [f"{'impl':<14} " + " ".join(f"{h:>9}" for h in header)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r.get('impl')!s:<14} error: {str(r['error'])[:300]}")
+            continue
+        cells = " ".join(f"{r.get(c, '-')!s:>9}" for c in columns)
+        lines.append(f"{r['impl']!s:<14} {cells}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--skip-faststream", action="store_true")
+    parser.add_argument("--latency-rate", type=int, default=5000)
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    args = parser.parse_args()
+
+    data_dir = tempfile.mkdtemp(prefix="eventflow-kbench-broker-")
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "start", data_dir, str(port)], check=True)
+    try:
+        topic = f"orders-{uuid.uuid4().hex[:8]}"
+        produced_s = produce_orders(bootstrap, topic, args.events)
+        print(f"produced {args.events} orders in {produced_s:.1f}s", flush=True)
+        results = [measure_eventflow(bootstrap, topic, args.events)]
+        results.append(measure_raw_aiokafka(bootstrap, topic, args.events))
+        if not args.skip_faststream:
+            results.append(measure_faststream(bootstrap, topic, args.events))
+        print("\nthroughput, the same pre-filled topic for every consumer:")
+        print(table(results))
+        samples = results[0].get("rss_samples")
+        if samples:
+            print(
+                "eventflow RSS (MB) by runs completed:",
+                ", ".join(f"{n}: {mb}" for n, mb in samples),
+            )
+        if args.latency_rate:
+            latency = asyncio.run(
+                measure_latency(bootstrap, args.latency_rate, args.latency_seconds)
+            )
+            print(
+                f"\nlatency, eventflow consuming {args.latency_rate} events/s as they are produced:"
+            )
+            print(table([latency]))
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", data_dir], check=False)
+
+
+if __name__ == "__main__":
+    main()
