@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.helpers import create_ssl_context
 
-from eventflow import ConfigurationError
+from eventflow import ConfigurationError, EventflowError
 from eventflow.runtime import Event, EventSink, Partition, Sink, Source
 
 logger = logging.getLogger("eventflow.kafka")
@@ -82,6 +83,10 @@ def _connection(
     return KafkaConnection(bootstrap_servers=bootstrap_servers or "localhost:9092")
 
 
+class KafkaStalledError(EventflowError):
+    """The consumer stopped receiving records it should receive; it is replaced."""
+
+
 class KafkaSink(Sink):
     """Publishes to a topic; each `send` returns once the broker acknowledged the message."""
 
@@ -138,7 +143,9 @@ class KafkaSource(Source):
     within the session timeout keeps the assignment); `rebalance_timeout_ms`
     is how long the group waits for members to finish revoked work.
     Failed events go to `dead_letter_topic` (default `<first topic>.dlq`)
-    unless the subscription names another sink.
+    unless the subscription names another sink. A consumer that fetches
+    nothing for `stall_timeout_s` while its partitions have records to read
+    is stopped and replaced (its partitions are revoked first).
     """
 
     def __init__(
@@ -155,6 +162,7 @@ class KafkaSource(Source):
         heartbeat_interval_ms: int = 3_000,
         rebalance_timeout_ms: int = 30_000,
         max_poll_interval_ms: int = 300_000,
+        stall_timeout_s: float = 30.0,
     ) -> None:
         if not topics:
             raise ConfigurationError("KafkaSource needs at least one topic")
@@ -174,6 +182,7 @@ class KafkaSource(Source):
             "rebalance_timeout_ms": rebalance_timeout_ms,
             "max_poll_interval_ms": max_poll_interval_ms,
         }
+        self.stall_timeout_s = stall_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._paused: set[TopicPartition] = set()
 
@@ -190,12 +199,17 @@ class KafkaSource(Source):
             raise
         self._consumer = consumer
         self._paused = set()
+        last_progress = time.monotonic()
         try:
             while not sink.stopping:
                 self._apply_pauses(consumer, sink)
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
                 if not batch:
+                    if time.monotonic() - last_progress > self.stall_timeout_s:
+                        await self._check_stalled(consumer)
+                        last_progress = time.monotonic()
                     continue
+                last_progress = time.monotonic()
                 events = [
                     Event(
                         id=f"{record.topic}/{record.partition}/{record.offset}",
@@ -215,8 +229,28 @@ class KafkaSource(Source):
                 await sink.deliver(events)
         except BaseException:
             self._consumer = None
+            assigned = consumer.assignment()
+            if assigned and not sink.stopping:
+                await sink.revoked([(tp.topic, tp.partition) for tp in assigned])
             await consumer.stop()
             raise
+
+    async def _check_stalled(self, consumer: AIOKafkaConsumer) -> None:
+        """Raise `KafkaStalledError` if unpaused partitions have records we do not get."""
+        readable = consumer.assignment() - self._paused
+        if not readable:
+            return
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(list(readable)), 10)
+            positions = {tp: await asyncio.wait_for(consumer.position(tp), 10) for tp in readable}
+        except Exception as error:
+            raise KafkaStalledError(f"cannot read positions from the broker: {error}") from error
+        lagging = [tp for tp in readable if positions[tp] < ends[tp]]
+        if lagging:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in lagging)
+            raise KafkaStalledError(
+                f"no records for {self.stall_timeout_s:g}s although {names} have some to read"
+            )
 
     def _apply_pauses(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
         assigned = consumer.assignment()

@@ -134,6 +134,7 @@ class App:
         try:
             background.append(asyncio.create_task(self._heartbeat(writer, worker_row, settings)))
             background.append(asyncio.create_task(self._sweep(engine, writer, worker_id, settings)))
+            background.append(asyncio.create_task(self._report(writer)))
             for runner in self.runners:
                 sources.append(asyncio.create_task(self._supervise_source(runner)))
                 background.append(asyncio.create_task(self._commit_loop(runner, settings)))
@@ -197,6 +198,30 @@ class App:
                 await runner.commit()
             except Exception:
                 logger.exception("%s: commit failed", runner.subscription.name)
+
+    async def _report(self, writer: RunWriter, every: float = 15.0) -> None:
+        """A status line per subscription in the worker's log, while there is news."""
+        last: list[tuple[int, int]] = [(-1, -1)] * len(self.runners)
+        while True:
+            await asyncio.sleep(every)
+            for i, runner in enumerate(self.runners):
+                stats = runner.stats
+                now = (stats.received, runner.in_flight)
+                if now == last[i]:
+                    continue
+                last[i] = now
+                logger.info(
+                    "%s: received %d, completed %d, failed %d, dead-lettered %d, in flight %d, "
+                    "store %s with %d queued",
+                    runner.subscription.name,
+                    stats.received,
+                    stats.completed,
+                    stats.failed,
+                    stats.dead_lettered,
+                    runner.in_flight,
+                    "healthy" if writer.healthy else "UNAVAILABLE",
+                    writer.pending,
+                )
 
     async def _heartbeat(self, writer: RunWriter, row: dict[str, Any], settings: Settings) -> None:
         while True:

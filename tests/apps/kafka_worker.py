@@ -45,6 +45,7 @@ app.subscribe(
         session_timeout_ms=int(os.environ.get("SESSION_TIMEOUT_MS", "10000")),
         heartbeat_interval_ms=1000,
         rebalance_timeout_ms=int(os.environ.get("REBALANCE_TIMEOUT_MS", "20000")),
+        stall_timeout_s=float(os.environ.get("STALL_TIMEOUT_S", "10")),
     ),
     process,
     max_in_flight=int(os.environ.get("MAX_IN_FLIGHT", "100")),

@@ -105,6 +105,24 @@ async def test_a_second_worker_takes_over_when_the_first_dies(
     assert report["duplicates"] == []
 
 
+async def test_workers_option_shares_one_group_between_processes(
+    kafka: Kafka, sqlite_url: str, tmp_path: Path
+) -> None:
+    topic, group = await new_topic(kafka)
+    total = 2000
+    await produce(kafka.bootstrap, topic, orders(total, keys=100))
+    env = worker_env(kafka, sqlite_url, topic, group, WORK_SECONDS="0.05", MAX_IN_FLIGHT="50")
+    supervisor = Worker(env, tmp_path / "workers.log", "--workers", "2")
+    await wait_until(lambda: _at_least(sqlite_url, total), timeout=180, interval=0.5)
+    assert supervisor.terminate() == 0  # SIGTERM reaches both workers, both stop cleanly
+
+    report = await delivery_report(sqlite_url)
+    assert report["completed_positions"] == total and report["duplicates"] == []
+    workers = await rows(sqlite_url, schema.workers)
+    assert len(workers) == 2 and all(w["stopped_at"] is not None for w in workers)
+    assert len({r["worker_id"] for r in await rows(sqlite_url, schema.flow_runs)}) == 2
+
+
 async def test_sigterm_drains_commits_and_crashes_nothing(
     kafka: Kafka, database_url: str, tmp_path: Path
 ) -> None:
