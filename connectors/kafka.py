@@ -185,13 +185,16 @@ class KafkaSource(Source):
         self.stall_timeout_s = stall_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._paused: set[TopicPartition] = set()
+        self._ready: set[TopicPartition] = set()
+        """Assigned partitions whose stored offsets the runtime has loaded: only these are read."""
 
     def dead_letter_sink(self) -> Sink:
         return KafkaSink(self.dead_letter_topic, connection=self.connection)
 
     async def run(self, sink: EventSink) -> None:
         consumer = AIOKafkaConsumer(**self.connection.client_options(), **self._consumer_options)
-        consumer.subscribe(topics=list(self.topics), listener=_Rebalance(consumer, sink))
+        self._ready = set()
+        consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self, consumer, sink))
         try:
             await consumer.start()
         except BaseException:
@@ -210,6 +213,9 @@ class KafkaSource(Source):
                         last_progress = time.monotonic()
                     continue
                 last_progress = time.monotonic()
+                for tp in [tp for tp in batch if tp not in self._ready]:
+                    # fetched while its assignment was still being set up: read it again later
+                    consumer.seek(tp, batch.pop(tp)[0].offset)
                 events = [
                     Event(
                         id=f"{record.topic}/{record.partition}/{record.offset}",
@@ -258,6 +264,7 @@ class KafkaSource(Source):
             TopicPartition(t, p)
             for t, p in sink.paused([(tp.topic, tp.partition) for tp in assigned])
         }
+        wanted |= assigned - self._ready
         to_pause = wanted - self._paused
         to_resume = (self._paused - wanted) & assigned
         if to_pause:
@@ -286,11 +293,19 @@ class KafkaSource(Source):
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
+    """Hands rebalances to the runtime; a partition is read only once the runtime is ready for it.
+
+    The fetcher may already return records of a new assignment while the
+    runtime is still loading its stored offsets; the source rewinds those.
+    """
+
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
+        self.source = source
         self.consumer = consumer
         self.sink = sink
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.source._ready -= set(revoked)
         offsets = await self.sink.revoked([(tp.topic, tp.partition) for tp in revoked])
         if offsets:
             try:
@@ -304,3 +319,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         stored = await self.sink.assigned([(tp.topic, tp.partition) for tp in assigned])
         for (topic, partition), offset in stored.items():
             self.consumer.seek(TopicPartition(topic, partition), offset)
+        self.source._ready |= set(assigned)
