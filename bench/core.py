@@ -54,7 +54,7 @@ def row(result: dict[str, object]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=50_000)
-    parser.add_argument("--prefect-runs", type=int, default=100)
+    parser.add_argument("--prefect-runs", type=int, default=40)
     parser.add_argument("--skip-prefect", action="store_true")
     args = parser.parse_args()
 
