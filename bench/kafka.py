@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,8 @@ from _kafka_common import make_order  # noqa: E402
 from _kafka_produce import create_topic, produce_orders  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
-
-def free_port() -> int:
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+sys.path.insert(0, str(ROOT))
+from tests._kafka import free_port_pair  # noqa: E402
 
 
 def measure_eventflow(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
@@ -139,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="eventflow-kbench-broker-")
-    port = free_port()
+    port = free_port_pair()
     bootstrap = f"127.0.0.1:{port}"
     subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "start", data_dir, str(port)], check=True)
     try:

@@ -25,7 +25,7 @@ from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedEr
 from ._futures import TaskFuture
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
-from ._threads import run_sync
+from ._threads import run_sync, running_loop
 
 if TYPE_CHECKING:
     from ._flows import Flow
@@ -363,7 +363,7 @@ def submit_task(
     run_id = new_id()
     coroutine = run_task(task, flow_run, args, kwargs, tuple(wait_for), run_id)
     loop = flow_run.loop
-    on_loop = _running_loop() is loop
+    on_loop = running_loop() is loop
     future: asyncio.Future[State] | Any
     if on_loop:
         future = loop.create_task(coroutine)
@@ -372,13 +372,6 @@ def submit_task(
     task_future: TaskFuture[Any] = TaskFuture(future, loop, run_id, task.name)
     flow_run.futures.append(task_future)
     return task_future
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 # -- flow runs -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from tests._services import ROOT
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
     """A port whose successor is free too (the broker's controller listens there)."""
     for _ in range(100):
         with socket.socket() as sock:
@@ -43,7 +43,7 @@ class Kafka:
 
     @classmethod
     def start_new(cls) -> Kafka:
-        broker = cls(Path(tempfile.mkdtemp(prefix="eventflow-kafka-")), _free_port_pair())
+        broker = cls(Path(tempfile.mkdtemp(prefix="eventflow-kafka-")), free_port_pair())
         broker.start()
         return broker
 
