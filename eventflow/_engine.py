@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,11 +147,8 @@ async def _attempts(
             await asyncio.sleep(delay)
 
 
-def _run_hooks(hooks: Iterable[Callable[..., Any]], *args: Any) -> Awaitable[None]:
-    return _run_hooks_async(tuple(hooks), args)
-
-
-async def _run_hooks_async(hooks: tuple[Callable[..., Any], ...], args: tuple[Any, ...]) -> None:
+async def _run_hooks(hooks: Iterable[Callable[..., Any]], *args: Any) -> None:
+    """Call each hook (sync ones off the loop); a failing hook is logged, never raised."""
     for hook in hooks:
         try:
             if inspect.iscoroutinefunction(hook):
