@@ -20,6 +20,7 @@ from ._errors import (
 from ._flows import Flow, flow
 from ._futures import TaskFuture
 from ._logging import get_run_logger
+from ._notify import Notification, WebhookNotifier, slack_body
 from ._retries import exponential_backoff
 from ._runtime._app import App
 from ._settings import Settings
@@ -36,6 +37,7 @@ __all__ = [
     "Flow",
     "FlowRunContext",
     "MissingContextError",
+    "Notification",
     "ParameterValidationError",
     "RunInfo",
     "RunNotFinishedError",
@@ -49,10 +51,12 @@ __all__ = [
     "TaskFuture",
     "TaskRunContext",
     "UpstreamFailedError",
+    "WebhookNotifier",
     "__version__",
     "exponential_backoff",
     "flow",
     "get_run_logger",
+    "slack_body",
     "task",
     "unmapped",
 ]

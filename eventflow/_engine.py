@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from pydantic_core import to_jsonable_python
 from ._context import FlowRunContext, TaskRunContext, current_flow_run, current_task_run
 from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedError
 from ._futures import TaskFuture
+from ._ids import new_id
+from ._metrics import RECORDER
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
 from ._threads import run_sync, running_loop
@@ -35,24 +35,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("eventflow.engine")
 
 _RESULT_LIMIT = 10_000
-
-
-_ids = random.Random()
-
-
-def new_id() -> str:
-    """A 128-bit run id in hex laid out like a UUIDv7: 48 bits of milliseconds, 80 random.
-
-    Time-ordered ids keep inserts at the end of the primary-key index (random
-    ones scatter them and slow the store as it grows). The random bits come
-    from a generator seeded once per process from the OS (again in a forked
-    child), not an OS call per id: one `getrandom` costs tens of microseconds
-    on some kernels and sandboxes, and this runs per task run.
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
-
-
-os.register_at_fork(after_in_child=_ids.seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +217,7 @@ class _TaskRunRecord(_Attempts):
         row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
         row["error"] = state.message
         self.writer.put_task_run(row.copy())
+        RECORDER.retried("task", row["task_name"])
 
     def retry_allowed(self, state: State) -> bool:
         condition = self.task.retry_policy.condition
@@ -252,8 +235,15 @@ class _TaskRunRecord(_Attempts):
         row["state_type"] = state.type.value
         row["state_name"] = state.name
         row["error"] = None if state.type is StateType.COMPLETED else state.message
-        row["ended_at"] = time.time()
+        row["ended_at"] = ended = time.time()
         self.writer.put_task_run(row)
+        started = row["started_at"]
+        RECORDER.run_finished(
+            "task",
+            row["task_name"],
+            row["state_type"],
+            None if started is None else ended - started,
+        )
 
 
 async def run_task(
@@ -400,6 +390,7 @@ class _FlowRunRecord(_Attempts):
         row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
         row["error"] = state.message
         self.writer.put_flow_run(row.copy())
+        RECORDER.retried("flow", row["flow_name"])
 
     def finish(self, state: State) -> None:
         row = self.row
@@ -413,6 +404,13 @@ class _FlowRunRecord(_Attempts):
         else:
             row["error"] = state.message
         self.writer.put_flow_run(row)
+        started = row["started_at"]
+        RECORDER.run_finished(
+            "flow",
+            row["flow_name"],
+            row["state_type"],
+            None if started is None else row["ended_at"] - started,
+        )
 
 
 async def run_flow(

@@ -9,6 +9,24 @@ from ._errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///eventflow.db"
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration written like `90`, `45s`, `30m`, `12h`, `7d` or `2w`."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:])
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigurationError(
+            f"invalid duration {text!r}: write a number with s, m, h, d or w (e.g. 7d)"
+        ) from None
+    if seconds < 0:
+        raise ConfigurationError(f"invalid duration {text!r}: it is negative")
+    return seconds
+
 
 def normalize_database_url(url: str) -> str:
     """Map the URLs users write to the async drivers eventflow uses."""
@@ -48,6 +66,9 @@ class Settings:
     commit_interval: float = 0.5
     worker_lease: float = 10.0
     shutdown_grace: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    retention: float | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -63,6 +84,9 @@ class Settings:
             commit_interval = float(env.get("EVENTFLOW_COMMIT_INTERVAL", "0.5"))
             worker_lease = float(env.get("EVENTFLOW_WORKER_LEASE", "10"))
             shutdown_grace = float(env.get("EVENTFLOW_SHUTDOWN_GRACE", "30"))
+            metrics_port = int(env.get("EVENTFLOW_METRICS_PORT", "9464"))
+            retention_text = env.get("EVENTFLOW_RETENTION", "").strip()
+            retention = parse_duration(retention_text) if retention_text else None
         except ValueError as error:
             raise ConfigurationError(f"invalid numeric setting: {error}") from None
         return cls(
@@ -76,4 +100,7 @@ class Settings:
             commit_interval=commit_interval,
             worker_lease=worker_lease,
             shutdown_grace=shutdown_grace,
+            metrics_host=env.get("EVENTFLOW_METRICS_HOST", "127.0.0.1"),
+            metrics_port=metrics_port,
+            retention=retention,
         )

@@ -2,13 +2,14 @@
 
 from ._runtime._app import App
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
-from ._runtime._subscription import FailurePolicy, Subscription
+from ._runtime._subscription import FailurePolicy, Notifier, Subscription
 
 __all__ = [
     "App",
     "Event",
     "EventSink",
     "FailurePolicy",
+    "Notifier",
     "Partition",
     "Sink",
     "Source",

@@ -10,18 +10,22 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._flows import Flow
 from .._logging import configure_logging
+from .._metrics import MetricsExporter, multiprocess_dir
 from .._settings import Settings
 from .._store._engine import make_engine
+from .._store._leases import acquire_lease
 from .._store._migrate import upgrade
 from .._store._recovery import sweep_crashed
+from .._store._replay import claim_replays
+from .._store._retention import prune
 from .._store._writer import RunWriter
 from ._source import Event, Sink, Source
-from ._subscription import FailurePolicy, Subscription, SubscriptionRunner
+from ._subscription import FailurePolicy, Notifier, Subscription, SubscriptionRunner
 
 logger = logging.getLogger("eventflow.runtime")
 
@@ -33,8 +37,11 @@ class App:
     `EVENTFLOW_DATABASE_URL`). Nothing starts until `run()` / `serve()`.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, notifiers: Sequence[Notifier] = ()
+    ) -> None:
         self.settings = settings
+        self.notifiers = tuple(notifiers)
         self.subscriptions: list[Subscription] = []
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
@@ -52,6 +59,7 @@ class App:
         key_ordering: bool = True,
         params: Mapping[str, Any] | Callable[[Event], Mapping[str, Any]] | None = None,
         revoke_grace_seconds: float = 10.0,
+        notifiers: Sequence[Notifier] = (),
     ) -> Subscription:
         """Run `flow` once per event of `source`.
 
@@ -59,7 +67,8 @@ class App:
         spent, or a poison message): `"dead_letter"` (to `dead_letter`, else the
         source's default, a Kafka source's `<topic>.dlq`), `"skip"`, or `"stop"`
         (the partition stops there until a restart). `params` overrides or
-        replaces the parameters decoded from the event.
+        replaces the parameters decoded from the event. `notifiers` (with the
+        app's) are told of every run that ends FAILED or CRASHED.
         """
         if on_failure not in ("dead_letter", "skip", "stop"):
             raise ValueError(
@@ -77,6 +86,7 @@ class App:
             key_ordering=key_ordering,
             params=params,
             revoke_grace_seconds=revoke_grace_seconds,
+            notifiers=(*self.notifiers, *notifiers),
         )
         self.subscriptions.append(subscription)
         return subscription
@@ -129,12 +139,19 @@ class App:
             SubscriptionRunner(s, writer, engine, worker_id) for s in self.subscriptions
         ]
         logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
+        exporter = MetricsExporter()
+        if settings.metrics_port and multiprocess_dir() is None:
+            exporter.serve(settings.metrics_host, settings.metrics_port)
         background: list[asyncio.Task[None]] = []
         sources: list[asyncio.Task[None]] = []
         try:
             background.append(asyncio.create_task(self._heartbeat(writer, worker_row, settings)))
             background.append(asyncio.create_task(self._sweep(engine, writer, worker_id, settings)))
             background.append(asyncio.create_task(self._report(writer)))
+            background.append(asyncio.create_task(self._publish(exporter, writer)))
+            background.append(asyncio.create_task(self._claim_replays(engine)))
+            if settings.retention is not None:
+                background.append(asyncio.create_task(self._retain(engine, settings.retention)))
             for runner in self.runners:
                 sources.append(asyncio.create_task(self._supervise_source(runner)))
                 background.append(asyncio.create_task(self._commit_loop(runner, settings)))
@@ -166,10 +183,16 @@ class App:
                     await runner.source.close()
                 with contextlib.suppress(Exception):
                     await runner.stop_sink()
+            self._put_source_status(writer)
             writer.put_worker(
                 {**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()}
             )
             await writer.flush()
+            exporter.sync(self.runners, writer)
+            exporter.close()
+            notifiers = {id(n): n for sub in self.subscriptions for n in sub.notifiers}
+            for notifier in notifiers.values():
+                await asyncio.to_thread(notifier.close)
             await asyncio.to_thread(writer.close)
             await engine.dispose()
             self.started.clear()
@@ -184,7 +207,8 @@ class App:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
+                runner.source.record_error(error)
                 logger.exception(
                     "%s: source failed; restarting in %.1fs", runner.subscription.name, delay
                 )
@@ -222,6 +246,74 @@ class App:
                     "healthy" if writer.healthy else "UNAVAILABLE",
                     writer.pending,
                 )
+
+    async def _publish(self, exporter: MetricsExporter, writer: RunWriter) -> None:
+        """Metrics every second; each subscription's live state into the store every 5."""
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            exporter.sync(self.runners, writer)
+            tick += 1
+            if tick % 5 == 0:
+                self._put_source_status(writer)
+
+    def _put_source_status(self, writer: RunWriter) -> None:
+        now = time.time()
+        for runner in self.runners:
+            stats, source = runner.stats, runner.source
+            lag = source.lag()
+            writer.put_source_status(
+                {
+                    "worker_id": self.worker_id,
+                    "subscription": runner.subscription.name,
+                    "source": source.name,
+                    "flow_name": runner.flow.name,
+                    "received": stats.received,
+                    "completed": stats.completed,
+                    "failed": stats.failed,
+                    "dead_lettered": stats.dead_lettered,
+                    "in_flight": runner.in_flight,
+                    "lag": sum(lag.values()) if lag else None,
+                    "last_event_at": stats.last_event_at,
+                    "last_error": source.last_error,
+                    "last_error_at": source.last_error_at,
+                    "updated_at": now,
+                }
+            )
+
+    async def _claim_replays(self, engine: Any, every: float = 1.0) -> None:
+        """Run the replay requests (API, CLI, UI) of this worker's flows."""
+        by_flow: dict[str, SubscriptionRunner] = {}
+        for runner in self.runners:
+            by_flow.setdefault(runner.flow.name, runner)
+        while True:
+            await asyncio.sleep(every)
+            flows = [name for name, runner in by_flow.items() if runner.accepting()]
+            try:
+                claimed = await claim_replays(engine, flows, self.worker_id or "")
+            except Exception as error:
+                logger.warning("cannot read replay requests: %s", error)
+                continue
+            for row in claimed:
+                logger.info("replaying flow run %s as %s", row["retry_of"], row["id"])
+                by_flow[row["flow_name"]].start_replay(row)
+
+    async def _retain(self, engine: Any, retention: float) -> None:
+        """Delete runs older than `retention`; one worker of the app at a time does it."""
+        every = min(3600.0, max(1.0, retention / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if not await acquire_lease(
+                    engine, "eventflow:retention", self.worker_id or "", every * 2
+                ):
+                    continue
+                deleted = await prune(engine, time.time() - retention)
+            except Exception as error:
+                logger.warning("retention: pruning old runs failed: %s", error)
+                continue
+            if deleted:
+                logger.info("retention: deleted %d runs older than %.0fs", deleted, retention)
 
     async def _heartbeat(self, writer: RunWriter, row: dict[str, Any], settings: Settings) -> None:
         while True:

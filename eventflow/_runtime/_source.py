@@ -7,6 +7,7 @@ imports a connector.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,14 @@ class EventSink(ABC):
         """Partitions were assigned: returns the offsets stored with the runs, to seek to."""
 
     @abstractmethod
+    async def lease(self, name: str, ttl: float) -> bool:
+        """Take or renew lease `name` in the run store for `ttl` seconds; True while held.
+
+        For work only one worker of an app may do at a time (a schedule's ticks);
+        False also when the store cannot be reached.
+        """
+
+    @abstractmethod
     async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Partitions are being taken away: finish or abandon their runs, store their offsets.
 
@@ -93,6 +102,20 @@ class Source(ABC):
 
     name: str = "source"
     group_id: str | None = None
+    errors: int = 0
+    """Fetch errors so far (exported as `eventflow_source_errors_total`); see `record_error`."""
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def record_error(self, error: BaseException | str) -> None:
+        """Count a fetch error the source recovers from (it backs off and goes on)."""
+        self.errors += 1
+        self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.last_error_at = time.time()
+
+    def lag(self) -> Mapping[Partition, int]:
+        """Events behind the end of each assigned partition, where the source knows it."""
+        return {}
 
     @abstractmethod
     async def run(self, sink: EventSink) -> None:

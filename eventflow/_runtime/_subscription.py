@@ -16,14 +16,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._engine import EventInfo, run_flow
+from .._errors import ParameterValidationError
 from .._flows import Flow
+from .._notify import Notification
 from .._states import State, StateType
+from .._store._leases import acquire_lease
 from .._store._recovery import FinishedRun, finished_event_ids, finished_events, load_offsets
 from .._store._writer import RunWriter
 from ._offsets import OffsetTracker
@@ -33,6 +36,15 @@ logger = logging.getLogger("eventflow.runtime")
 
 FailurePolicy = Literal["dead_letter", "skip", "stop"]
 ParamsOverride = Mapping[str, Any] | Callable[[Event], Mapping[str, Any]]
+
+
+class Notifier(Protocol):
+    """Told of runs that end badly (see eventflow.WebhookNotifier); must not block."""
+
+    def notify(self, notification: Notification) -> None: ...
+
+    def close(self, timeout: float = ...) -> None: ...
+
 
 _STORE_BACKLOG_LIMIT = 20_000
 """Records queued for the store beyond which consumption pauses until it catches up.
@@ -55,6 +67,7 @@ class Subscription:
     key_ordering: bool = True
     params: ParamsOverride | None = None
     revoke_grace_seconds: float = 10.0
+    notifiers: tuple[Notifier, ...] = ()
 
     @property
     def name(self) -> str:
@@ -80,6 +93,8 @@ class RunnerStats:
     failed: int = 0
     dead_lettered: int = 0
     skipped_duplicates: int = 0
+    invalid: int = 0
+    replayed: int = 0
     last_event_at: float | None = None
 
 
@@ -171,6 +186,13 @@ class SubscriptionRunner(EventSink):
             )
         return stored
 
+    async def lease(self, name: str, ttl: float) -> bool:
+        try:
+            return await acquire_lease(self.engine, name, self.worker_id, ttl)
+        except Exception as error:
+            logger.warning("%s: cannot take lease %r: %s", self.subscription.name, name, error)
+            return False
+
     async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Finish (within the grace period) or abandon the partitions' runs; store their offsets."""
         states = {p: s for p in partitions if (s := self._partitions.get(p)) is not None}
@@ -247,14 +269,33 @@ class SubscriptionRunner(EventSink):
         finished = False
         try:
             state = await self._run(event)
+            if isinstance(state.data, ParameterValidationError):
+                self.stats.invalid += 1
             if state.type is StateType.COMPLETED:
                 self.stats.completed += 1
                 finished = True
             else:
                 self.stats.failed += 1
+                self._notify(event, state)
                 finished = await self._apply_failure_policy(event, state.run_id, state.message)
         finally:
             self._finish(event, finished)
+
+    def _notify(self, event: Event, state: State) -> None:
+        if not self.subscription.notifiers:
+            return
+        notification = Notification(
+            flow_name=self.flow.name,
+            flow_run_id=state.run_id or "",
+            run_name=None,
+            state=state.type.value,
+            state_name=state.name,
+            error=state.message,
+            event_id=event.id,
+            event_key=event.key,
+        )
+        for notifier in self.subscription.notifiers:
+            notifier.notify(notification)
 
     async def _redo(self, event: Event, previous: FinishedRun) -> None:
         """A redelivered event whose run already ended: never run it again.
@@ -270,7 +311,44 @@ class SubscriptionRunner(EventSink):
         finally:
             self._finish(event, finished)
 
-    async def _run(self, event: Event) -> State:
+    def start_replay(self, row: Mapping[str, Any]) -> None:
+        """Run a claimed replay request in the background (drained like any run)."""
+        task = asyncio.get_running_loop().create_task(self.replay(row))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def replay(self, row: Mapping[str, Any]) -> None:
+        """Run a replay request claimed from the store (`claim_replays`), with its run id.
+
+        The stored event goes through the same decoding as when it first
+        arrived; the outcome is only recorded (no dead letter, no offsets: the
+        event was dealt with the first time).
+        """
+        self.stats.replayed += 1
+        if row["event_payload"] is None:  # a direct call's run: its stored parameters
+            await run_flow(
+                self.flow,
+                self.writer,
+                kwargs=orjson.loads(row["parameters"] or "{}"),
+                worker_id=self.worker_id,
+                flow_run_id=row["id"],
+                retry_of=row["retry_of"],
+            )
+            return
+        event = Event(
+            id=row["event_id"] or row["retry_of"],
+            value=row["event_payload"],
+            key=row["event_key"],
+            stream=row["event_source"],
+            partition=row["event_partition"],
+            offset=row["event_offset"],
+            timestamp=None if row["event_time"] is None else row["event_time"].timestamp(),
+        )
+        await self._run(event, run_id=row["id"], retry_of=row["retry_of"])
+
+    async def _run(
+        self, event: Event, *, run_id: str | None = None, retry_of: str | None = None
+    ) -> State:
         info = EventInfo(
             source=event.stream or self.source.name,
             id=event.id,
@@ -288,6 +366,8 @@ class SubscriptionRunner(EventSink):
                 raw_parameters=event.value,
                 event=info,
                 worker_id=self.worker_id,
+                flow_run_id=run_id,
+                retry_of=retry_of,
             )
         try:
             override = params(event) if callable(params) else params
@@ -298,7 +378,13 @@ class SubscriptionRunner(EventSink):
         except Exception as error:
             kwargs = {"__invalid_event__": f"{type(error).__name__}: {error}"}
         return await run_flow(
-            self.flow, self.writer, kwargs=kwargs, event=info, worker_id=self.worker_id
+            self.flow,
+            self.writer,
+            kwargs=kwargs,
+            event=info,
+            worker_id=self.worker_id,
+            flow_run_id=run_id,
+            retry_of=retry_of,
         )
 
     def _finish(self, event: Event, finished: bool) -> None:

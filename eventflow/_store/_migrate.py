@@ -29,6 +29,15 @@ def alembic_config() -> Config:
     return config
 
 
+def head_revision() -> str:
+    """The newest migration's revision, what `upgrade` brings a store to."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the schema at `database_url` to `revision` (blocking).
 

@@ -112,3 +112,30 @@ consumer_offsets = sa.Table(
     sa.Column("next_offset", sa.BigInteger, nullable=False),
     sa.Column("updated_at", TIMESTAMP, nullable=False),
 )
+
+source_status = sa.Table(
+    "source_status",
+    metadata,
+    sa.Column("worker_id", sa.String(64), primary_key=True),
+    sa.Column("subscription", sa.String(500), primary_key=True),
+    sa.Column("source", sa.String(300), nullable=False),
+    sa.Column("flow_name", sa.String(200), nullable=False),
+    sa.Column("received", sa.BigInteger, nullable=False),
+    sa.Column("completed", sa.BigInteger, nullable=False),
+    sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("dead_lettered", sa.BigInteger, nullable=False),
+    sa.Column("in_flight", sa.Integer, nullable=False),
+    sa.Column("lag", sa.BigInteger),
+    sa.Column("last_event_at", TIMESTAMP),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", TIMESTAMP),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(300), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", TIMESTAMP, nullable=False),
+)

@@ -45,6 +45,7 @@ _LOG = 3
 _FLOW = 4
 _OFFSETS = 5
 _WORKER = 6
+_SOURCE_STATUS = 7
 
 
 @dataclass(slots=True)
@@ -68,6 +69,7 @@ class _Batch:
     logs: list[Row] = field(default_factory=list)
     offsets: dict[tuple[str, str, int], Row] = field(default_factory=dict)
     workers: dict[str, Row] = field(default_factory=dict)
+    source_status: dict[tuple[str, str], Row] = field(default_factory=dict)
     markers: list[_FlushMarker] = field(default_factory=list)
     commit_hooks: list[Callable[[], None]] = field(default_factory=list)
 
@@ -80,6 +82,7 @@ class _Batch:
             + len(self.logs)
             + len(self.offsets)
             + len(self.workers)
+            + len(self.source_status)
         )
 
 
@@ -114,6 +117,7 @@ class RunWriter:
         self.healthy_since = time.time()
         self.last_error: str | None = None
         self.stats = WriterStats()
+        self._timings: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._queue: deque[Any] = deque()
         self._known_flows: set[str] = set()
         self._wake_pending = False
@@ -163,6 +167,11 @@ class RunWriter:
         """Records queued and not yet handed to a commit."""
         return len(self._queue)
 
+    def take_batch_timings(self) -> list[tuple[float, int]]:
+        """(seconds, records) of the group commits since the last call, for metrics."""
+        timings = self._timings
+        return [timings.popleft() for _ in range(len(timings))]
+
     # -- producers (any thread, never block) ----------------------------------------
 
     def ensure_flow(self, name: str, version: str | None) -> None:
@@ -187,6 +196,10 @@ class RunWriter:
     def put_worker(self, row: Row) -> None:
         """A worker's registration or heartbeat (id, hostname, pid, started_at, heartbeat_at)."""
         self._queue.append((_WORKER, row))
+
+    def put_source_status(self, row: Row) -> None:
+        """A subscription's live counters (a `source_status` row), for the API and UI."""
+        self._queue.append((_SOURCE_STATUS, row))
 
     def put_offsets(
         self,
@@ -337,6 +350,8 @@ class RunWriter:
                     batch.commit_hooks.append(on_commit)
             elif kind == _WORKER:
                 batch.workers[row["id"]] = row
+            elif kind == _SOURCE_STATUS:
+                batch.source_status[(row["worker_id"], row["subscription"])] = row
 
     async def _commit(self, batch: _Batch) -> None:
         assert self._engine is not None
@@ -353,7 +368,8 @@ class RunWriter:
         self.stats.batches += 1
         self.stats.records += count
         self.stats.last_batch_records = count
-        self.stats.last_batch_seconds = time.perf_counter() - started
+        self.stats.last_batch_seconds = seconds = time.perf_counter() - started
+        self._timings.append((seconds, count))
 
     @staticmethod
     def _settle_markers(batch: _Batch, error: BaseException | None) -> None:
@@ -469,6 +485,8 @@ def _write_batch(conn: sa.Connection, batch: _Batch) -> None:
         _OFFSETS_UPSERT.execute(conn, batch.offsets.values())
     if batch.workers:
         _WORKERS.execute(conn, batch.workers.values())
+    if batch.source_status:
+        _SOURCE_STATUS_UPSERT.execute(conn, batch.source_status.values())
 
 
 _FLOWS = _Upsert(schema.flows, ("name",), ("version",))
@@ -477,6 +495,7 @@ _TASK_RUNS = _Upsert(schema.task_runs, ("id",), None)
 _EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
 _LOGS = _Upsert(schema.logs, (), None)
 _WORKERS = _Upsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
+_SOURCE_STATUS_UPSERT = _Upsert(schema.source_status, ("worker_id", "subscription"), None)
 _OFFSETS_UPSERT = _Upsert(
     schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
 )

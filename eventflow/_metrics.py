@@ -1,0 +1,304 @@
+"""Prometheus metrics: tallied cheaply where things happen, exported once a second.
+
+The engine finishes tens of thousands of runs a second; a prometheus-client
+update per run (a lock, and in multi-process mode an mmap write) would cost
+more than the rest of the bookkeeping. So the engine only bumps plain dict
+counters and histogram buckets in `RECORDER`, and a worker's exporter
+(`MetricsExporter.sync`, called every second and at shutdown) moves the deltas
+into prometheus-client objects, served at `/metrics`.
+
+With `eventflow run --workers N` the supervisor sets PROMETHEUS_MULTIPROC_DIR
+before starting the workers: prometheus-client then keeps every worker's values
+in files there, and the supervisor alone serves them summed (`serve_multiprocess`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from ._runtime._subscription import SubscriptionRunner
+    from ._store._writer import RunWriter
+
+logger = logging.getLogger("eventflow.metrics")
+
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
+)  # fmt: skip
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Counts and histogram buckets by label values, swapped out whole by the exporter."""
+
+    counts: dict[tuple[str, ...], int] = field(default_factory=dict)
+    histograms: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+
+
+class RunRecorder:
+    """Where the engine reports finished runs and retries; costs a dict update each."""
+
+    def __init__(self) -> None:
+        self._tally = _Tally()
+
+    def run_finished(self, kind: str, name: str, state: str, seconds: float | None) -> None:
+        """A flow run (`kind="flow"`) or task run (`"task"`) reached a final state."""
+        tally = self._tally
+        key = (kind, name, state)
+        tally.counts[key] = tally.counts.get(key, 0) + 1
+        if seconds is not None:
+            hist_key = (kind, name)
+            buckets = tally.histograms.get(hist_key)
+            if buckets is None:
+                buckets = tally.histograms[hist_key] = [0.0] * (len(DURATION_BUCKETS) + 2)
+            buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1  # the last-but-one is +Inf
+            buckets[-1] += seconds
+
+    def retried(self, kind: str, name: str) -> None:
+        tally = self._tally
+        key = (kind, name, "retry")
+        tally.counts[key] = tally.counts.get(key, 0) + 1
+
+    def take(self) -> _Tally:
+        """Everything tallied since the last call (an attribute swap: atomic under the GIL)."""
+        tally, self._tally = self._tally, _Tally()
+        return tally
+
+
+RECORDER = RunRecorder()
+
+
+class _Metrics:
+    """The prometheus-client objects, created once per process (they register globally)."""
+
+    def __init__(self) -> None:
+        self.flow_runs = Counter(
+            "eventflow_flow_runs_total", "Flow runs that reached a final state.", ["flow", "state"]
+        )
+        self.task_runs = Counter(
+            "eventflow_task_runs_total", "Task runs that reached a final state.", ["task", "state"]
+        )
+        self.retries = Counter(
+            "eventflow_retries_total", "Retries of flow runs and task runs.", ["kind", "name"]
+        )
+        self.flow_duration = Histogram(
+            "eventflow_flow_run_duration_seconds",
+            "Flow run duration, start to final state.",
+            ["flow"],
+            buckets=DURATION_BUCKETS,
+        )
+        self.task_duration = Histogram(
+            "eventflow_task_run_duration_seconds",
+            "Task run duration, first attempt to final state.",
+            ["task"],
+            buckets=DURATION_BUCKETS,
+        )
+        self.events_received = Counter(
+            "eventflow_events_received_total", "Events a source delivered.", ["subscription"]
+        )
+        self.events_decoded = Counter(
+            "eventflow_events_decoded_total",
+            "Events whose payload validated into the flow's parameters.",
+            ["subscription"],
+        )
+        self.events_invalid = Counter(
+            "eventflow_events_invalid_total",
+            "Poison events: undecodable or failing validation.",
+            ["subscription"],
+        )
+        self.events_duplicate = Counter(
+            "eventflow_events_duplicate_total",
+            "Redelivered events whose run had already ended (not run again).",
+            ["subscription"],
+        )
+        self.dead_lettered = Counter(
+            "eventflow_events_dead_lettered_total",
+            "Events sent to the dead-letter destination.",
+            ["subscription"],
+        )
+        self.source_errors = Counter(
+            "eventflow_source_errors_total",
+            "Errors fetching from a source (it backs off and goes on).",
+            ["subscription"],
+        )
+        self.in_flight = Gauge(
+            "eventflow_runs_in_flight",
+            "Events taken and not yet finished (running or waiting for their key).",
+            ["subscription"],
+            multiprocess_mode="livesum",
+        )
+        self.lag = Gauge(
+            "eventflow_consumer_lag",
+            "Messages behind the end of the partition, per assigned partition.",
+            ["subscription", "topic", "partition"],
+            multiprocess_mode="livesum",
+        )
+        self.store_write = Histogram(
+            "eventflow_store_write_seconds",
+            "Duration of one group commit to the run store.",
+            buckets=DURATION_BUCKETS,
+        )
+        self.store_batch = Histogram(
+            "eventflow_store_batch_records",
+            "Records written per group commit.",
+            buckets=BATCH_BUCKETS,
+        )
+        self.store_queued = Gauge(
+            "eventflow_store_queued_records",
+            "Records waiting for the next group commit.",
+            multiprocess_mode="livesum",
+        )
+        self.store_up = Gauge(
+            "eventflow_store_up",
+            "1 while the run store accepts writes, 0 while it is unreachable.",
+            multiprocess_mode="min",
+        )
+
+
+_metrics: _Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def _get_metrics() -> _Metrics:
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = _Metrics()
+        return _metrics
+
+
+def _add_buckets(histogram: Any, buckets: list[float]) -> None:
+    """Add pre-bucketed observations to a histogram child.
+
+    prometheus-client has no bulk `observe`; its children keep one value per
+    bucket (not cumulative, +Inf last) and a sum, which is what is added here.
+    tests/test_metrics.py checks the exported buckets, should that change.
+    """
+    for i, count in enumerate(buckets[:-1]):
+        if count:
+            histogram._buckets[i].inc(count)
+    histogram._sum.inc(buckets[-1])
+
+
+@dataclass(slots=True)
+class _SubscriptionTotals:
+    received: int = 0
+    decoded: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    source_errors: int = 0
+    lag_partitions: set[tuple[str, int]] = field(default_factory=set)
+
+
+class MetricsExporter:
+    """Moves a worker's tallies into prometheus-client and serves `/metrics`."""
+
+    def __init__(self) -> None:
+        self.metrics = _get_metrics()
+        self._seen: dict[str, _SubscriptionTotals] = {}
+        self._server: Any = None
+
+    def serve(self, host: str, port: int) -> bool:
+        """Start the `/metrics` HTTP server on a thread; False if the port is taken."""
+        try:
+            self._server, _thread = start_http_server(port, addr=host)
+        except OSError as error:
+            logger.warning("metrics not served on %s:%d: %s", host, port, error)
+            return False
+        logger.info("metrics at http://%s:%d/metrics", host, port)
+        return True
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def sync(self, runners: Iterable[SubscriptionRunner], writer: RunWriter | None) -> None:
+        """Export everything counted since the last call."""
+        m = self.metrics
+        tally = RECORDER.take()
+        for (kind, name, state), count in tally.counts.items():
+            if state == "retry":
+                m.retries.labels(kind, name).inc(count)
+            elif kind == "flow":
+                m.flow_runs.labels(name, state).inc(count)
+            else:
+                m.task_runs.labels(name, state).inc(count)
+        for (kind, name), buckets in tally.histograms.items():
+            histogram = m.flow_duration if kind == "flow" else m.task_duration
+            _add_buckets(histogram.labels(name), buckets)
+        for runner in runners:
+            self._sync_runner(runner)
+        if writer is not None:
+            self._sync_writer(writer)
+
+    def _sync_runner(self, runner: SubscriptionRunner) -> None:
+        m = self.metrics
+        name = runner.subscription.name
+        seen = self._seen.setdefault(name, _SubscriptionTotals())
+        stats = runner.stats
+        source = runner.source
+        for counter, now, attr in (
+            (m.events_received, stats.received, "received"),
+            (m.events_decoded, stats.received - stats.invalid, "decoded"),
+            (m.events_invalid, stats.invalid, "invalid"),
+            (m.events_duplicate, stats.skipped_duplicates, "duplicates"),
+            (m.dead_lettered, stats.dead_lettered, "dead_lettered"),
+            (m.source_errors, source.errors, "source_errors"),
+        ):
+            delta = now - getattr(seen, attr)
+            if delta > 0:
+                counter.labels(name).inc(delta)
+                setattr(seen, attr, now)
+        m.in_flight.labels(name).set(runner.in_flight)
+        lag: Mapping[tuple[str, int], int] = source.lag()
+        for topic, partition in seen.lag_partitions - set(lag):
+            m.lag.labels(name, topic, str(partition)).set(0)  # no longer ours
+        for (topic, partition), behind in lag.items():
+            m.lag.labels(name, topic, str(partition)).set(behind)
+        seen.lag_partitions = set(lag)
+
+    def _sync_writer(self, writer: RunWriter) -> None:
+        m = self.metrics
+        for seconds, records in writer.take_batch_timings():
+            m.store_write.observe(seconds)
+            m.store_batch.observe(records)
+        m.store_queued.set(writer.pending)
+        m.store_up.set(1 if writer.healthy else 0)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multi-process mode, when this process is one of several workers."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def serve_multiprocess(host: str, port: int, directory: str) -> Any:
+    """Serve every worker's metrics, summed, from the supervisor; the server or None."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        logger.warning("metrics not served on %s:%d: %s", host, port, error)
+        return None
+    return server
+
+
+def mark_worker_dead(pid: int, directory: str) -> None:
+    """Drop a stopped worker's live gauges (in flight, lag) from the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

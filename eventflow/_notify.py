@@ -1,0 +1,197 @@
+"""Notifications when runs fail: a webhook notifier that never holds a run up.
+
+A `WebhookNotifier` is a flow hook (`@flow(on_failure=[notifier], on_crashed=[notifier])`)
+and an app-wide notifier (`App(notifiers=[notifier])`, or per subscription). Either
+way `notify` only queues the message; a daemon thread of the notifier posts it,
+retrying with backoff (honouring `Retry-After`), so a slow or dead receiver
+costs the runs nothing. The default body is Slack-compatible (`{"text": ...}`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger("eventflow.notify")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What a notifier is told about a run that ended badly."""
+
+    flow_name: str
+    flow_run_id: str
+    run_name: str | None
+    state: str
+    state_name: str
+    error: str | None
+    event_id: str | None = None
+    event_key: str | None = None
+    url: str | None = None
+
+
+def slack_body(notification: Notification) -> dict[str, Any]:
+    """A Slack incoming-webhook body (`text`, mrkdwn), with the details under `eventflow`."""
+    n = notification
+    lines = [f":rotating_light: *{n.flow_name}* run `{n.run_name or n.flow_run_id}` {n.state_name}"]
+    if n.error:
+        lines.append(f"```{n.error[:1500]}```")
+    if n.event_key or n.event_id:
+        lines.append(f"event `{n.event_id}`" + (f" key `{n.event_key}`" if n.event_key else ""))
+    if n.url:
+        lines.append(f"<{n.url}|open the run>")
+    return {"text": "\n".join(lines), "eventflow": asdict(n)}
+
+
+class WebhookNotifier:
+    """POST a JSON body to `url` for each failed (or crashed) run.
+
+    `body` turns a `Notification` into the JSON to send (default `slack_body`).
+    Failed deliveries (connection errors, timeouts, 5xx, 429) are retried up to
+    `retries` times with exponential backoff; beyond `max_queued` waiting
+    notifications new ones are dropped and logged, never blocking.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: Callable[[Notification], Any] = slack_body,
+        timeout: float = 5.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_queued: int = 1000,
+        ui_url: str | None = None,
+    ) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self.body = body
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.ui_url = ui_url or os.environ.get("EVENTFLOW_UI_URL")
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self._queue: queue.Queue[Notification | None] = queue.Queue(max_queued)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- as a flow hook ----------------------------------------------------------------
+
+    def __call__(self, flow: Any, run: Any, state: Any) -> None:
+        """`on_failure` / `on_crashed` hook: (flow, RunInfo, State)."""
+        self.notify(
+            Notification(
+                flow_name=flow.name,
+                flow_run_id=run.id,
+                run_name=run.name,
+                state=state.type.value,
+                state_name=state.name,
+                error=state.message,
+            )
+        )
+
+    @property
+    def __name__(self) -> str:  # hooks are logged by name
+        return f"WebhookNotifier({self.url})"
+
+    # -- queueing and sending -------------------------------------------------------------
+
+    def notify(self, notification: Notification) -> None:
+        """Queue `notification` for sending; returns at once."""
+        if self.ui_url and notification.url is None:
+            url = f"{self.ui_url.rstrip('/')}/#/runs/{notification.flow_run_id}"
+            notification = _with_url(notification, url)
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(notification)
+        except queue.Full:
+            self.dropped += 1
+            logger.error("notification queue full; dropped %s", notification.flow_run_id)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued (within `timeout`), then stop the sender thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(None)
+        thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._send_loop, name="eventflow-notify", daemon=True
+                )
+                self._thread.start()
+
+    def _send_loop(self) -> None:
+        with httpx.Client(timeout=self.timeout, headers=self.headers) as client:
+            while True:
+                notification = self._queue.get()
+                if notification is None:
+                    return
+                self._deliver(client, notification)
+
+    def _deliver(self, client: httpx.Client, notification: Notification) -> None:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            wait = delay * random.uniform(1.0, 1.5)
+            try:
+                response = client.post(self.url, json=self.body(notification))
+                if response.status_code < 300:
+                    self.sent += 1
+                    return
+                if response.status_code != 429 and response.status_code < 500:
+                    logger.error(
+                        "webhook %s refused the notification of run %s: HTTP %d",
+                        self.url,
+                        notification.flow_run_id,
+                        response.status_code,
+                    )
+                    self.failed += 1
+                    return  # a 4xx other than 429 will not get better
+                wait = max(wait, _retry_after(response))
+                problem = f"HTTP {response.status_code}"
+            except httpx.HTTPError as error:
+                problem = f"{type(error).__name__}: {error}"
+            if attempt < self.retries:
+                wait = min(wait, self.max_backoff)
+                logger.warning("webhook %s: %s; retrying in %.1fs", self.url, problem, wait)
+                time.sleep(wait)
+                delay *= 2
+        self.failed += 1
+        logger.error(
+            "webhook %s: gave up on the notification of run %s after %d attempts",
+            self.url,
+            notification.flow_run_id,
+            self.retries + 1,
+        )
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
+
+
+def _with_url(notification: Notification, url: str) -> Notification:
+    fields = asdict(notification)
+    fields["url"] = url
+    return Notification(**fields)

@@ -1,0 +1,147 @@
+"""Replay: a failed or crashed run asked to run again from its stored event.
+
+A request is a new flow run row, PENDING and owned by no worker, that copies the
+old run's event (or parameters) and links to it by `retry_of`. A worker that runs
+the flow claims it (`claim_replays`) and runs it with the same run id, so the
+API, the CLI and the UI only need the database, not the flow's code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .._errors import StoreError
+from .._ids import new_id
+from . import _schema as schema
+from ._reader import RunNotFoundError
+
+REPLAYABLE_STATES = ("FAILED", "CRASHED", "CANCELLED")
+
+_COPIED = (
+    "flow_name",
+    "name",
+    "parameters",
+    "parent_flow_run_id",
+    "event_source",
+    "event_partition",
+    "event_offset",
+    "event_id",
+    "event_key",
+    "event_payload",
+    "event_time",
+)
+
+
+class ReplayError(StoreError, ValueError):
+    """The run cannot be replayed (it has not failed, crashed or been cancelled)."""
+
+
+def _request_row(old: Any, now: float) -> dict[str, Any]:
+    return {
+        **{column: old[column] for column in _COPIED},
+        "id": new_id(),
+        "state_type": "PENDING",
+        "state_name": "AwaitingReplay",
+        "run_count": 0,
+        "retry_of": old["id"],
+        "created_at": now,
+    }
+
+
+async def request_retry(engine: AsyncEngine, run_id: str) -> str:
+    """Ask for run `run_id` (a full id) to run again; the new run's id."""
+    runs = schema.flow_runs
+    async with engine.begin() as conn:
+        old = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
+        if old is None:
+            raise RunNotFoundError(f"no flow run {run_id!r}")
+        if old["state_type"] not in REPLAYABLE_STATES:
+            raise ReplayError(
+                f"flow run {run_id} is {old['state_type']}; only FAILED, CRASHED or"
+                " CANCELLED runs can be retried"
+            )
+        row = _request_row(old, time.time())
+        await conn.execute(runs.insert().values(**row))
+    return str(row["id"])
+
+
+async def request_replay(
+    engine: AsyncEngine,
+    *,
+    flow_name: str | None = None,
+    state_types: Sequence[str] = ("FAILED", "CRASHED"),
+    since: float | None = None,
+    until: float | None = None,
+    key: str | None = None,
+    limit: int = 1000,
+) -> list[str]:
+    """Ask for every run matching the filter (oldest first, at most `limit`) to run again.
+
+    A run that already has a replay request or replay is skipped, so asking twice
+    does not run an event twice.
+    """
+    wanted = [s.upper() for s in state_types]
+    bad = sorted(set(wanted) - set(REPLAYABLE_STATES))
+    if bad:
+        raise ReplayError(f"runs in state(s) {', '.join(bad)} cannot be replayed")
+    runs = schema.flow_runs
+    replays = runs.alias("replays")
+    query = (
+        sa.select(runs)
+        .where(runs.c.state_type.in_(wanted))
+        .where(~sa.exists().where(replays.c.retry_of == runs.c.id))
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(limit)
+    )
+    if flow_name is not None:
+        query = query.where(runs.c.flow_name == flow_name)
+    if since is not None:
+        query = query.where(runs.c.created_at >= since)
+    if until is not None:
+        query = query.where(runs.c.created_at < until)
+    if key is not None:
+        query = query.where(runs.c.event_key == key)
+    now = time.time()
+    async with engine.begin() as conn:
+        rows = [_request_row(old, now) for old in (await conn.execute(query)).mappings()]
+        if rows:
+            await conn.execute(runs.insert(), rows)
+    return [str(row["id"]) for row in rows]
+
+
+async def claim_replays(
+    engine: AsyncEngine, flow_names: Sequence[str], worker_id: str, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Replay requests of `flow_names` this worker now owns (RUNNING, its worker id)."""
+    if not flow_names:
+        return []
+    runs = schema.flow_runs
+    pending = (
+        sa.select(runs.c.id)
+        .where(
+            runs.c.state_type == "PENDING",
+            runs.c.worker_id.is_(None),
+            runs.c.retry_of.is_not(None),
+            runs.c.flow_name.in_(list(flow_names)),
+        )
+        .order_by(runs.c.created_at)
+        .limit(limit)
+    )
+    claimed: list[dict[str, Any]] = []
+    async with engine.begin() as conn:
+        for run_id in (await conn.execute(pending)).scalars().all():
+            # a conditional update: of two workers racing, exactly one changes the row
+            result = await conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.worker_id.is_(None))
+                .values(worker_id=worker_id, state_type="RUNNING", state_name="Running")
+            )
+            if result.rowcount == 1:
+                row = await conn.execute(sa.select(runs).where(runs.c.id == run_id))
+                claimed.append(dict(row.mappings().one()))
+    return claimed

@@ -1,0 +1,50 @@
+"""Retention: delete finished runs older than a cutoff, so a continuous stream stays bounded.
+
+Runs still active are never touched, and neither are the committed offsets.
+Deleting goes in batches of runs (with their task runs, edges and logs), each
+its own short transaction, so writers are never blocked for long.
+
+A pruned run no longer deduplicates a redelivery of its event: keep runs longer
+than any source may redeliver (Kafka: the committed offset moves past them at
+once; HTTP sources: their dedupe window).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _schema as schema
+from ._recovery import DONE_STATES
+
+PRUNABLE_STATES = (*DONE_STATES, "CRASHED")
+
+
+async def prune(engine: AsyncEngine, before: float, *, batch_size: int = 5_000) -> int:
+    """Delete finished flow runs created before `before` (epoch seconds); how many."""
+    runs = schema.flow_runs
+    old = (
+        sa.select(runs.c.id)
+        .where(runs.c.state_type.in_(PRUNABLE_STATES), runs.c.created_at < before)
+        .order_by(runs.c.created_at)
+        .limit(batch_size)
+    )
+    deleted = 0
+    while True:
+        async with engine.begin() as conn:
+            ids = list((await conn.execute(old)).scalars().all())
+            if not ids:
+                break
+            for table in (schema.logs, schema.task_run_edges, schema.task_runs):
+                await conn.execute(table.delete().where(table.c.flow_run_id.in_(ids)))
+            await conn.execute(runs.delete().where(runs.c.id.in_(ids)))
+        deleted += len(ids)
+    async with engine.begin() as conn:
+        workers = schema.workers
+        await conn.execute(
+            schema.source_status.delete().where(schema.source_status.c.updated_at < before)
+        )
+        await conn.execute(
+            workers.delete().where(workers.c.stopped_at.is_not(None), workers.c.stopped_at < before)
+        )
+    return deleted
