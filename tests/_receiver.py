@@ -26,7 +26,7 @@ def receiving(fail_first: int = 0) -> Iterator[Receiver]:
     receiver = Receiver(fail_first)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             with receiver.lock:
                 receiver.attempts += 1

@@ -98,8 +98,8 @@ async def test_failed_runs_replay_once_each_linked_to_the_original(
         failed = await flow_runs(database_url, state_type="FAILED")
         assert len(failed) == 5
 
+        completed = await flow_runs(database_url, state_type="COMPLETED")
         with pytest.raises(ReplayError):
-            completed = await flow_runs(database_url, state_type="COMPLETED")
             await request_retry(engine, completed[0]["id"])
         with pytest.raises(RunNotFoundError):
             await request_retry(engine, "0" * 32)
@@ -154,9 +154,7 @@ async def test_metrics_and_webhook_notifications_of_a_running_worker(
         stop, serve = await serving(app)
         try:
             await wait_until(lambda: len(receiver.bodies) >= 4, 60)
-            samples = await wait_until(
-                lambda: _scrape_when(port, "payments-watched", 31), 15
-            )
+            samples = await wait_until(lambda: _scrape_when(port, "payments-watched", 31), 15)
         finally:
             stop.set()
             await serve
