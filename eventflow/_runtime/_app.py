@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -147,7 +148,10 @@ class App:
         try:
             background.append(asyncio.create_task(self._heartbeat(writer, worker_row, settings)))
             background.append(asyncio.create_task(self._sweep(engine, writer, worker_id, settings)))
-            background.append(asyncio.create_task(self._report(writer)))
+            if sys.stderr.isatty():
+                background.append(asyncio.create_task(self._live_status(writer)))
+            else:
+                background.append(asyncio.create_task(self._report(writer)))
             background.append(asyncio.create_task(self._publish(exporter, writer)))
             background.append(asyncio.create_task(self._claim_replays(engine)))
             if settings.retention is not None:
@@ -246,6 +250,27 @@ class App:
                     "healthy" if writer.healthy else "UNAVAILABLE",
                     writer.pending,
                 )
+
+    async def _live_status(self, writer: RunWriter, every: float = 1.0) -> None:
+        """In a terminal: one line on stderr, rewritten every second (events/s, in flight...)."""
+        previous = [runner.stats.received for runner in self.runners]
+        try:
+            while True:
+                await asyncio.sleep(every)
+                parts = []
+                for i, runner in enumerate(self.runners):
+                    stats = runner.stats
+                    rate = (stats.received - previous[i]) / every
+                    previous[i] = stats.received
+                    parts.append(
+                        f"{runner.subscription.name}: {rate:,.0f} events/s, {stats.received:,} in,"
+                        f" {runner.in_flight:,} in flight, {stats.failed:,} failed"
+                    )
+                store = "store ok" if writer.healthy else "STORE UNAVAILABLE"
+                sys.stderr.write(f"\r\x1b[K{' | '.join(parts)} | {store}")
+                sys.stderr.flush()
+        finally:
+            sys.stderr.write("\n")
 
     async def _publish(self, exporter: MetricsExporter, writer: RunWriter) -> None:
         """Metrics every second; each subscription's live state into the store every 5."""
