@@ -8,6 +8,7 @@ import pytest
 
 from eventflow._defaults import reset_default_writer
 from tests._kafka import Kafka
+from tests._prometheus import Prometheus
 from tests._services import Postgres
 
 
@@ -27,6 +28,16 @@ def kafka() -> Iterator[Kafka]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[Prometheus]:
+    """A real Prometheus server scraping itself (tests/_prometheus.py)."""
+    server = Prometheus.start_new()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
