@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Coroutine, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, EventflowError
 from ._loading import load_object
+from ._metrics import mark_worker_dead, serve_multiprocess
 from ._settings import Settings
 from ._states import StateType
 from ._store._migrate import upgrade
@@ -225,6 +230,87 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
             click.echo(f"{_when(entry['timestamp'])} {level:<7} {where}: {entry['message']}")
 
 
+@runs.command("retry")
+@click.argument("run_id")
+@_database_option
+def runs_retry(run_id: str, database_url: str | None) -> None:
+    """Run a FAILED, CRASHED or CANCELLED run again from its stored event.
+
+    A worker running the flow picks the new run up; it links to the old one.
+    RUN_ID may be a unique prefix or suffix of the id.
+    """
+    from ._store._replay import ReplayError, request_retry
+
+    reader = RunReader(_database_url(database_url))
+
+    async def retry() -> str:
+        try:
+            return await request_retry(reader.engine, await reader.resolve_run_id(run_id))
+        finally:
+            await reader.close()
+
+    try:
+        new_id = _run(retry())
+    except (RunNotFoundError, ReplayError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"flow run {new_id} will retry {run_id} (picked up by a worker running the flow)")
+
+
+@runs.command("replay")
+@click.option("--flow", "flow_name", help="Only runs of this flow.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    default=("FAILED", "CRASHED"),
+    show_default=True,
+    type=click.Choice(["FAILED", "CRASHED", "CANCELLED"], case_sensitive=False),
+)
+@click.option("--since", type=click.DateTime(), help="Runs created at or after this time.")
+@click.option("--until", type=click.DateTime(), help="Runs created before this time.")
+@click.option("--key", help="Only runs of events with this key.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--json", "as_json", is_flag=True, help="Print the new run ids as JSON.")
+@_database_option
+def runs_replay(
+    flow_name: str | None,
+    states: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    key: str | None,
+    limit: int,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
+    """Run again every run matching the filter (each at most once)."""
+    from ._store._replay import ReplayError, request_replay
+
+    reader = RunReader(_database_url(database_url))
+
+    async def replay() -> list[str]:
+        try:
+            return await request_replay(
+                reader.engine,
+                flow_name=flow_name,
+                state_types=states,
+                since=since.timestamp() if since else None,
+                until=until.timestamp() if until else None,
+                key=key,
+                limit=limit,
+            )
+        finally:
+            await reader.close()
+
+    try:
+        new_ids = _run(replay())
+    except ReplayError as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(new_ids))
+    else:
+        click.echo(f"{len(new_ids)} runs will be replayed by the workers running their flows")
+
+
 @main.group()
 def flows() -> None:
     """Inspect flows."""
@@ -273,6 +359,54 @@ def db_upgrade(database_url: str | None) -> None:
     click.echo(f"store at {_redact(url)} is up to date")
 
 
+@db.command("prune")
+@click.option(
+    "--older-than",
+    required=True,
+    help="Delete finished runs created longer ago than this (e.g. 7d, 12h, 30m).",
+)
+@_database_option
+def db_prune(older_than: str, database_url: str | None) -> None:
+    """Delete finished runs (with their task runs, edges and logs) older than --older-than."""
+    from ._settings import parse_duration
+    from ._store._retention import prune
+
+    try:
+        seconds = parse_duration(older_than)
+    except ConfigurationError as error:
+        raise click.BadParameter(str(error), param_hint="--older-than") from None
+    reader = RunReader(_database_url(database_url))
+
+    async def delete() -> int:
+        try:
+            return await prune(reader.engine, time.time() - seconds)
+        finally:
+            await reader.close()
+
+    click.echo(f"deleted {_run(delete())} runs older than {older_than}")
+
+
+@main.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--token",
+    envvar="EVENTFLOW_API_TOKEN",
+    default=None,
+    help="Bearer token every API call must carry (default: EVENTFLOW_API_TOKEN; none: open).",
+)
+@_database_option
+def server_command(host: str, port: int, token: str | None, database_url: str | None) -> None:
+    """Serve the REST API (/api, OpenAPI at /api/openapi.json) and the web UI (/)."""
+    import uvicorn
+
+    from ._server import create_app
+
+    url = _database_url(database_url)
+    click.echo(f"eventflow server: store {_redact(url)}, http://{host}:{port}/")
+    uvicorn.run(create_app(url, token=token or None), host=host, port=port, log_level="info")
+
+
 @main.command("run")
 @click.argument("target")
 @click.option(
@@ -287,8 +421,22 @@ def run_command(target: str, workers: int) -> None:
     from ._runtime._app import App
 
     if workers > 1:
-        upgrade(Settings.from_env().database_url)  # once, before the workers race to it
-        sys.exit(_supervise([sys.executable, "-m", "eventflow", "run", target], workers))
+        settings = Settings.from_env()
+        upgrade(settings.database_url)  # once, before the workers race to it
+        with tempfile.TemporaryDirectory(prefix="eventflow-metrics-") as metrics_dir:
+            # prometheus-client's multi-process mode: workers write their values
+            # to files there, this process serves them summed
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            server = None
+            if settings.metrics_port:
+                server = serve_multiprocess(
+                    settings.metrics_host, settings.metrics_port, metrics_dir
+                )
+            command = [sys.executable, "-m", "eventflow", "run", target]
+            code = _supervise(command, workers, metrics_dir)
+            if server is not None:
+                server.shutdown()
+        sys.exit(code)
     try:
         app = load_object(target)
     except ConfigurationError as error:
@@ -298,7 +446,7 @@ def run_command(target: str, workers: int) -> None:
     app.run()
 
 
-def _supervise(command: list[str], workers: int) -> int:
+def _supervise(command: list[str], workers: int, metrics_dir: str) -> int:
     """Start `workers` copies of `command`, pass SIGTERM/SIGINT on, wait for all of them."""
     children = [subprocess.Popen(command) for _ in range(workers)]
 
@@ -309,8 +457,109 @@ def _supervise(command: list[str], workers: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
+    codes = []
+    for child in children:
+        codes.append(child.wait())
+        mark_worker_dead(child.pid, metrics_dir)
     return max(codes, key=abs)
+
+
+def _utc_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@main.command("backfill")
+@click.argument("target")
+@click.option("--jsonl", type=click.Path(exists=True, dir_okay=False), help="A JSONL file.")
+@click.option("--kafka-topic", help="A Kafka topic (with an offset or time range).")
+@click.option(
+    "--bootstrap", envvar="EVENTFLOW_KAFKA_BOOTSTRAP", default="localhost:9092", show_default=True
+)
+@click.option("--partition", "partitions", type=int, multiple=True, help="Only these partitions.")
+@click.option("--from-offset", type=click.IntRange(0), help="First offset (in every partition).")
+@click.option("--to-offset", type=click.IntRange(0), help="End offset, exclusive.")
+@click.option("--since", callback=_utc_time, help="First record time (ISO 8601; naive is UTC).")
+@click.option("--until", callback=_utc_time, help="End record time, exclusive.")
+@click.option("--group-id", help="Where progress is stored (default: backfill:<flow>:<input>).")
+@click.option("--max-in-flight", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--dead-letter", type=click.Path(dir_okay=False), help="Append failures here.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@_database_option
+def backfill_command(
+    target: str,
+    jsonl: str | None,
+    kafka_topic: str | None,
+    bootstrap: str,
+    partitions: tuple[int, ...],
+    from_offset: int | None,
+    to_offset: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    group_id: str | None,
+    max_in_flight: int,
+    dead_letter: str | None,
+    no_progress: bool,
+    database_url: str | None,
+) -> None:
+    """Run the flow at TARGET (path/to/file.py:flow) once per input event, resumably.
+
+    Every event becomes a tracked run; failed ones are reported (exit status
+    1) and never stop the backfill. Interrupted (SIGINT/SIGTERM, exit status
+    130), the same command resumes where it stopped and runs nothing twice.
+    """
+    from ._backfill import backfill
+    from ._flows import Flow
+    from ._runtime._source import Source
+
+    if (jsonl is None) == (kafka_topic is None):
+        raise click.UsageError("give one input: --jsonl FILE or --kafka-topic TOPIC")
+    try:
+        flow = load_object(target)
+        if not isinstance(flow, Flow):
+            raise ConfigurationError(f"{target} is a {type(flow).__name__}, not an eventflow flow")
+        source: Source
+        if jsonl is not None:
+            from connectors.jsonl import JsonlSource
+
+            source = JsonlSource(jsonl, group_id=group_id)
+        else:
+            from connectors.kafka import KafkaRangeSource
+
+            assert kafka_topic is not None
+            source = KafkaRangeSource(
+                kafka_topic,
+                bootstrap_servers=bootstrap,
+                group_id=group_id,
+                partitions=partitions or None,
+                from_offset=from_offset,
+                to_offset=to_offset,
+                since=since,
+                until=until,
+            )
+        settings = Settings.from_env()
+        if database_url:
+            settings = replace(settings, database_url=_database_url(database_url))
+        result = backfill(
+            flow,
+            source,
+            settings=settings,
+            max_in_flight=max_in_flight,
+            dead_letter_path=dead_letter,
+            progress=not no_progress,
+        )
+    except EventflowError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(result.summary())
+    if result.interrupted:
+        sys.exit(130)
+    if result.failed:
+        sys.exit(1)
 
 
 def _redact(url: str) -> str:

@@ -62,3 +62,39 @@ def test_unknown_run_is_an_error_message(default_store: str) -> None:
         [EVENTFLOW, "runs", "show", "abcdef"], capture_output=True, text=True, env=env
     )
     assert done.returncode == 1 and "no flow run 'abcdef'" in done.stderr
+
+
+@flow(name="cli-failing")
+def cli_failing(x: int) -> int:
+    raise ValueError(f"bad x {x}")
+
+
+def cli_error(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EVENTFLOW_DATABASE_URL": url}
+    return subprocess.run([EVENTFLOW, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_retry_replay_and_prune(default_store: str) -> None:
+    ok = cli_flow(1, return_state=True)
+    failed = [cli_failing(i, return_state=True) for i in range(3)]
+    assert {s.type.value for s in failed} == {"FAILED"}
+
+    out = cli(default_store, "runs", "retry", failed[0].run_id[-10:])
+    assert f"will retry {failed[0].run_id[-10:]}" in out
+    pending = json.loads(cli(default_store, "runs", "list", "--state", "PENDING", "--json"))
+    assert len(pending) == 1 and pending[0]["id"] in out
+    assert pending[0]["retry_of"] == failed[0].run_id
+
+    refused = cli_error(default_store, "runs", "retry", ok.run_id)
+    assert refused.returncode == 1 and "only FAILED, CRASHED or CANCELLED" in refused.stderr
+
+    replayed = json.loads(cli(default_store, "runs", "replay", "--flow", "cli-failing", "--json"))
+    assert len(replayed) == 2  # the third was already asked for
+    assert json.loads(cli(default_store, "runs", "replay", "--json")) == []
+
+    assert "deleted 4 runs" in cli(default_store, "db", "prune", "--older-than", "0s")
+    left = json.loads(cli(default_store, "runs", "list", "--json"))
+    assert sorted(r["state_type"] for r in left) == ["PENDING"] * 3
+
+    bad = cli_error(default_store, "db", "prune", "--older-than", "soon")
+    assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr

@@ -12,6 +12,9 @@ from .._errors import StoreError
 from . import _schema as schema
 from ._engine import make_engine
 
+_FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+_ACTIVE_STATES = ("PENDING", "RUNNING", "RETRYING")
+
 _RUN_LIST_COLUMNS = [
     c for c in schema.flow_runs.c if c.name not in ("event_payload", "parameters", "result")
 ]
@@ -19,6 +22,36 @@ _RUN_LIST_COLUMNS = [
 
 class RunNotFoundError(StoreError, LookupError):
     """No flow run has the id (or id suffix) that was asked for."""
+
+
+def _run_filters(
+    *,
+    flow: str | None,
+    state: str | None,
+    event_key: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    sqlite: bool,
+) -> list[sa.ColumnElement[bool]]:
+    """WHERE clauses of a run listing.
+
+    SQLite keeps times as float seconds, finer than the microseconds a read
+    returns (rounded to the nearest); the bounds move back half a microsecond
+    so that `since`/`until` equal to a time that was read include/exclude it.
+    """
+    runs = schema.flow_runs
+    clauses: list[sa.ColumnElement[bool]] = []
+    if flow is not None:
+        clauses.append(runs.c.flow_name == flow)
+    if state is not None:
+        clauses.append(runs.c.state_type == state.upper())
+    if event_key is not None:
+        clauses.append(runs.c.event_key == event_key)
+    if since is not None:
+        clauses.append(runs.c.created_at >= (since.timestamp() - 5e-7 if sqlite else since))
+    if until is not None:
+        clauses.append(runs.c.created_at < (until.timestamp() - 5e-7 if sqlite else until))
+    return clauses
 
 
 class RunReader:
@@ -33,6 +66,10 @@ class RunReader:
         if self._engine is None:
             self._engine = make_engine(self.database_url)
         return self._engine
+
+    @property
+    def _sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -88,32 +125,75 @@ class RunReader:
     ) -> list[dict[str, Any]]:
         """Newest first, filtered by flow name, state type, event key and creation time."""
         runs = schema.flow_runs
-        query = sa.select(*_RUN_LIST_COLUMNS)
-        if flow is not None:
-            query = query.where(runs.c.flow_name == flow)
-        if state is not None:
-            query = query.where(runs.c.state_type == state.upper())
-        if event_key is not None:
-            query = query.where(runs.c.event_key == event_key)
-        if since is not None:
-            query = query.where(runs.c.created_at >= since)
-        if until is not None:
-            query = query.where(runs.c.created_at < until)
+        query = sa.select(*_RUN_LIST_COLUMNS).where(
+            *_run_filters(
+                flow=flow,
+                state=state,
+                event_key=event_key,
+                since=since,
+                until=until,
+                sqlite=self._sqlite,
+            )
+        )
         query = (
             query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         )
         async with self.engine.connect() as conn:
             return [dict(row) for row in (await conn.execute(query)).mappings()]
 
-    async def count_flow_runs(self, *, flow: str | None = None, state: str | None = None) -> int:
-        runs = schema.flow_runs
-        query = sa.select(sa.func.count()).select_from(runs)
-        if flow is not None:
-            query = query.where(runs.c.flow_name == flow)
-        if state is not None:
-            query = query.where(runs.c.state_type == state.upper())
+    async def count_flow_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        event_key: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many runs `list_flow_runs` would find with the same filters and no limit."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(schema.flow_runs)
+            .where(
+                *_run_filters(
+                    flow=flow,
+                    state=state,
+                    event_key=event_key,
+                    since=since,
+                    until=until,
+                    sqlite=self._sqlite,
+                )
+            )
+        )
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
+
+    async def count_flow_runs_by_state(
+        self,
+        *,
+        flow: str | None = None,
+        event_key: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, int]:
+        """Runs per state type that `list_flow_runs` would find with these filters."""
+        runs = schema.flow_runs
+        query = (
+            sa.select(runs.c.state_type, sa.func.count())
+            .where(
+                *_run_filters(
+                    flow=flow,
+                    state=None,
+                    event_key=event_key,
+                    since=since,
+                    until=until,
+                    sqlite=self._sqlite,
+                )
+            )
+            .group_by(runs.c.state_type)
+        )
+        async with self.engine.connect() as conn:
+            return {str(state): int(n) for state, n in (await conn.execute(query)).all()}
 
     async def resolve_run_id(self, run_id: str) -> str:
         """A full run id from a full id or a unique prefix or suffix (as the CLI prints them)."""
@@ -194,3 +274,108 @@ class RunReader:
         result["edges"] = [dict(e) for e in edges]
         result["logs"] = [dict(entry) for entry in logs]
         return result
+
+    async def last_runs(self) -> dict[str, dict[str, Any]]:
+        """The newest run of every flow, by flow name."""
+        runs = schema.flow_runs
+        newest = (
+            sa.select(runs.c.flow_name, sa.func.max(runs.c.created_at).label("created_at"))
+            .group_by(runs.c.flow_name)
+            .subquery()
+        )
+        query = (
+            sa.select(*_RUN_LIST_COLUMNS)
+            .join(
+                newest,
+                sa.and_(
+                    runs.c.flow_name == newest.c.flow_name,
+                    runs.c.created_at == newest.c.created_at,
+                ),
+            )
+            .order_by(runs.c.id)
+        )
+        async with self.engine.connect() as conn:
+            return {row["flow_name"]: dict(row) for row in (await conn.execute(query)).mappings()}
+
+    async def final_state_histogram(
+        self, *, flow: str | None, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[tuple[float, str, int]]:
+        """Runs that ended in `[since, until)`: (bucket start, epoch seconds; state type; count).
+
+        Buckets are `bucket_seconds` wide and aligned to the epoch, so the same
+        run always falls in the same bucket whatever range is asked for.
+        """
+        runs = schema.flow_runs
+        if self.engine.dialect.name == "postgresql":
+            epoch: sa.ColumnElement[Any] = sa.extract("epoch", runs.c.ended_at)
+            bucket: sa.ColumnElement[Any] = sa.func.floor(epoch / bucket_seconds)
+        else:  # SQLite stores epoch seconds; for positive values the cast is a floor
+            epoch = sa.type_coerce(runs.c.ended_at, sa.Float)
+            bucket = sa.cast(epoch / bucket_seconds, sa.Integer)
+        query = (
+            sa.select(bucket.label("bucket"), runs.c.state_type, sa.func.count())
+            .where(
+                runs.c.ended_at >= since,
+                runs.c.ended_at < until,
+                runs.c.state_type.in_(_FINAL_STATES),
+            )
+            .group_by(bucket, runs.c.state_type)
+        )
+        if flow is not None:
+            query = query.where(runs.c.flow_name == flow)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(float(b) * bucket_seconds, str(s), int(n)) for b, s, n in rows]
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        """Every worker the store knows of, newest first, with its runs in flight."""
+        workers, runs = schema.workers, schema.flow_runs
+        in_flight = (
+            sa.select(runs.c.worker_id, sa.func.count().label("runs_in_flight"))
+            .where(runs.c.worker_id.is_not(None), runs.c.state_type.in_(_ACTIVE_STATES))
+            .group_by(runs.c.worker_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                workers, sa.func.coalesce(in_flight.c.runs_in_flight, 0).label("runs_in_flight")
+            )
+            .outerjoin(in_flight, in_flight.c.worker_id == workers.c.id)
+            .order_by(workers.c.started_at.desc(), workers.c.id)
+        )
+        async with self.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+    async def list_source_status(self, *, alive_since: datetime) -> list[dict[str, Any]]:
+        """Subscriptions' status rows of the workers that heartbeat since `alive_since`."""
+        status, workers = schema.source_status, schema.workers
+        query = (
+            sa.select(status)
+            .join(workers, workers.c.id == status.c.worker_id)
+            .where(workers.c.stopped_at.is_(None), workers.c.heartbeat_at >= alive_since)
+            .order_by(status.c.subscription, status.c.worker_id)
+        )
+        async with self.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+    async def list_replays(self, run_id: str) -> list[dict[str, Any]]:
+        """Runs asked for as retries of `run_id` (a full id), oldest first."""
+        runs = schema.flow_runs
+        query = (
+            sa.select(*_RUN_LIST_COLUMNS)
+            .where(runs.c.retry_of == run_id)
+            .order_by(runs.c.created_at, runs.c.id)
+        )
+        async with self.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+    async def run_inputs(self, run_ids: list[str]) -> dict[str, tuple[str | None, bytes | None]]:
+        """The stored parameters and event payload of each run, by id."""
+        if not run_ids:
+            return {}
+        runs = schema.flow_runs
+        query = sa.select(runs.c.id, runs.c.parameters, runs.c.event_payload).where(
+            runs.c.id.in_(run_ids)
+        )
+        async with self.engine.connect() as conn:
+            return {row[0]: (row[1], row[2]) for row in (await conn.execute(query)).all()}

@@ -1,0 +1,232 @@
+"""The API's request and response bodies (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, Field, Strict
+
+StateTypeName = Literal[
+    "PENDING", "RUNNING", "RETRYING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"
+]
+ReplayableState = Literal["FAILED", "CRASHED", "CANCELLED"]
+
+
+class RunRef(BaseModel):
+    """The newest run of a flow, or a run linked to another."""
+
+    id: str
+    state_type: str
+    state_name: str
+    created_at: datetime
+    ended_at: datetime | None = None
+
+
+class Flow(BaseModel):
+    name: str
+    version: str | None = None
+    created_at: datetime | None = None
+    runs: int = Field(description="Runs of the flow, in all states.")
+    states: dict[str, int] = Field(description="Runs per state type.")
+    last_run_at: datetime | None = None
+    last_run: RunRef | None = None
+
+
+class FlowRun(BaseModel):
+    """A flow run as listed: no parameters, result or payload."""
+
+    id: str
+    flow_name: str
+    name: str | None = None
+    state_type: str
+    state_name: str
+    error: str | None = None
+    run_count: int = Field(description="Attempts so far (1 + retries).")
+    parent_flow_run_id: str | None = None
+    retry_of: str | None = Field(None, description="The run this one replays.")
+    worker_id: str | None = None
+    event_source: str | None = None
+    event_partition: int | None = None
+    event_offset: int | None = None
+    event_id: str | None = None
+    event_key: str | None = None
+    event_time: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_seconds: float | None = None
+
+
+class FlowRunPage(BaseModel):
+    items: list[FlowRun]
+    total: int = Field(description="Runs matching the filters, in all pages.")
+    states: dict[str, int] = Field(
+        description="Runs per state matching the other filters (all states, for a summary)."
+    )
+    limit: int
+    offset: int
+    next_offset: int | None = Field(None, description="Offset of the next page, if any.")
+
+
+class TaskRun(BaseModel):
+    id: str
+    flow_run_id: str
+    task_name: str
+    name: str
+    state_type: str
+    state_name: str
+    run_count: int
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class Edge(BaseModel):
+    upstream_id: str
+    downstream_id: str
+    kind: str = Field(description="`data` (a future passed as an argument) or `wait_for`.")
+
+
+class LogEntry(BaseModel):
+    id: int
+    task_run_id: str | None = None
+    level: int
+    level_name: str
+    logger: str
+    message: str
+    timestamp: datetime
+
+
+class TriggerEvent(BaseModel):
+    """The event a run was started for."""
+
+    source: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    id: str | None = None
+    key: str | None = None
+    time: datetime | None = None
+    payload: Any = Field(None, description="JSON when the payload is JSON, else text or base64.")
+    payload_encoding: Literal["json", "text", "base64", "none"] = "none"
+
+
+class FlowRunDetail(FlowRun):
+    parameters: Any = None
+    result: Any = None
+    event: TriggerEvent | None = None
+    task_runs: list[TaskRun]
+    edges: list[Edge]
+    logs: list[LogEntry]
+    replays: list[RunRef] = Field(description="Runs asked for as retries of this one.")
+
+
+class HistoryBucket(BaseModel):
+    start: datetime
+    counts: dict[str, int] = Field(description="Runs that ended in the bucket, per final state.")
+    total: int
+    throughput_per_second: float
+    failure_rate: float | None = Field(
+        None, description="FAILED and CRASHED runs over all ended runs; null when none ended."
+    )
+
+
+class FlowHistory(BaseModel):
+    flow: str | None = None
+    since: datetime
+    until: datetime
+    bucket_seconds: int
+    buckets: list[HistoryBucket]
+
+
+class Worker(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None = None
+    alive: bool = Field(description="Heartbeat within EVENTFLOW_WORKER_LEASE and not stopped.")
+    runs_in_flight: int
+
+
+class SourceStatus(BaseModel):
+    worker_id: str
+    subscription: str
+    source: str
+    flow_name: str
+    received: int
+    completed: int
+    failed: int
+    dead_lettered: int
+    in_flight: int
+    lag: int | None = None
+    last_event_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    updated_at: datetime
+
+
+class SubscriptionTotals(BaseModel):
+    """One subscription summed over its live workers."""
+
+    subscription: str
+    source: str
+    flow_name: str
+    workers: int
+    received: int
+    completed: int
+    failed: int
+    dead_lettered: int
+    in_flight: int
+    lag: int | None = None
+    last_event_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class Sources(BaseModel):
+    subscriptions: list[SubscriptionTotals]
+    workers: list[SourceStatus] = Field(description="The rows of each live worker.")
+
+
+class RetryResponse(BaseModel):
+    id: str = Field(description="The new run, PENDING until a worker running the flow claims it.")
+    retry_of: str
+
+
+def _failed_states() -> list[ReplayableState]:
+    return ["FAILED", "CRASHED"]
+
+
+EpochSeconds = Annotated[float, Strict(), AllowInfNan(False)]
+"""A number, not `true` or `"5"` (strict: the document says number)."""
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer as JSON Schema has it: `5` or `5.0`, not `true` or `"5"`."""
+
+
+class ReplayRequest(BaseModel):
+    flow_name: str | None = None
+    state_types: list[ReplayableState] = Field(default_factory=_failed_states, min_length=1)
+    since: datetime | EpochSeconds | None = Field(None, description="ISO 8601 or epoch seconds.")
+    until: datetime | EpochSeconds | None = None
+    key: str | None = None
+    limit: JsonInteger = Field(1000, ge=1, le=10_000)
+
+
+class ReplayResponse(BaseModel):
+    ids: list[str]
+    count: int
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,35 @@
+"""The server's settings: the API token and the secret field names, from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .._settings import Settings
+from ._masking import DEFAULT_SECRET_FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """`EVENTFLOW_API_TOKEN` (bearer token required on every API call when set),
+    `EVENTFLOW_SECRET_FIELDS` (comma-separated field names masked in responses),
+    and `EVENTFLOW_WORKER_LEASE` (a worker silent for longer is not alive).
+    """
+
+    token: str | None = None
+    secret_fields: tuple[str, ...] = DEFAULT_SECRET_FIELDS
+    worker_lease: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
+        env = os.environ if environ is None else environ
+        fields = env.get("EVENTFLOW_SECRET_FIELDS")
+        return cls(
+            token=env.get("EVENTFLOW_API_TOKEN") or None,
+            secret_fields=(
+                tuple(f.strip() for f in fields.split(",") if f.strip())
+                if fields is not None
+                else DEFAULT_SECRET_FIELDS
+            ),
+            worker_lease=Settings.from_env(dict(env)).worker_lease,
+        )

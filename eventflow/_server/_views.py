@@ -1,0 +1,122 @@
+"""Store rows to API bodies: decoding JSON columns and masking secrets on the way."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from . import _models as models
+from ._masking import SecretMasker, redact
+
+_RUN_FIELDS = tuple(models.FlowRun.model_fields)
+
+
+def _duration(row: dict[str, Any]) -> float | None:
+    start: datetime | None = row.get("started_at")
+    end: datetime | None = row.get("ended_at")
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def run_summary(row: dict[str, Any], masker: SecretMasker, secrets: set[str]) -> models.FlowRun:
+    fields = {k: row.get(k) for k in _RUN_FIELDS if k != "duration_seconds"}
+    fields["error"] = redact(fields["error"], secrets)
+    return models.FlowRun.model_validate({**fields, "duration_seconds": _duration(row)})
+
+
+def run_ref(row: dict[str, Any]) -> models.RunRef:
+    return models.RunRef(
+        id=row["id"],
+        state_type=row["state_type"],
+        state_name=row["state_name"],
+        created_at=row["created_at"],
+        ended_at=row.get("ended_at"),
+    )
+
+
+def _json_text(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _payload(raw: bytes | None) -> tuple[Any, str]:
+    if raw is None:
+        return None, "none"
+    try:
+        return orjson.loads(raw), "json"
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return raw.decode("utf-8"), "text"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def input_secrets(
+    parameters_text: str | None, payload_raw: bytes | None, masker: SecretMasker
+) -> set[str]:
+    """The secret values a run's input holds, to redact from its error text."""
+    payload, _ = _payload(payload_raw)
+    return masker.secret_values(_json_text(parameters_text)) | masker.secret_values(payload)
+
+
+def run_detail(
+    run: dict[str, Any], replays: list[dict[str, Any]], masker: SecretMasker
+) -> models.FlowRunDetail:
+    """The whole run: secret fields masked, and their values redacted from free text."""
+    payload, encoding = _payload(run.get("event_payload"))
+    parameters = _json_text(run.get("parameters"))
+    if parameters is None and encoding == "json":
+        parameters = payload  # an event's parameters are stored once, as its payload
+    result = _json_text(run.get("result"))
+    secrets = masker.secret_values(parameters) | masker.secret_values(payload)
+    if isinstance(result, str):
+        result = redact(result, secrets)
+    if encoding == "text":
+        payload = redact(payload, secrets)
+    event = None
+    if run.get("event_id") is not None or run.get("event_source") is not None:
+        event = models.TriggerEvent(
+            source=run.get("event_source"),
+            partition=run.get("event_partition"),
+            offset=run.get("event_offset"),
+            id=run.get("event_id"),
+            key=run.get("event_key"),
+            time=run.get("event_time"),
+            payload=masker.mask(payload),
+            payload_encoding=encoding,  # type: ignore[arg-type]
+        )
+    summary = run_summary(run, masker, secrets)
+    return models.FlowRunDetail(
+        **summary.model_dump(),
+        parameters=masker.mask(parameters),
+        result=masker.mask(result),
+        event=event,
+        task_runs=[
+            models.TaskRun(**{**t, "error": redact(t.get("error"), secrets)})
+            for t in run["task_runs"]
+        ],
+        edges=[models.Edge(**e) for e in run["edges"]],
+        logs=[
+            models.LogEntry(
+                id=entry["id"],
+                task_run_id=entry["task_run_id"],
+                level=entry["level"],
+                level_name=logging.getLevelName(entry["level"]),
+                logger=entry["logger"],
+                message=redact(entry["message"], secrets) or "",
+                timestamp=entry["timestamp"],
+            )
+            for entry in run["logs"]
+        ],
+        replays=[run_ref(r) for r in replays],
+    )

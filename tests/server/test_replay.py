@@ -1,0 +1,49 @@
+"""Retry and replay through the API: new PENDING runs linked to the old ones by retry_of."""
+
+from __future__ import annotations
+
+import httpx
+
+from eventflow._server import create_app
+from tests.server._serve import serve
+from tests.server.conftest import Store
+
+
+def test_retry_creates_a_linked_pending_run(fresh_store: Store) -> None:
+    runs = fresh_store.runs
+    with serve(create_app(fresh_store.url)) as base, httpx.Client(base_url=base) as client:
+        created = client.post(f"/api/flow-runs/{runs.order_failed}/retry")
+        assert created.status_code == 201, created.text
+        new_id = created.json()["id"]
+        assert created.json() == {"id": new_id, "retry_of": runs.order_failed}
+
+        retry = client.get(f"/api/flow-runs/{new_id}").json()
+        assert (retry["state_type"], retry["retry_of"]) == ("PENDING", runs.order_failed)
+        assert retry["event"]["offset"] == 3 and retry["event"]["payload"]["password"] == "***"
+        original = client.get(f"/api/flow-runs/{runs.order_failed}").json()
+        assert [r["id"] for r in original["replays"]] == [new_id]
+
+        completed = client.post(f"/api/flow-runs/{runs.order_ok[0]}/retry")
+        assert completed.status_code == 409
+        assert "only FAILED, CRASHED or CANCELLED" in completed.json()["detail"]
+
+
+def test_replay_by_filter_asks_once_per_failed_run(fresh_store: Store) -> None:
+    runs = fresh_store.runs
+    with serve(create_app(fresh_store.url)) as base, httpx.Client(base_url=base) as client:
+        none = client.post("/api/flow-runs/replay", json={"flow_name": "etl"})
+        assert none.status_code == 201 and none.json() == {"ids": [], "count": 0}
+        first = client.post("/api/flow-runs/replay", json={"flow_name": "process-order"})
+        assert first.status_code == 201 and first.json()["count"] == 2
+        linked = {
+            client.get(f"/api/flow-runs/{new_id}").json()["retry_of"]
+            for new_id in first.json()["ids"]
+        }
+        assert linked == {runs.order_failed, runs.order_invalid}
+        again = client.post("/api/flow-runs/replay", json={"flow_name": "process-order"})
+        assert again.json()["count"] == 0  # already asked for
+        pending = client.get("/api/flow-runs", params={"state": "PENDING"}).json()
+        assert pending["total"] == 2
+
+        bad = client.post("/api/flow-runs/replay", json={"state_types": ["COMPLETED"]})
+        assert bad.status_code == 422
