@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -186,6 +187,7 @@ class KafkaSource(Source):
         self._consumer: AIOKafkaConsumer | None = None
         self._paused: set[TopicPartition] = set()
         self._ready: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}  # next offset to deliver, for lag()
         """Assigned partitions whose stored offsets the runtime has loaded: only these are read."""
 
     def dead_letter_sink(self) -> Sink:
@@ -232,6 +234,8 @@ class KafkaSource(Source):
                     for records in batch.values()
                     for record in records
                 ]
+                for tp, records in batch.items():
+                    self._positions[tp] = records[-1].offset + 1
                 await sink.deliver(events)
         except BaseException:
             self._consumer = None
@@ -273,6 +277,18 @@ class KafkaSource(Source):
             consumer.resume(*to_resume)
         self._paused = wanted
 
+    def lag(self) -> dict[Partition, int]:
+        """Records behind the partition's end, from the last fetch (no broker round trip)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        result: dict[Partition, int] = {}
+        for tp in consumer.assignment():
+            end, position = consumer.highwater(tp), self._positions.get(tp)
+            if end is not None and position is not None:
+                result[(tp.topic, tp.partition)] = max(0, end - position)
+        return result
+
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         consumer = self._consumer
         if consumer is None or not offsets:
@@ -306,6 +322,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.source._ready -= set(revoked)
+        for tp in revoked:
+            self.source._positions.pop(tp, None)
         offsets = await self.sink.revoked([(tp.topic, tp.partition) for tp in revoked])
         if offsets:
             try:
@@ -319,4 +337,171 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         stored = await self.sink.assigned([(tp.topic, tp.partition) for tp in assigned])
         for (topic, partition), offset in stored.items():
             self.consumer.seek(TopicPartition(topic, partition), offset)
+            self.source._positions[TopicPartition(topic, partition)] = offset
         self.source._ready |= set(assigned)
+
+
+def _event(record: Any) -> Event:
+    """A consumed record as an event; its id is topic/partition/offset."""
+    return Event(
+        id=f"{record.topic}/{record.partition}/{record.offset}",
+        value=record.value if record.value is not None else b"",
+        key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        stream=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
+        headers=record.headers or (),
+    )
+
+
+class KafkaRangeSource(Source):
+    """A finite slice of a topic, for backfills: an offset range or a time range per partition.
+
+    Offsets: `from_offset` (inclusive) to `to_offset` (exclusive), in every
+    partition read, clamped to what the partition holds. Times: records from
+    `since` (inclusive) to `until` (exclusive), found with `offsets_for_times`
+    (by record timestamp; the range ends at the first record at or after
+    `until`). Without an end the range ends at the partition's end when the
+    backfill starts, so a live topic does not keep it running. Partitions are
+    assigned directly (no consumer group in Kafka); with a `group_id` the
+    runtime stores the next offsets with the runs, so the same backfill again
+    resumes where it stopped. `run` returns once every partition reached its end.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        bootstrap_servers: str | Sequence[str] | None = None,
+        connection: KafkaConnection | None = None,
+        group_id: str | None = None,
+        partitions: Sequence[int] | None = None,
+        from_offset: int | None = None,
+        to_offset: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        max_batch: int = 2000,
+    ) -> None:
+        if (from_offset is not None or to_offset is not None) and (
+            since is not None or until is not None
+        ):
+            raise ConfigurationError("give an offset range or a time range, not both")
+        for moment in (since, until):
+            if moment is not None and moment.tzinfo is None:
+                raise ConfigurationError("since and until must be timezone-aware datetimes")
+        self.topic = topic
+        self.name = f"kafka:{topic}"
+        self.group_id = group_id
+        self.connection = _connection(connection, bootstrap_servers)
+        self.partitions = list(partitions) if partitions is not None else None
+        self.from_offset = from_offset
+        self.to_offset = to_offset
+        self.since = since
+        self.until = until
+        self.max_batch = max_batch
+        self.total: int | None = None
+        self.already_done = 0
+        self.ranges: dict[int, tuple[int, int]] = {}
+        """Per partition: the first offset of the range and the end (exclusive)."""
+
+    async def run(self, sink: EventSink) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.connection.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            await self._read(consumer, sink)
+        finally:
+            await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
+        tps = await self._partitions(consumer)
+        consumer.assign(tps)
+        self.ranges = await self._ranges(consumer, tps)
+        stored = await sink.assigned([(self.topic, tp.partition) for tp in tps])
+        positions: dict[TopicPartition, int] = {}
+        done = 0
+        for tp in tps:
+            start, end = self.ranges[tp.partition]
+            position = max(start, stored.get((self.topic, tp.partition), start))
+            done += min(position, end) - start
+            if position < end:
+                positions[tp] = position
+                consumer.seek(tp, position)
+        self.total = sum(end - start for start, end in self.ranges.values())
+        self.already_done = done
+        logger.info(
+            "%s: reading %s",
+            self.name,
+            ", ".join(f"[{p}] {s}..{e}" for p, (s, e) in sorted(self.ranges.items())),
+        )
+        paused: set[TopicPartition] = set()
+        while positions and not sink.stopping:
+            wanted = {
+                TopicPartition(t, p)
+                for t, p in sink.paused([(tp.topic, tp.partition) for tp in positions])
+            }
+            wanted |= set(tps) - set(positions)  # finished partitions stay paused
+            if wanted - paused:
+                consumer.pause(*(wanted - paused))
+            if paused - wanted:
+                consumer.resume(*(paused - wanted))
+            paused = wanted
+            batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+            events = [
+                _event(record)
+                for tp, records in batch.items()
+                if tp in positions
+                for record in records
+                if record.offset < self.ranges[tp.partition][1]
+            ]
+            if events:
+                await sink.deliver(events)
+            for tp in [tp for tp in positions if tp not in paused]:
+                if await consumer.position(tp) >= self.ranges[tp.partition][1]:
+                    del positions[tp]
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        # the consumer's public `topics()` does not keep the partitions it fetched
+        cluster = await consumer._client.fetch_all_metadata()
+        known = cluster.partitions_for_topic(self.topic)
+        if not known:
+            raise ConfigurationError(f"topic {self.topic!r} does not exist")
+        wanted = self.partitions if self.partitions is not None else sorted(known)
+        missing = set(wanted) - set(known)
+        if missing:
+            raise ConfigurationError(f"topic {self.topic!r} has no partition {sorted(missing)}")
+        return [TopicPartition(self.topic, p) for p in wanted]
+
+    async def _ranges(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> dict[int, tuple[int, int]]:
+        beginning = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        starts = await self._offsets_at(consumer, tps, self.since, end)
+        ends = await self._offsets_at(consumer, tps, self.until, end)
+        ranges = {}
+        for tp in tps:
+            first, last = beginning[tp], end[tp]
+            start = max(first, self.from_offset or 0, starts.get(tp, first))
+            stop = min(last, self.to_offset if self.to_offset is not None else last)
+            stop = min(stop, ends.get(tp, last))
+            ranges[tp.partition] = (start, max(start, stop))
+        return ranges
+
+    @staticmethod
+    async def _offsets_at(
+        consumer: AIOKafkaConsumer,
+        tps: list[TopicPartition],
+        moment: datetime | None,
+        end: Mapping[TopicPartition, int],
+    ) -> dict[TopicPartition, int]:
+        """The first offset at or after `moment` per partition (the end if none is)."""
+        if moment is None:
+            return {}
+        found = await consumer.offsets_for_times({tp: moment.timestamp() * 1000 for tp in tps})
+        return {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in tps}
