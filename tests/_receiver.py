@@ -11,19 +11,20 @@ from typing import Any
 
 
 class Receiver:
-    """Bodies received, in order; answers `fail_first` requests with 503 first."""
+    """Bodies received, in order; answers the first `fail_first` requests with `fail_status`."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, fail_status: int = 503) -> None:
         self.bodies: list[Any] = []
         self.attempts = 0
         self.fail_first = fail_first
+        self.fail_status = fail_status
         self.lock = threading.Lock()
         self.url = ""
 
 
 @contextmanager
-def receiving(fail_first: int = 0) -> Iterator[Receiver]:
-    receiver = Receiver(fail_first)
+def receiving(fail_first: int = 0, fail_status: int = 503) -> Iterator[Receiver]:
+    receiver = Receiver(fail_first, fail_status)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -33,7 +34,7 @@ def receiving(fail_first: int = 0) -> Iterator[Receiver]:
                 failing = receiver.attempts <= receiver.fail_first
                 if not failing:
                     receiver.bodies.append(json.loads(body))
-            self.send_response(503 if failing else 200)
+            self.send_response(receiver.fail_status if failing else 200)
             self.send_header("content-length", "0")
             self.end_headers()
 
