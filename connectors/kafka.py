@@ -367,6 +367,7 @@ class KafkaRangeSource(Source):
     assigned directly (no consumer group in Kafka); with a `group_id` the
     runtime stores the next offsets with the runs, so the same backfill again
     resumes where it stopped. `run` returns once every partition reached its end.
+    `total` counts offsets: a compacted or transactional topic holds fewer records.
     """
 
     def __init__(

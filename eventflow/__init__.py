@@ -4,6 +4,14 @@ Mark functions `@flow` and `@task`; call a flow directly to run it once (batch),
 or bind it to a source and every event becomes one tracked flow run.
 """
 
+from ._backfill import (
+    BackfillError,
+    BackfillFailure,
+    BackfillProgress,
+    BackfillResult,
+    backfill,
+    backfill_async,
+)
 from ._context import FlowRunContext, TaskRunContext
 from ._engine import EventInfo, RunInfo
 from ._errors import (
@@ -31,6 +39,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BackfillError",
+    "BackfillFailure",
+    "BackfillProgress",
+    "BackfillResult",
     "ConfigurationError",
     "EventInfo",
     "EventflowError",
@@ -53,6 +65,8 @@ __all__ = [
     "UpstreamFailedError",
     "WebhookNotifier",
     "__version__",
+    "backfill",
+    "backfill_async",
     "exponential_backoff",
     "flow",
     "get_run_logger",

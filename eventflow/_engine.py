@@ -25,7 +25,7 @@ from ._ids import new_id
 from ._metrics import RECORDER
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
-from ._threads import run_sync, running_loop
+from ._threads import Pool, run_sync, running_loop
 
 if TYPE_CHECKING:
     from ._flows import Flow
@@ -94,8 +94,13 @@ async def _attempts(
     policy: RetryPolicy,
     timeout: float | None,
     record: _Attempts,
+    pool: Pool = "tasks",
 ) -> State:
-    """Call `fn` until it succeeds or the retries are spent; return the final state."""
+    """Call `fn` until it succeeds or the retries are spent; return the final state.
+
+    A sync `fn` runs on a thread of `pool`: top-level flows on their own, so
+    the tasks they wait for never queue behind them.
+    """
     attempt = 0
     while True:
         attempt += 1
@@ -105,13 +110,13 @@ async def _attempts(
                 if is_async:
                     value = await fn(*args, **kwargs)
                 else:
-                    value = await run_sync(fn, *args, **kwargs)
+                    value = await run_sync(fn, *args, pool=pool, **kwargs)
             else:
                 async with asyncio.timeout(timeout) as scope:
                     if is_async:
                         value = await fn(*args, **kwargs)
                     else:
-                        value = await run_sync(fn, *args, **kwargs)
+                        value = await run_sync(fn, *args, pool=pool, **kwargs)
             return Completed(value)
         except TimeoutError as error:
             if timeout is not None and scope.expired():
@@ -493,7 +498,14 @@ async def run_flow(
     token = current_flow_run.set(context)
     try:
         state = await _attempts(
-            flow.fn, flow.is_async, (), parameters, flow.retry_policy, flow.timeout_seconds, record
+            flow.fn,
+            flow.is_async,
+            (),
+            parameters,
+            flow.retry_policy,
+            flow.timeout_seconds,
+            record,
+            pool="tasks" if parent is not None else "flows",  # a subflow is waited on
         )
         if context.futures:
             await _finish_forgotten(context)

@@ -1,11 +1,15 @@
 """The orders pipeline: one flow, run in batch (called directly) or streaming (one run per event).
 
     python examples/orders.py 100                  # batch: 100 direct calls, each a tracked run
-    eventflow run examples/orders.py:app    # streaming: every Kafka order event a tracked run
+    eventflow run examples/orders.py:app           # streaming: every order event a tracked run
 
 Streaming reads the `orders` topic of EVENTFLOW_KAFKA_BOOTSTRAP (default
 localhost:9092) in consumer group `orders`; failed and malformed events go to
-`orders.dlq`. Loaded orders land in a SQLite table, `orders_warehouse.db`.
+`orders.dlq`. With ORDERS_API_URL set (the orders API of examples/orders_api.py),
+the same worker also polls the API's new orders into runs of the same flow, and
+runs the blog's batch pipeline (examples/orders_pipeline.py) every 2 seconds:
+Kafka, HTTP and a schedule in one process, one store. Loaded orders land in a
+SQLite table, `orders_warehouse.db` (ORDERS_WAREHOUSE).
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import os
 import random
 import sqlite3
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pydantic
 
+from connectors.http import HttpPollSource
 from connectors.kafka import KafkaSource
+from connectors.schedule import IntervalSchedule
 from eventflow import App, flow, get_run_logger, task
+from examples.orders_pipeline import orders_pipeline
 
 WAREHOUSE = Path(os.environ.get("ORDERS_WAREHOUSE", "orders_warehouse.db"))
 
@@ -72,6 +80,22 @@ app.subscribe(
     ),
     process_order,
 )
+if os.environ.get("ORDERS_API_URL"):
+    api = os.environ["ORDERS_API_URL"]
+    app.subscribe(
+        HttpPollSource(
+            f"{api}/orders",
+            interval=1.0,
+            params={"max_value": "100"},
+            items="orders",
+            id_field="id",
+            key_field="customer_id",
+        ),
+        process_order,
+    )
+    app.subscribe(
+        IntervalSchedule(every=timedelta(seconds=2), name="orders-pipeline"), orders_pipeline
+    )
 
 
 if __name__ == "__main__":
