@@ -1,4 +1,4 @@
-"""More sync flows in flight than threads, each waiting on its sync tasks (tests/test_threads.py)."""
+"""More sync flows in flight than threads, each waiting on its tasks (tests/test_threads.py)."""
 
 from __future__ import annotations
 
