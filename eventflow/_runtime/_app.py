@@ -17,11 +17,12 @@ from typing import Any
 from .._flows import Flow
 from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
+from .._notify import Notification
 from .._settings import Settings
 from .._store._engine import make_engine
 from .._store._leases import acquire_lease
 from .._store._migrate import upgrade
-from .._store._recovery import sweep_crashed
+from .._store._recovery import Sweep, sweep_crashed
 from .._store._replay import claim_replays
 from .._store._retention import prune
 from .._store._writer import RunWriter
@@ -152,9 +153,8 @@ class App:
         }
         writer.put_worker(worker_row)
         await writer.flush()
-        crashed = await sweep_crashed(engine, settings.worker_lease, worker_id)
-        if crashed:
-            logger.warning("marked the in-flight runs of %d dead worker(s) CRASHED", len(crashed))
+        sweep = await sweep_crashed(engine, settings.worker_lease, worker_id)
+        self._report_sweep(sweep)
         self.runners = [
             SubscriptionRunner(s, writer, engine, worker_id) for s in self.subscriptions
         ]
@@ -377,11 +377,37 @@ class App:
             if not writer.healthy or time.time() - writer.healthy_since < settings.worker_lease:
                 continue
             try:
-                crashed = await sweep_crashed(engine, settings.worker_lease, worker_id)
+                sweep = await sweep_crashed(engine, settings.worker_lease, worker_id)
             except Exception as error:
                 logger.warning("crash sweep failed: %s", error)
                 continue
-            if crashed:
-                logger.warning(
-                    "marked the in-flight runs of dead worker(s) %s CRASHED", ", ".join(crashed)
-                )
+            self._report_sweep(sweep)
+
+    def _report_sweep(self, sweep: Sweep) -> None:
+        """Log the dead workers found, and notify of their runs that crashed."""
+        if not sweep.workers:
+            return
+        logger.warning(
+            "marked %d in-flight runs of dead worker(s) %s CRASHED",
+            len(sweep.runs),
+            ", ".join(sweep.workers),
+        )
+        for run in sweep.runs:
+            notification = Notification(
+                flow_name=run.flow_name,
+                flow_run_id=run.run_id,
+                run_name=run.run_name,
+                state="CRASHED",
+                state_name="Crashed",
+                error="the worker running it stopped heartbeating (killed or crashed)",
+                event_id=run.event_id,
+                event_key=run.event_key,
+            )
+            notifiers = {
+                id(n): n
+                for sub in self.subscriptions
+                if sub.flow.name == run.flow_name
+                for n in sub.notifiers
+            }
+            for notifier in notifiers.values():
+                notifier.notify(notification)

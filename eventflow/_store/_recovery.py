@@ -63,10 +63,31 @@ async def finished_events(
     return result
 
 
-async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -> list[str]:
-    """Mark the in-flight runs of workers whose heartbeat lapsed as CRASHED; their ids.
+@dataclass(frozen=True, slots=True)
+class CrashedRun:
+    """A flow run a sweep marked CRASHED (its worker died with it in flight)."""
+
+    run_id: str
+    flow_name: str
+    run_name: str | None
+    event_id: str | None
+    event_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one sweep found: the dead workers, and the runs it marked CRASHED."""
+
+    workers: list[str]
+    runs: list[CrashedRun]
+
+
+async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -> Sweep:
+    """Mark the in-flight runs of workers whose heartbeat lapsed as CRASHED.
 
     `alive` is the sweeping worker itself, never dead whatever its heartbeat says.
+    Of two workers sweeping at once, each reports only the runs it changed
+    (`UPDATE ... RETURNING`), so a crash is notified once.
     """
     now = time.time()
     cutoff = now - lease_seconds
@@ -77,7 +98,7 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
     async with engine.begin() as conn:
         dead_ids = [row[0] for row in (await conn.execute(dead)).all()]
         if not dead_ids:
-            return []
+            return Sweep([], [])
         crashed_runs = sa.select(runs.c.id).where(
             runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES)
         )
@@ -91,7 +112,7 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
                 error="the worker running it stopped",
             )
         )
-        await conn.execute(
+        changed = await conn.execute(
             runs.update()
             .where(runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES))
             .values(
@@ -100,11 +121,13 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
                 ended_at=now,
                 error="the worker running it stopped heartbeating (killed or crashed)",
             )
+            .returning(runs.c.id, runs.c.flow_name, runs.c.name, runs.c.event_id, runs.c.event_key)
         )
+        crashed = [CrashedRun(*row) for row in changed.all()]
         await conn.execute(
             workers.update().where(workers.c.id.in_(dead_ids)).values(stopped_at=now)
         )
-    return dead_ids
+    return Sweep(dead_ids, crashed)
 
 
 async def finished_event_ids(

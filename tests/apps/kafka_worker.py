@@ -8,7 +8,7 @@ import os
 import pydantic
 
 from connectors.kafka import KafkaSource
-from eventflow import App, flow, task
+from eventflow import App, WebhookNotifier, flow, task
 
 WORK_SECONDS = float(os.environ.get("WORK_SECONDS", "0.01"))
 
@@ -36,7 +36,8 @@ async def process(order: Order) -> int:
     return await load(order, await enrich(order))
 
 
-app = App()
+NOTIFY_URL = os.environ.get("NOTIFY_URL")
+app = App(notifiers=[WebhookNotifier(NOTIFY_URL, backoff=0.1)] if NOTIFY_URL else [])
 app.subscribe(
     KafkaSource(
         os.environ["TOPIC"],
