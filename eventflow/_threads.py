@@ -39,7 +39,7 @@ def user_code_executor(pool: Pool = "tasks") -> ThreadPoolExecutor:
             if executor is None:
                 executor = _executors[pool] = ThreadPoolExecutor(
                     max_workers=Settings.from_env().max_threads,
-                    thread_name_prefix=f"eventflow-{pool}",
+                    thread_name_prefix=f"eventflow-sync-{pool}",
                 )
     return executor
 

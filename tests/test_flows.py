@@ -141,8 +141,8 @@ def test_sync_user_code_never_runs_on_an_event_loop(default_store: str) -> None:
 
     where_flow()
     assert seen["flow_loop"] is None and seen["task_loop"] is None
-    assert seen["flow_thread"].startswith("eventflow-sync")
-    assert seen["task_thread"].startswith("eventflow-sync")
+    assert seen["flow_thread"].startswith("eventflow-sync-flows")
+    assert seen["task_thread"].startswith("eventflow-sync-tasks")  # never waits behind flows
 
 
 async def test_sync_task_submitted_from_async_flow_runs_off_the_loop(default_store: str) -> None:
