@@ -1,11 +1,12 @@
 """The eventflow side of bench/kafka.py, in a fresh interpreter.
 
-    python bench/_eventflow_kafka.py BOOTSTRAP TOPIC COUNT [--partitions N]
+    python bench/_eventflow_kafka.py BOOTSTRAP TOPIC COUNT [--control NAME]
 
 Consumes COUNT order events with a two-task flow, every run tracked in a SQLite
 store of its own, and prints one JSON line: events/s from the first event to the
 last run durable with its offsets, peak RSS, RSS sampled along the way, and the
-p50/p99 latency from an event's produce time to its run's end.
+p50/p99 latency from an event's produce time to its run's end. `--control`
+subscribes with one flow control (see CONTROLS) to measure what it costs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from _kafka_common import Order, fetch_customer, load  # noqa: E402
 
 from connectors.kafka import KafkaSource  # noqa: E402
 from eventflow import App, Settings, flow, task  # noqa: E402
+from eventflow._runtime._app import tune_worker_process  # noqa: E402
 from eventflow._store import _schema as schema  # noqa: E402
 from eventflow._store._engine import make_engine  # noqa: E402
 
@@ -51,6 +54,31 @@ async def process(order: Order) -> int:
     return await store(order, await fetch(order.customer_id))
 
 
+@flow(name="bench-orders-batched")
+async def process_batch(orders: list[Order]) -> int:
+    """The same two tasks per order, for a batch of orders in one flow run."""
+    customers = [fetch.submit(order.customer_id) for order in orders]
+    total = 0
+    for order, customer in zip(orders, customers, strict=True):
+        total += await store(order, await customer)
+    return total
+
+
+CONTROLS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "concurrency": {"concurrency": 64},
+    "concurrency_key": {"concurrency": 1, "concurrency_key": "customer_id"},
+    "rate_limit": {"rate_limit": "1000000/s", "rate_limit_key": "customer_id"},
+    "priority": {"concurrency": 64, "priority": "amount"},
+    "idempotency": {"idempotency_key": "id", "idempotency_window": timedelta(hours=1)},
+    "debounce": {"debounce": timedelta(milliseconds=50), "debounce_key": "id"},
+    "batch": {"batch_size": 100, "batch_timeout": 0.2},
+    "singleton": {"singleton_key": "id"},
+    "cancel_on": {"cancel_on": "cancel", "cancel_key": "customer_id"},
+}
+"""Subscription options per `--control`: limits that rarely bind, to measure the bookkeeping."""
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -59,16 +87,19 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def measure(bootstrap: str, topic: str, count: int, max_in_flight: int) -> dict[str, Any]:
+async def measure(
+    bootstrap: str, topic: str, count: int, max_in_flight: int, control: str = "none"
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
     url = f"sqlite:///{workdir / 'bench.db'}"
     settings = Settings.from_env({"EVENTFLOW_DATABASE_URL": url, "EVENTFLOW_LOG_LEVEL": "WARNING"})
     app = App(settings)
     app.subscribe(
         KafkaSource(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}"),
-        process,
+        process_batch if control == "batch" else process,
         max_in_flight=max_in_flight,
         max_in_flight_per_partition=max_in_flight,
+        **CONTROLS[control],
     )
     stop = asyncio.Event()
     serving = asyncio.create_task(app.serve(stop))
@@ -95,7 +126,11 @@ async def measure(bootstrap: str, topic: str, count: int, max_in_flight: int) ->
     runs = schema.flow_runs
     async with engine.connect() as conn:
         completed = (
-            await conn.execute(sa.select(sa.func.count()).where(runs.c.state_type == "COMPLETED"))
+            await conn.execute(
+                sa.select(sa.func.count()).where(
+                    runs.c.state_type == "COMPLETED", runs.c.event_id.is_not(None)
+                )
+            )
         ).scalar_one()
         task_runs = (
             await conn.execute(sa.select(sa.func.count()).select_from(schema.task_runs))
@@ -114,7 +149,7 @@ async def measure(bootstrap: str, topic: str, count: int, max_in_flight: int) ->
     p50 = latencies[len(latencies) // 2] if latencies else None
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else None
     return {
-        "impl": "eventflow",
+        "impl": "eventflow" if control == "none" else f"ef+{control}",
         "events": count,
         "seconds": round(seconds, 3),
         "events_per_s": round(count / seconds, 1),
@@ -133,11 +168,14 @@ def main() -> None:
     parser.add_argument("topic")
     parser.add_argument("count", type=int)
     parser.add_argument("--max-in-flight", type=int, default=2048)
+    parser.add_argument("--control", choices=sorted(CONTROLS), default="none")
     args = parser.parse_args()
     os.environ.setdefault("EVENTFLOW_LOG_LEVEL", "WARNING")
-    print(
-        json.dumps(asyncio.run(measure(args.bootstrap, args.topic, args.count, args.max_in_flight)))
+    tune_worker_process()  # as App.run() does in a worker process
+    result = asyncio.run(
+        measure(args.bootstrap, args.topic, args.count, args.max_in_flight, args.control)
     )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import orjson  # noqa: E402
+from _eventflow_kafka import CONTROLS  # noqa: E402
 from _kafka_baselines import measure_faststream, measure_raw_aiokafka  # noqa: E402
 from _kafka_common import make_order  # noqa: E402
 from _kafka_produce import create_topic, produce_orders  # noqa: E402
@@ -39,9 +40,12 @@ sys.path.insert(0, str(ROOT))
 from tests._kafka import free_port_pair  # noqa: E402
 
 
-def measure_eventflow(bootstrap: str, topic: str, count: int) -> dict[str, Any]:
+def measure_eventflow(
+    bootstrap: str, topic: str, count: int, control: str = "none"
+) -> dict[str, Any]:
+    child = [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)]
     done = subprocess.run(
-        [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)],
+        [*child, "--control", control],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -124,6 +128,12 @@ def main() -> None:
     parser.add_argument("--skip-faststream", action="store_true")
     parser.add_argument("--latency-rate", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument(
+        "--controls",
+        default="",
+        help="comma-separated flow controls to measure eventflow with (bench/_eventflow_kafka.py"
+        " CONTROLS), e.g. concurrency,rate_limit,idempotency; 'all' for every one",
+    )
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="eventflow-kbench-broker-")
@@ -135,6 +145,11 @@ def main() -> None:
         produced_s = produce_orders(bootstrap, topic, args.events)
         print(f"produced {args.events} orders in {produced_s:.1f}s", flush=True)
         results = [measure_eventflow(bootstrap, topic, args.events)]
+        controls = [c for c in args.controls.split(",") if c]
+        if controls == ["all"]:
+            controls = list(CONTROLS)[1:]
+        for control in controls:
+            results.append(measure_eventflow(bootstrap, topic, args.events, control))
         results.append(measure_raw_aiokafka(bootstrap, topic, args.events))
         if not args.skip_faststream:
             results.append(measure_faststream(bootstrap, topic, args.events))

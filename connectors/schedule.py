@@ -168,18 +168,10 @@ class Schedule(Source):
             raise
 
     async def close(self) -> None:
-        """Give the lease back (after the final commit) so another worker fires at once.
-
-        Only where the runtime's sink offers `release_lease(name)`; otherwise the
-        lease lapses after `lease_ttl`.
-        """
+        """Give the lease back (after the final commit) so another worker fires at once."""
         sink, self._sink = self._sink, None
-        release = getattr(sink, "release_lease", None)
-        if release is not None:
-            try:
-                await release(self.group_id or self.stream)
-            except Exception as error:  # it expires by itself
-                logger.warning("%s: cannot release the lease: %s", self.name, error)
+        if sink is not None:
+            await sink.release_lease(self.group_id or self.stream)
 
 
 class IntervalSchedule(Schedule):

@@ -136,6 +136,18 @@ class _Metrics:
             ["subscription"],
             multiprocess_mode="livesum",
         )
+        self.events_waiting = Gauge(
+            "eventflow_events_waiting",
+            "Events held back by a flow control (concurrency, rate_limit, idempotency,"
+            " debounce, batch).",
+            ["subscription", "control"],
+            multiprocess_mode="livesum",
+        )
+        self.control_decisions = Counter(
+            "eventflow_control_decisions_total",
+            "What flow controls decided for events: admitted, waited, throttled, duplicate...",
+            ["subscription", "control", "decision"],
+        )
         self.lag = Gauge(
             "eventflow_consumer_lag",
             "Messages behind the end of the partition, per assigned partition.",
@@ -197,6 +209,7 @@ class _SubscriptionTotals:
     duplicates: int = 0
     dead_lettered: int = 0
     source_errors: int = 0
+    decisions: dict[tuple[str, str], int] = field(default_factory=dict)
     lag_partitions: set[tuple[str, int]] = field(default_factory=set)
 
 
@@ -262,6 +275,14 @@ class MetricsExporter:
                 counter.labels(name).inc(delta)
                 setattr(seen, attr, now)
         m.in_flight.labels(name).set(runner.in_flight)
+        if runner.subscription.controls is not None:
+            for control, waiting in stats.waiting.items():
+                m.events_waiting.labels(name, control).set(waiting)
+            for (control, decision), count in list(stats.decisions.items()):
+                delta = count - seen.decisions.get((control, decision), 0)
+                if delta > 0:
+                    m.control_decisions.labels(name, control, decision).inc(delta)
+                    seen.decisions[(control, decision)] = count
         lag: Mapping[tuple[str, int], int] = source.lag()
         for topic, partition in seen.lag_partitions - set(lag):
             m.lag.labels(name, topic, str(partition)).set(0)  # no longer ours

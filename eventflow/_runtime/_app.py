@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from .._flows import Flow
@@ -26,6 +27,7 @@ from .._store._recovery import Sweep, sweep_crashed
 from .._store._replay import claim_replays
 from .._store._retention import prune
 from .._store._writer import RunWriter
+from ._controls import Controls, KeyFunction, SingletonMode
 from ._source import Event, Sink, Source
 from ._subscription import FailurePolicy, Notifier, Subscription, SubscriptionRunner
 
@@ -76,6 +78,21 @@ class App:
         params: Mapping[str, Any] | Callable[[Event], Mapping[str, Any]] | None = None,
         revoke_grace_seconds: float = 10.0,
         notifiers: Sequence[Notifier] = (),
+        concurrency: int | None = None,
+        concurrency_key: KeyFunction | None = None,
+        rate_limit: str | None = None,
+        rate_limit_key: KeyFunction | None = None,
+        idempotency_key: KeyFunction | None = None,
+        idempotency_window: timedelta | float = timedelta(hours=24),
+        priority: KeyFunction | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_key: KeyFunction | None = None,
+        batch_size: int | None = None,
+        batch_timeout: timedelta | float = 1.0,
+        singleton_key: KeyFunction | None = None,
+        singleton_mode: SingletonMode = "skip",
+        cancel_on: KeyFunction | None = None,
+        cancel_key: KeyFunction | None = None,
     ) -> Subscription:
         """Run `flow` once per event of `source`.
 
@@ -85,6 +102,23 @@ class App:
         (the partition stops there until a restart). `params` overrides or
         replaces the parameters decoded from the event. `notifiers` (with the
         app's) are told of every run that ends FAILED or CRASHED.
+
+        Flow controls, keyed by a function of the event's JSON object (a
+        callable, or a dotted path like `"order.customer_id"`):
+        `concurrency=N` runs at most N at once (per `concurrency_key` value);
+        `rate_limit="100/s"` (or `/m`, `/h`; per `rate_limit_key` value) starts
+        runs no faster, later ones wait; `idempotency_key` runs an event whose
+        key a run already completed within `idempotency_window` as a CANCELLED
+        "Duplicate" instead; `priority` (a number) starts the waiting events
+        highest first; `debounce=timedelta(...)` runs only the last event (per
+        `debounce_key` value) of a burst once no other came for that long, the
+        others ending CANCELLED "Debounced"; `batch_size=N` runs the flow with
+        a list of up to N events' objects (after `batch_timeout` with fewer),
+        one batch at a time; `singleton_key` allows one run per key value in
+        this worker: a later event is skipped (`singleton_mode="skip"`) or
+        cancels the run in flight (`"cancel"`); an event for which `cancel_on`
+        gives a key is a signal, not run: it cancels the runs in flight (or
+        waiting) whose `cancel_key` is that key. Waiting events count as in flight.
         """
         if on_failure not in ("dead_letter", "skip", "stop"):
             raise ValueError(
@@ -92,6 +126,23 @@ class App:
             )
         if max_in_flight < 1 or max_in_flight_per_partition < 1:
             raise ValueError("in-flight bounds must be >= 1")
+        controls = Controls.build(
+            concurrency=concurrency,
+            concurrency_key=concurrency_key,
+            rate_limit=rate_limit,
+            rate_limit_key=rate_limit_key,
+            idempotency_key=idempotency_key,
+            idempotency_window=idempotency_window,
+            priority=priority,
+            debounce=debounce,
+            debounce_key=debounce_key,
+            batch_size=batch_size,
+            batch_timeout=batch_timeout,
+            singleton_key=singleton_key,
+            singleton_mode=singleton_mode,
+            cancel_on=cancel_on,
+            cancel_key=cancel_key,
+        )
         subscription = Subscription(
             source=source,
             flow=flow,
@@ -103,6 +154,7 @@ class App:
             params=params,
             revoke_grace_seconds=revoke_grace_seconds,
             notifiers=(*self.notifiers, *notifiers),
+            controls=controls,
         )
         self.subscriptions.append(subscription)
         return subscription

@@ -69,6 +69,10 @@ class EventSink(ABC):
         """
 
     @abstractmethod
+    async def release_lease(self, name: str) -> None:
+        """Give lease `name` up now, so another worker need not wait for it to expire."""
+
+    @abstractmethod
     async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Partitions are being taken away: finish or abandon their runs, store their offsets.
 

@@ -6,7 +6,8 @@ its own short transaction, so writers are never blocked for long.
 
 A pruned run no longer deduplicates a redelivery of its event: keep runs longer
 than any source may redeliver (Kafka: the committed offset moves past them at
-once; HTTP sources: their dedupe window).
+once; HTTP sources: their dedupe window). Settled idempotency claims go too:
+keep runs longer than any `idempotency_window`.
 """
 
 from __future__ import annotations
@@ -46,5 +47,14 @@ async def prune(engine: AsyncEngine, before: float, *, batch_size: int = 5_000) 
         )
         await conn.execute(
             workers.delete().where(workers.c.stopped_at.is_not(None), workers.c.stopped_at < before)
+        )
+        claims = schema.idempotency_keys
+        await conn.execute(
+            claims.delete().where(
+                sa.or_(
+                    sa.and_(claims.c.state == "COMPLETED", claims.c.completed_at < before),
+                    sa.and_(claims.c.state == "RELEASED", claims.c.claimed_at < before),
+                )
+            )
         )
     return deleted

@@ -43,6 +43,7 @@ flow_runs = sa.Table(
     sa.Column("created_at", TIMESTAMP, nullable=False),
     sa.Column("started_at", TIMESTAMP),
     sa.Column("ended_at", TIMESTAMP),
+    sa.Column("linked_run_id", sa.String(32)),
     sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at"),
     sa.Index("ix_flow_runs_state_created", "state_type", "created_at"),
     sa.Index("ix_flow_runs_created", "created_at"),
@@ -139,3 +140,16 @@ leases = sa.Table(
     sa.Column("holder", sa.String(64), nullable=False),
     sa.Column("expires_at", TIMESTAMP, nullable=False),
 )
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("flow_name", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("worker_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("claimed_at", TIMESTAMP, nullable=False),
+    sa.Column("completed_at", TIMESTAMP),
+)
+"""One claim per (flow, idempotency key): RUNNING, COMPLETED or RELEASED (see _idempotency.py)."""

@@ -46,6 +46,7 @@ _FLOW = 4
 _OFFSETS = 5
 _WORKER = 6
 _SOURCE_STATUS = 7
+_IDEMPOTENCY = 8
 
 
 @dataclass(slots=True)
@@ -70,6 +71,7 @@ class _Batch:
     offsets: dict[tuple[str, str, int], Row] = field(default_factory=dict)
     workers: dict[str, Row] = field(default_factory=dict)
     source_status: dict[tuple[str, str], Row] = field(default_factory=dict)
+    idempotency: list[Row] = field(default_factory=list)
     markers: list[_FlushMarker] = field(default_factory=list)
     commit_hooks: list[Callable[[], None]] = field(default_factory=list)
 
@@ -83,6 +85,7 @@ class _Batch:
             + len(self.offsets)
             + len(self.workers)
             + len(self.source_status)
+            + len(self.idempotency)
         )
 
 
@@ -200,6 +203,13 @@ class RunWriter:
     def put_source_status(self, row: Row) -> None:
         """A subscription's live counters (a `source_status` row), for the API and UI."""
         self._queue.append((_SOURCE_STATUS, row))
+
+    def put_idempotency(self, row: Row) -> None:
+        """Settle a claim (flow_name, key, run_id, state, completed_at) in the run's transaction.
+
+        Only the claim's holder changes it: a claim another run took over is left alone.
+        """
+        self._queue.append((_IDEMPOTENCY, {f"b_{k}": v for k, v in row.items()}))
 
     def put_offsets(
         self,
@@ -352,6 +362,8 @@ class RunWriter:
                 batch.workers[row["id"]] = row
             elif kind == _SOURCE_STATUS:
                 batch.source_status[(row["worker_id"], row["subscription"])] = row
+            elif kind == _IDEMPOTENCY:
+                batch.idempotency.append(row)
 
     async def _commit(self, batch: _Batch) -> None:
         assert self._engine is not None
@@ -487,6 +499,8 @@ def _write_batch(conn: sa.Connection, batch: _Batch) -> None:
         _WORKERS.execute(conn, batch.workers.values())
     if batch.source_status:
         _SOURCE_STATUS_UPSERT.execute(conn, batch.source_status.values())
+    if batch.idempotency:
+        conn.execute(_SETTLE_CLAIM, batch.idempotency)
 
 
 _FLOWS = _Upsert(schema.flows, ("name",), ("version",))
@@ -498,6 +512,21 @@ _WORKERS = _Upsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
 _SOURCE_STATUS_UPSERT = _Upsert(schema.source_status, ("worker_id", "subscription"), None)
 _OFFSETS_UPSERT = _Upsert(
     schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
+)
+
+
+_CLAIMS = schema.idempotency_keys
+_SETTLE_CLAIM = (
+    _CLAIMS.update()
+    .where(
+        _CLAIMS.c.flow_name == sa.bindparam("b_flow_name"),
+        _CLAIMS.c.key == sa.bindparam("b_key"),
+        _CLAIMS.c.run_id == sa.bindparam("b_run_id"),
+    )
+    .values(
+        state=sa.bindparam("b_state"),
+        completed_at=sa.bindparam("b_completed_at", type_=_CLAIMS.c.completed_at.type),
+    )
 )
 
 

@@ -243,3 +243,33 @@ async def test_eventflow_run_with_two_workers_fires_each_tick_once(
     offsets = Counter(r["event_offset"] for r in runs)
     assert [o for o, n in offsets.items() if n > 1] == []
     assert len({r["worker_id"] for r in runs}) == 1  # the lease holder fired them all
+
+
+async def test_params_mapping_adds_to_the_tick_and_a_stopped_worker_hands_over_at_once(
+    sqlite_url: str,
+) -> None:
+    @flow(name="regional-report")
+    async def report(region: str) -> str:  # takes no `scheduled_at`: that key is ignored
+        return region
+
+    name = f"s-{uuid.uuid4().hex[:6]}"
+
+    def regional_app() -> App:
+        app = App(settings(sqlite_url))
+        app.subscribe(
+            IntervalSchedule(TICK, name=name, lease_ttl=60.0), report, params={"region": "eu"}
+        )
+        return app
+
+    first = regional_app()
+    serving = await Serving(first).start()
+    await wait_until(lambda: first.runners[0].stats.completed >= 2, timeout=30)
+    await serving.stop()
+    second = regional_app()
+    serving = await Serving(second).start()
+    # the lease was given back on stop: no waiting for its 60 s to run out
+    await wait_until(lambda: second.runners[0].stats.completed >= 2, timeout=10)
+    await serving.stop()
+    runs = await flow_runs(sqlite_url, flow_name="regional-report")
+    assert {r["state_type"] for r in runs} == {"COMPLETED"}
+    assert {r["result"] for r in runs} == {'"eu"'}

@@ -1,0 +1,61 @@
+"""Running Apps with flow controls against the real broker and store, for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from eventflow import App, Settings
+from eventflow._store import _schema as schema
+from tests._kafka import Kafka, create_topic, produce
+from tests._store import flow_runs, rows
+
+
+def settings(url: str) -> Settings:
+    return Settings(
+        database_url=url, flush_interval=0.02, commit_interval=0.2, worker_lease=3, metrics_port=0
+    )
+
+
+@asynccontextmanager
+async def serving(app: App) -> AsyncIterator[App]:
+    """Serve `app` for the block, then stop it gracefully (also when the block fails)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.serve(stop))
+    try:
+        await asyncio.wait_for(app.started.wait(), 60)
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def new_topic(kafka: Kafka, prefix: str, partitions: int = 1) -> tuple[str, str]:
+    topic, group = f"{prefix}-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka.bootstrap, topic, partitions=partitions)
+    return topic, group
+
+
+async def send(kafka: Kafka, topic: str, documents: Sequence[dict[str, Any]]) -> None:
+    """One record per document, each with a Kafka key of its own (no key ordering between them)."""
+    await produce(
+        kafka.bootstrap, topic, [(f"r{uuid.uuid4().hex[:8]}", orjson.dumps(d)) for d in documents]
+    )
+
+
+async def final_runs(url: str) -> list[dict[str, Any]]:
+    return [r for r in await flow_runs(url) if r["state_type"] in ("COMPLETED", "CANCELLED")]
+
+
+async def committed(url: str, group: str) -> int:
+    offsets = await rows(url, schema.consumer_offsets, schema.consumer_offsets.c.group_id == group)
+    return sum(int(o["next_offset"]) for o in offsets)
+
+
+async def control_logs(url: str) -> list[dict[str, Any]]:
+    return await rows(url, schema.logs, schema.logs.c.logger == "eventflow.controls")

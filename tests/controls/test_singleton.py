@@ -1,0 +1,105 @@
+"""`singleton_key`: one run per key; later events are skipped, or cancel the run in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pydantic
+import pytest
+
+from connectors.kafka import KafkaSource
+from eventflow import App, flow
+from tests._kafka import Kafka, wait_until
+from tests._store import flow_runs
+from tests.controls._harness import committed, control_logs, new_topic, send, serving, settings
+
+pytestmark = pytest.mark.kafka
+
+
+class Job(pydantic.BaseModel):
+    id: str
+    account: str
+
+
+async def test_skip_mode_skips_events_while_the_key_runs(kafka: Kafka, database_url: str) -> None:
+    topic, group = await new_topic(kafka, "single")
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    @flow(name="singleton-skip")
+    async def refresh(job: Job) -> str:
+        ran.append(job.id)
+        if job.id == "a1":
+            await release.wait()
+        return job.id
+
+    app = App(settings(database_url))
+    app.subscribe(
+        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
+        refresh,
+        singleton_key="account",
+    )
+    async with serving(app):
+        runner = app.runners[0]
+        await send(kafka, topic, [{"id": i, "account": i[0]} for i in ("a1", "a2", "a3", "b1")])
+        await wait_until(lambda: runner.stats.completed == 1, timeout=60)  # b1
+        assert runner.stats.decisions == {("singleton", "ran"): 2, ("singleton", "skipped"): 2}
+        await runner.commit()
+        assert await committed(database_url, group) == 0  # a1 (offset 0) still runs
+        release.set()
+        await wait_until(lambda: runner.stats.completed == 2, timeout=30)
+        await send(kafka, topic, [{"id": "a4", "account": "a"}])  # the key is free again
+        await wait_until(lambda: runner.stats.completed == 3, timeout=30)
+    assert sorted(ran) == ["a1", "a4", "b1"]
+    runs = await flow_runs(database_url)
+    assert Counter((r["state_type"], r["state_name"]) for r in runs) == {
+        ("COMPLETED", "Completed"): 3,
+        ("CANCELLED", "Skipped"): 2,
+    }
+    a1_run = next(r["id"] for r in runs if r["result"] == '"a1"')
+    assert {r["linked_run_id"] for r in runs if r["state_name"] == "Skipped"} == {a1_run}
+    messages = [log["message"] for log in await control_logs(database_url)]
+    assert messages.count(f"not run: run {a1_run} holds singleton key 'a'") == 2
+    assert await committed(database_url, group) == 5
+
+
+async def test_cancel_mode_cancels_the_run_in_flight(kafka: Kafka, database_url: str) -> None:
+    topic, group = await new_topic(kafka, "singlec")
+    never = asyncio.Event()
+    cancelled: list[str] = []
+    ran: list[str] = []
+
+    @flow(name="singleton-cancel")
+    async def refresh(job: Job) -> str:
+        ran.append(job.id)
+        try:
+            if job.id == "a1":
+                await never.wait()
+        except asyncio.CancelledError:
+            cancelled.append(job.id)
+            raise
+        return job.id
+
+    app = App(settings(database_url))
+    app.subscribe(
+        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
+        refresh,
+        singleton_key="account",
+        singleton_mode="cancel",
+    )
+    async with serving(app):
+        runner = app.runners[0]
+        await send(kafka, topic, [{"id": "a1", "account": "a"}])
+        await wait_until(lambda: ran == ["a1"], timeout=60)
+        await send(kafka, topic, [{"id": "a2", "account": "a"}])
+        await wait_until(lambda: runner.stats.completed == 1, timeout=30)
+        await runner.commit()
+        assert await committed(database_url, group) == 2  # the cancelled event is done with
+    never.set()
+    assert ran == ["a1", "a2"] and cancelled == ["a1"]
+    assert runner.stats.decisions == {("singleton", "ran"): 2, ("singleton", "superseded"): 1}
+    runs = {r["event_offset"]: r for r in await flow_runs(database_url)}
+    assert (runs[0]["state_type"], runs[0]["state_name"]) == ("CANCELLED", "Superseded")
+    assert (runs[1]["state_type"], runs[1]["result"]) == ("COMPLETED", '"a2"')
+    assert runs[0]["linked_run_id"] == runs[1]["id"]
