@@ -45,6 +45,11 @@ class FlowRun(BaseModel):
     run_count: int = Field(description="Attempts so far (1 + retries).")
     parent_flow_run_id: str | None = None
     retry_of: str | None = Field(None, description="The run this one replays.")
+    linked_run_id: str | None = Field(
+        None,
+        description="For a run a flow control decided on (Duplicate, Debounced, Batched,"
+        " Skipped, Superseded, CancelledByEvent): the run it defers to.",
+    )
     worker_id: str | None = None
     event_source: str | None = None
     event_partition: int | None = None

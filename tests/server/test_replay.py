@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from eventflow._server import create_app
+from eventflow._store._writer import RunWriter
 from tests.server._serve import serve
 from tests.server.conftest import Store
 
@@ -47,3 +50,32 @@ def test_replay_by_filter_asks_once_per_failed_run(fresh_store: Store) -> None:
 
         bad = client.post("/api/flow-runs/replay", json={"state_types": ["COMPLETED"]})
         assert bad.status_code == 422
+
+
+def test_a_run_decided_by_a_flow_control_links_to_the_run_it_defers_to(
+    fresh_store: Store,
+) -> None:
+    """As an idempotency Duplicate is written: CANCELLED, linked to the completed run."""
+    original = fresh_store.runs.order_ok[0]
+    writer = RunWriter(fresh_store.url)
+    writer.start()
+    try:
+        writer.put_flow_run(
+            {
+                "id": "duplicate-run",
+                "flow_name": "process-order",
+                "state_type": "CANCELLED",
+                "state_name": "Duplicate",
+                "run_count": 0,
+                "created_at": time.time(),
+                "linked_run_id": original,
+            }
+        )
+        writer.flush_blocking(30)
+    finally:
+        writer.close()
+    with serve(create_app(fresh_store.url)) as base, httpx.Client(base_url=base) as client:
+        run = client.get("/api/flow-runs/duplicate-run").json()
+        listed = client.get("/api/flow-runs", params={"state": "CANCELLED"}).json()
+    assert (run["state_name"], run["linked_run_id"]) == ("Duplicate", original)
+    assert [r["linked_run_id"] for r in listed["items"]] == [original]

@@ -446,6 +446,7 @@ class RunView {
         fact("Attempts", run.run_count),
         fact("Worker", run.worker_id || "–"),
         run.retry_of ? fact("Retry of", h("a", { href: `#/runs/${run.retry_of}`, id: "retry-of" }, shortId(run.retry_of))) : null,
+        run.linked_run_id ? fact("Linked run", h("a", { href: `#/runs/${run.linked_run_id}`, id: "linked-run" }, shortId(run.linked_run_id))) : null,
         run.parent_flow_run_id ? fact("Parent run", h("a", { href: `#/runs/${run.parent_flow_run_id}` }, shortId(run.parent_flow_run_id))) : null),
       run.error ? h("div", { class: "panel" }, h("h2", {}, "Error"), h("pre", { class: "error-text", id: "run-error" }, run.error)) : null,
       run.replays.length ? h("div", { class: "panel", id: "replays" }, h("h2", {}, "Retries of this run"),
