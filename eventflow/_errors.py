@@ -37,3 +37,7 @@ class StoreError(EventflowError):
 
 class ConfigurationError(EventflowError, ValueError):
     """A setting or an option has a value eventflow cannot use."""
+
+
+class WorkerStoppingError(EventflowError, RuntimeError):
+    """Events were offered to a worker that is shutting down; they were not taken."""

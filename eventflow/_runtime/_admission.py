@@ -28,9 +28,9 @@ class TokenBucket:
     __slots__ = ("capacity", "refill", "stamp", "tokens")
 
     def __init__(self, rate: Rate, now: float) -> None:
-        self.capacity = rate.count
+        self.capacity = max(1.0, rate.count)  # "0.5/s" still admits one run every 2 s
         self.refill = rate.count / rate.per
-        self.tokens = rate.count
+        self.tokens = self.capacity
         self.stamp = now
 
     def _update(self, now: float) -> None:

@@ -241,9 +241,10 @@ class App:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*sources, return_exceptions=True)
-            cancelled = 0
-            for runner in self.runners:
-                cancelled += await runner.drain(settings.shutdown_grace)
+            # every subscription gets the whole grace period, at the same time
+            cancelled = sum(
+                await asyncio.gather(*(r.drain(settings.shutdown_grace) for r in self.runners))
+            )
             if cancelled:
                 logger.warning(
                     "cancelled %d runs still in flight after the grace period", cancelled
@@ -384,9 +385,16 @@ class App:
             by_flow.setdefault(runner.flow.name, runner)
         while True:
             await asyncio.sleep(every)
-            flows = [name for name, runner in by_flow.items() if runner.accepting()]
+            room = {
+                name: runner.subscription.max_in_flight - runner.in_flight
+                for name, runner in by_flow.items()
+                if runner.accepting()
+            }
+            flows = [name for name, free in room.items() if free > 0]
             try:
-                claimed = await claim_replays(engine, flows, self.worker_id or "")
+                claimed = await claim_replays(
+                    engine, flows, self.worker_id or "", limit=min([100, *(room[f] for f in flows)])
+                )
             except Exception as error:
                 logger.warning("cannot read replay requests: %s", error)
                 continue

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._engine import EventInfo, run_flow
-from .._errors import ParameterValidationError
+from .._errors import ParameterValidationError, WorkerStoppingError
 from .._flows import Flow
 from .._ids import new_id
 from .._metrics import RECORDER
@@ -339,6 +339,12 @@ class SubscriptionRunner(EventSink):
         return offsets
 
     async def deliver(self, events: Sequence[Event]) -> None:
+        if self._stopping:
+            # fetched before the stop: partitioned events are read again by the next
+            # owner; an unpartitioned source must not count them as taken
+            if any(e.partition is None for e in events):
+                raise WorkerStoppingError("the worker is stopping; the events were not taken")
+            return
         unpartitioned = [e for e in events if e.partition is None]
         done_ids = (
             await finished_event_ids(self.engine, self.flow.name, [e.id for e in unpartitioned])
@@ -440,10 +446,21 @@ class SubscriptionRunner(EventSink):
                 finished = await self._apply_failure_policy(event, state.run_id, state.message)
         except AdmissionAbandoned:
             pass  # the event is read again by whoever owns its partition next
+        except Exception:
+            # a bug or a broken sink, not the flow (its errors are states): keep the
+            # event unfinished and stop its partition there; a restart reads it again
+            logger.exception("%s: handling event %s failed", self.subscription.name, event.id)
+            self._stop_partition(event)
         finally:
             if self._holders:
                 self._release_holding(event)
             self._finish(event, finished)
+
+    def _stop_partition(self, event: Event) -> None:
+        if event.partition is not None:
+            state = self._partitions.get((event.stream or "", event.partition))
+            if state is not None:
+                state.stopped = True
 
     def _notify(self, event: Event, state: State) -> None:
         if not self.subscription.notifiers:
@@ -459,7 +476,10 @@ class SubscriptionRunner(EventSink):
             event_key=event.key,
         )
         for notifier in self.subscription.notifiers:
-            notifier.notify(notification)
+            try:
+                notifier.notify(notification)
+            except Exception:
+                logger.exception("%s: notifier %r failed", self.subscription.name, notifier)
 
     async def _redo(self, event: Event, previous: FinishedRun) -> None:
         """A redelivered event whose run already ended: never run it again.
@@ -472,14 +492,25 @@ class SubscriptionRunner(EventSink):
             self.stats.skipped_duplicates += 1
             if previous.state_type not in ("COMPLETED", "CANCELLED"):  # CANCELLED: not run
                 finished = await self._apply_failure_policy(event, previous.run_id, previous.error)
+        except Exception:
+            logger.exception("%s: redelivered event %s failed", self.subscription.name, event.id)
+            finished = False
         finally:
-            self._finish(event, finished)
+            self._finish(event, finished, chained=False)  # it never joined its key's queue
 
     def start_replay(self, row: Mapping[str, Any]) -> None:
-        """Run a claimed replay request in the background (drained like any run)."""
+        """Run a claimed replay request in the background (drained, counted in flight).
+
+        Replays bypass the flow controls: they were asked for one by one.
+        """
         task = asyncio.get_running_loop().create_task(self.replay(row))
+        self.in_flight += 1
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._replay_done)
+
+    def _replay_done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight -= 1
+        self._tasks.discard(task)
 
     async def replay(self, row: Mapping[str, Any]) -> None:
         """Run a replay request claimed from the store (`claim_replays`), with its run id.
@@ -590,6 +621,8 @@ class SubscriptionRunner(EventSink):
             # shutting down, partition revoked or stopped, or its run abandoned:
             # the queued events are read again by whoever owns the partition next
             self.in_flight -= len(queue)
+            if partition is not None and (held := self._partitions.get(partition)) is not None:
+                held.tracker.in_flight -= len(queue)
             del self._keys[chain]
             self._forget(queue)
             return
@@ -996,7 +1029,7 @@ class SubscriptionRunner(EventSink):
                     error,
                 )
             return False
-        sink = await self._dead_letter_sink()
+        sink = self._dead_letter_target()
         if sink is None:
             logger.error(
                 "%s: no dead-letter sink; skipping failed event %s",
@@ -1020,6 +1053,9 @@ class SubscriptionRunner(EventSink):
         delay = 0.1
         while True:
             try:
+                if not self._sink_started:
+                    await sink.start()
+                    self._sink_started = True
                 await sink.send(
                     event.value, key=event.key.encode() if event.key else None, headers=headers
                 )
@@ -1042,12 +1078,10 @@ class SubscriptionRunner(EventSink):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _dead_letter_sink(self) -> Sink | None:
+    def _dead_letter_target(self) -> Sink | None:
+        """The subscription's dead-letter sink, else the source's; started when first used."""
         if self._dead_letter is None:
             self._dead_letter = self.subscription.dead_letter or self.source.dead_letter_sink()
-        if self._dead_letter is not None and not self._sink_started:
-            await self._dead_letter.start()
-            self._sink_started = True
         return self._dead_letter
 
     # -- offsets ---------------------------------------------------------------------

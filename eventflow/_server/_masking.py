@@ -23,7 +23,7 @@ class SecretMasker:
     """
 
     def __init__(self, fields: Sequence[str] = DEFAULT_SECRET_FIELDS) -> None:
-        self.fields = tuple(f.strip().lower() for f in fields if f.strip())
+        self.fields = tuple(f.strip().lower().replace("-", "_") for f in fields if f.strip())
 
     def is_secret(self, name: str) -> bool:
         lowered = name.lower().replace("-", "_")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,10 @@ def _payload(raw: bytes | None) -> tuple[Any, str]:
     try:
         return orjson.loads(raw), "json"
     except orjson.JSONDecodeError:
+        pass
+    try:  # NaN / Infinity: pydantic took them, so a run may have used this payload
+        return json.loads(raw), "json"
+    except (ValueError, UnicodeDecodeError):
         pass
     try:
         return raw.decode("utf-8"), "text"

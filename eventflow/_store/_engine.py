@@ -22,6 +22,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     commit; several worker processes can then write to one file.
     """
     url = normalize_database_url(url)
+    kwargs.setdefault("hide_parameters", True)  # errors must not log payloads and secrets
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -33,7 +34,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 def make_sync_engine(url: str) -> Engine:
     """A blocking engine on the standard `sqlite3` driver, for the writer thread."""
     url = normalize_database_url(url).replace("sqlite+aiosqlite:", "sqlite:", 1)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+    )
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 

@@ -208,7 +208,12 @@ class RunReader:
                 (
                     await conn.execute(
                         sa.select(runs.c.id)
-                        .where(sa.or_(runs.c.id.startswith(run_id), runs.c.id.endswith(run_id)))
+                        .where(
+                            sa.or_(
+                                runs.c.id.startswith(run_id, autoescape=True),
+                                runs.c.id.endswith(run_id, autoescape=True),
+                            )
+                        )
                         .limit(2)
                     )
                 )

@@ -144,6 +144,9 @@ async def finished_event_ids(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return {
-        str(event_id): FinishedRun(run_id, state, error) for event_id, run_id, state, error in rows
-    }
+    result: dict[str, FinishedRun] = {}
+    for event_id, run_id, state, error in rows:
+        previous = result.get(str(event_id))
+        if previous is None or state == "COMPLETED":  # a completed replay outranks the failure
+            result[str(event_id)] = FinishedRun(run_id, state, error)
+    return result

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,19 @@ class _Batch:
     markers: list[_FlushMarker] = field(default_factory=list)
     commit_hooks: list[Callable[[], None]] = field(default_factory=list)
 
+    def one_by_one(self) -> Iterator[_Batch]:
+        """Each record as a batch of its own, in commit order (to isolate a refused one)."""
+        for name in _RECORD_FIELDS:
+            records = getattr(self, name)
+            for key, row in records.items() if isinstance(records, dict) else enumerate(records):
+                single = _Batch()
+                target = getattr(single, name)
+                if isinstance(target, dict):
+                    target[key] = row
+                else:
+                    target.append(row)
+                yield single
+
     def record_count(self) -> int:
         return (
             len(self.flows)
@@ -89,6 +102,30 @@ class _Batch:
         )
 
 
+def _describe(single: _Batch) -> str:
+    """Which table and id a one-record batch is for, without its values (they may be secret)."""
+    for name in _RECORD_FIELDS:
+        records = getattr(single, name)
+        if records:
+            row = next(iter(records.values())) if isinstance(records, dict) else records[0]
+            return f"{name} (id {row.get('id', '?')})"
+    return "empty"
+
+
+_RECORD_FIELDS = (
+    "flows",
+    "flow_runs",
+    "task_runs",
+    "edges",
+    "logs",
+    "offsets",
+    "workers",
+    "source_status",
+    "idempotency",
+)
+"""The record fields of `_Batch`, in the order `_write_batch` writes them."""
+
+
 @dataclass(slots=True)
 class WriterStats:
     """Counters a metrics exporter can read without locking."""
@@ -98,6 +135,8 @@ class WriterStats:
     last_batch_records: int = 0
     last_batch_seconds: float = 0.0
     failures: int = 0
+    dropped: int = 0
+    """Records the database refused for their data (logged one by one)."""
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -107,7 +146,12 @@ def _is_transient(error: BaseException) -> bool:
     locked SQLite file, timeouts, errors drivers do not classify) is retried:
     losing runs is worse than waiting for the database.
     """
-    return not isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError))
+    if isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError)):
+        return False
+    # asyncpg's data errors reach SQLAlchemy unclassified; SQLSTATE tells:
+    # class 22 (data exception: NUL byte, value too long) and 23 (constraint)
+    sqlstate = str(getattr(getattr(error, "orig", None), "sqlstate", "") or "")
+    return sqlstate[:2] not in ("22", "23")
 
 
 class RunWriter:
@@ -121,6 +165,7 @@ class RunWriter:
         self.last_error: str | None = None
         self.stats = WriterStats()
         self._timings: deque[tuple[float, int]] = deque(maxlen=10_000)
+        self._in_commit = 0
         self._queue: deque[Any] = deque()
         self._known_flows: set[str] = set()
         self._wake_pending = False
@@ -167,8 +212,8 @@ class RunWriter:
 
     @property
     def pending(self) -> int:
-        """Records queued and not yet handed to a commit."""
-        return len(self._queue)
+        """Records not yet committed: queued, or in the batch being committed (or retried)."""
+        return len(self._queue) + self._in_commit
 
     def take_batch_timings(self) -> list[tuple[float, int]]:
         """(seconds, records) of the group commits since the last call, for metrics."""
@@ -292,21 +337,20 @@ class RunWriter:
                 if batch.record_count() == 0 and not batch.commit_hooks:
                     self._settle_markers(batch, None)
                     continue
+                self._in_commit = batch.record_count()
                 try:
                     await self._commit(batch)
                 except Exception as error:
                     self.stats.failures += 1
                     if not _is_transient(error):
-                        logger.error(
-                            "dropping a batch of %d records the database refused: %s",
-                            batch.record_count(),
-                            error,
-                        )
-                        self._settle_markers(
-                            batch, StoreError(f"the database refused a batch: {error}")
-                        )
-                        batch = _Batch()
-                        continue
+                        try:
+                            await self._commit_salvaging(batch, error)
+                        except Exception as salvage_error:  # the database went away meanwhile
+                            error = salvage_error
+                        else:
+                            self._committed(batch)
+                            batch = _Batch()
+                            continue
                     if self.healthy:
                         logger.warning("run store unavailable, retrying: %s", error)
                     self.healthy = False
@@ -314,23 +358,55 @@ class RunWriter:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
-                if not self.healthy:
-                    logger.warning("run store available again")
-                    self.healthy_since = time.time()
-                self.healthy = True
-                self.last_error = None
                 backoff = 0.05
-                for hook in batch.commit_hooks:
-                    try:
-                        hook()
-                    except Exception:
-                        logger.exception("an on-commit hook failed")
-                self._settle_markers(batch, None)
+                self._committed(batch)
                 batch = _Batch()
         finally:
             await self._engine.dispose()
             if self._sqlite is not None:
                 self._sqlite.dispose()
+
+    def _committed(self, batch: _Batch) -> None:
+        self._in_commit = 0
+        if not self.healthy:
+            logger.warning("run store available again")
+            self.healthy_since = time.time()
+        self.healthy = True
+        self.last_error = None
+        for hook in batch.commit_hooks:
+            try:
+                hook()
+            except Exception:
+                logger.exception("an on-commit hook failed")
+        self._settle_markers(batch, None)
+
+    async def _commit_salvaging(self, batch: _Batch, error: BaseException) -> None:
+        """The database refused the batch for its data: commit it record by record.
+
+        Only the records it refuses again are dropped (and logged); the rest of
+        the batch, offsets included, is stored. A transient error raises, and
+        the whole batch is retried as usual.
+        """
+        logger.error(
+            "the database refused a batch of %d records: %s",
+            batch.record_count(),
+            getattr(error, "orig", error),
+        )
+        dropped = 0
+        for single in batch.one_by_one():
+            try:
+                await self._commit(single)
+            except Exception as record_error:
+                if _is_transient(record_error):
+                    raise
+                dropped += 1
+                self.stats.dropped += 1
+                logger.error(
+                    "dropped a %s record the database refused: %s",
+                    _describe(single),
+                    getattr(record_error, "orig", record_error),
+                )
+        logger.error("stored the rest of the batch; %d record(s) dropped", dropped)
 
     def _drain_into(self, batch: _Batch) -> None:
         queue = self._queue

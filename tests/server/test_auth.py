@@ -36,3 +36,19 @@ def test_every_api_path_needs_the_token(sqlite_store: Store) -> None:
         # the UI's files hold no data: they load, then ask for the token
         assert httpx.get(base + "/", timeout=10).status_code == 200
         assert httpx.get(base + "/static/app.js", timeout=10).status_code == 200
+
+
+def test_the_token_is_needed_under_a_mount_point_too(sqlite_store: Store) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/eventflow", app=create_app(sqlite_store.url, token=TOKEN))])
+    with serve(outer) as base:
+        refused = httpx.get(f"{base}/eventflow/api/flows", timeout=10)
+        allowed = httpx.get(  # (a path that needs no database: a mount runs no lifespan)
+            f"{base}/eventflow/api/openapi.json",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+    assert refused.status_code == 401
+    assert allowed.status_code == 200

@@ -135,6 +135,25 @@ async def test_offsets_commit_with_the_runs_before_them(
     assert len(await rows(database_url, schema.flow_runs)) == 1
 
 
+async def test_a_refused_record_is_dropped_alone_and_the_rest_of_its_batch_is_stored(
+    writer: RunWriter, database_url: str
+) -> None:
+    postgres = database_url.startswith("postgresql")
+    writer.put_flow_run(flow_run("good-1"))
+    writer.put_flow_run(flow_run("bad", state_type=None))  # NOT NULL: refused for its data
+    # PostgreSQL refuses a NUL character (asyncpg reports it unclassified: SQLSTATE 22021)
+    writer.put_flow_run(flow_run("nul", error="bad\x00byte"))
+    writer.put_flow_run(flow_run("good-2"))
+    writer.put_offsets("g", [("orders", 0, 3)])
+    await writer.flush()  # does not raise or hang: the batch was salvaged
+
+    stored = sorted(r["id"] for r in await rows(database_url, schema.flow_runs))
+    assert stored == (["good-1", "good-2"] if postgres else ["good-1", "good-2", "nul"])
+    (offset,) = await rows(database_url, schema.consumer_offsets)
+    assert offset["next_offset"] == 3
+    assert writer.stats.dropped == (2 if postgres else 1) and writer.healthy
+
+
 def test_flush_blocking_from_a_thread(writer: RunWriter, database_url: str) -> None:
     writer.put_flow_run(flow_run("r5"))
     writer.flush_blocking(timeout=10)
