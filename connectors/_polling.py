@@ -351,3 +351,9 @@ class PollingSource(Source):
             if left <= 0:
                 return
             await asyncio.sleep(min(left, _SLEEP_SLICE))
+
+
+def url_for_names(url: str) -> str:
+    """`url` without query string and credentials (they may hold API keys), for source
+    names, which end up in event ids, logs and metric labels."""
+    return str(httpx.URL(url).copy_with(query=None, userinfo=b""))

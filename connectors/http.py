@@ -47,6 +47,7 @@ from ._polling import (
     PollRequestError,
     PollStats,
     PollStatusError,
+    url_for_names,
 )
 
 __all__ = [
@@ -147,7 +148,7 @@ class HttpPollSource(PollingSource):
         if max_body_bytes < 1 or dedupe_window < 0:
             raise ConfigurationError("max_body_bytes must be >= 1 and dedupe_window >= 0")
         super().__init__(
-            name=name or f"http:{_with_params(url, params)}",
+            name=name or f"http:{url_for_names(url)}",
             interval=interval,
             jitter=jitter,
             backoff=backoff,
@@ -201,6 +202,8 @@ class HttpPollSource(PollingSource):
         if fetched.status == 304:
             self.stats.not_modified += 1
             return []
+        if fetched.status == 204 or not fetched.body.strip():
+            return []  # nothing new: a successful poll, not an error to back off from
         try:
             body = orjson.loads(fetched.body)
         except orjson.JSONDecodeError as error:

@@ -38,7 +38,9 @@ class JsonlSource(Source):
     ) -> None:
         self.path = Path(path)
         self.stream = stream or self.path.name
-        self.name = f"jsonl:{self.stream}"
+        # the whole path: a backfill's default progress key, so another file of the
+        # same name does not resume where this one stopped
+        self.name = f"jsonl:{self.path.resolve()}"
         self.group_id = group_id
         self.batch_lines = batch_lines
         self.total: int | None = None

@@ -116,7 +116,11 @@ class KafkaSink(Sink):
                     linger_ms=self._linger_ms,
                     enable_idempotence=self._acks == "all",
                 )
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # do not leak its connections; the caller retries
+                    raise
                 self._producer = producer
 
     async def stop(self) -> None:
@@ -207,7 +211,8 @@ class KafkaSource(Source):
         last_progress = time.monotonic()
         try:
             while not sink.stopping:
-                self._apply_pauses(consumer, sink)
+                if self._apply_pauses(consumer, sink):
+                    last_progress = time.monotonic()  # a resumed partition's first fetch takes time
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
                 if not batch:
                     if time.monotonic() - last_progress > self.stall_timeout_s:
@@ -239,10 +244,12 @@ class KafkaSource(Source):
                 await sink.deliver(events)
         except BaseException:
             self._consumer = None
-            assigned = consumer.assignment()
-            if assigned and not sink.stopping:
-                await sink.revoked([(tp.topic, tp.partition) for tp in assigned])
-            await consumer.stop()
+            try:
+                assigned = consumer.assignment()
+                if assigned and not sink.stopping:
+                    await sink.revoked([(tp.topic, tp.partition) for tp in assigned])
+            finally:
+                await consumer.stop()  # never leave a consumer behind in the group
             raise
 
     async def _check_stalled(self, consumer: AIOKafkaConsumer) -> None:
@@ -262,20 +269,24 @@ class KafkaSource(Source):
                 f"no records for {self.stall_timeout_s:g}s although {names} have some to read"
             )
 
-    def _apply_pauses(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
+    def _apply_pauses(self, consumer: AIOKafkaConsumer, sink: EventSink) -> bool:
+        """Pause what the runtime cannot take now, resume the rest; True if any resumed."""
         assigned = consumer.assignment()
         wanted = {
             TopicPartition(t, p)
             for t, p in sink.paused([(tp.topic, tp.partition) for tp in assigned])
         }
         wanted |= assigned - self._ready
-        to_pause = wanted - self._paused
-        to_resume = (self._paused - wanted) & assigned
+        # the consumer's own view: a rebalance gives kept partitions a fresh, unpaused state
+        paused = consumer.paused()
+        to_pause = (wanted & assigned) - paused
+        to_resume = (paused - wanted) & assigned
         if to_pause:
             consumer.pause(*to_pause)
         if to_resume:
             consumer.resume(*to_resume)
         self._paused = wanted
+        return bool(to_resume)
 
     def lag(self) -> dict[Partition, int]:
         """Records behind the partition's end, from the last fetch (no broker round trip)."""
@@ -392,10 +403,13 @@ class KafkaRangeSource(Source):
             if moment is not None and moment.tzinfo is None:
                 raise ConfigurationError("since and until must be timezone-aware datetimes")
         self.topic = topic
-        self.name = f"kafka:{topic}"
+        self.partitions = list(partitions) if partitions is not None else None
+        self.name = (
+            f"kafka:{topic}{_describe_range(self.partitions, from_offset, to_offset, since, until)}"
+        )
+        """Names the slice: a backfill's default progress key, so another range starts afresh."""
         self.group_id = group_id
         self.connection = _connection(connection, bootstrap_servers)
-        self.partitions = list(partitions) if partitions is not None else None
         self.from_offset = from_offset
         self.to_offset = to_offset
         self.since = since
@@ -413,8 +427,8 @@ class KafkaRangeSource(Source):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             await self._read(consumer, sink)
         finally:
             await consumer.stop()
@@ -506,3 +520,21 @@ class KafkaRangeSource(Source):
             return {}
         found = await consumer.offsets_for_times({tp: moment.timestamp() * 1000 for tp in tps})
         return {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in tps}
+
+
+def _describe_range(
+    partitions: Sequence[int] | None,
+    from_offset: int | None,
+    to_offset: int | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> str:
+    """`[p=0,1][5:12]`, `[2026-11-24T00:00:00+00:00..]`: a range's part of a source name."""
+    text = f"[p={','.join(map(str, partitions))}]" if partitions is not None else ""
+    if from_offset is not None or to_offset is not None:
+        start = "" if from_offset is None else str(from_offset)
+        text += f"[{start}:{'' if to_offset is None else to_offset}]"
+    if since is not None or until is not None:
+        first = since.isoformat() if since else ""
+        text += f"[{first}..{until.isoformat() if until else ''}]"
+    return text

@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventflow import ConfigurationError
 from eventflow.runtime import Event
 
-from ._polling import Backoff, PollBodyError, PollingSource
+from ._polling import Backoff, PollBodyError, PollingSource, url_for_names
 
 __all__ = ["Backoff", "PrometheusScrapeSource"]
 
@@ -90,7 +90,7 @@ class PrometheusScrapeSource(PollingSource):
         if mode not in ("scrape", "sample"):
             raise ConfigurationError(f"mode must be 'scrape' or 'sample', not {mode!r}")
         super().__init__(
-            name=name or f"prometheus:{url}",
+            name=name or f"prometheus:{url_for_names(url)}",
             interval=interval,
             jitter=jitter,
             backoff=backoff,

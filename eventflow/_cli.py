@@ -436,6 +436,7 @@ def run_command(target: str, workers: int) -> None:
             code = _supervise(command, workers, metrics_dir)
             if server is not None:
                 server.shutdown()
+                server.server_close()
         sys.exit(code)
     try:
         app = load_object(target)
@@ -458,9 +459,18 @@ def _supervise(command: list[str], workers: int, metrics_dir: str) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = []
-    for child in children:
-        codes.append(child.wait())
-        mark_worker_dead(child.pid, metrics_dir)
+    remaining = {child.pid: child for child in children}
+    while remaining:  # in the order they exit: a dead worker's live gauges go at once
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        child = remaining.pop(pid, None)
+        if child is None:
+            continue
+        child.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(child.returncode)
+        mark_worker_dead(pid, metrics_dir)
     return max(codes, key=abs)
 
 

@@ -172,7 +172,7 @@ class _Metrics:
         self.store_up = Gauge(
             "eventflow_store_up",
             "1 while the run store accepts writes, 0 while it is unreachable.",
-            multiprocess_mode="min",
+            multiprocess_mode="livemin",
         )
 
 

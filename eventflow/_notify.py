@@ -9,6 +9,7 @@ costs the runs nothing. The default body is Slack-compatible (`{"text": ...}`).
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import queue
@@ -128,7 +129,11 @@ class WebhookNotifier:
             thread, self._thread = self._thread, None
         if thread is None:
             return
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the sender is stuck behind a full queue: give up on the rest
+            logger.error("notifier %s: %d notifications not sent", self.url, self._queue.qsize())
+            return
         thread.join(timeout)
 
     def _ensure_thread(self) -> None:
@@ -145,14 +150,23 @@ class WebhookNotifier:
                 notification = self._queue.get()
                 if notification is None:
                     return
-                self._deliver(client, notification)
+                try:
+                    self._deliver(client, notification)
+                except Exception:  # a bad body or URL: this one fails, the thread goes on
+                    self.failed += 1
+                    logger.exception(
+                        "webhook %s: the notification of run %s failed",
+                        self.url,
+                        notification.flow_run_id,
+                    )
 
     def _deliver(self, client: httpx.Client, notification: Notification) -> None:
+        body = self.body(notification)
         delay = self.backoff
         for attempt in range(self.retries + 1):
-            wait = delay * random.uniform(1.0, 1.5)
+            wait = min(delay * random.uniform(1.0, 1.5), self.max_backoff)
             try:
-                response = client.post(self.url, json=self.body(notification))
+                response = client.post(self.url, json=body)
                 if response.status_code < 300:
                     self.sent += 1
                     return
@@ -165,12 +179,11 @@ class WebhookNotifier:
                     )
                     self.failed += 1
                     return  # a 4xx other than 429 will not get better
-                wait = max(wait, _retry_after(response))
+                wait = max(wait, _retry_after(response))  # the receiver's word, uncapped
                 problem = f"HTTP {response.status_code}"
             except httpx.HTTPError as error:
                 problem = f"{type(error).__name__}: {error}"
             if attempt < self.retries:
-                wait = min(wait, self.max_backoff)
                 logger.warning("webhook %s: %s; retrying in %.1fs", self.url, problem, wait)
                 time.sleep(wait)
                 delay *= 2
@@ -184,10 +197,15 @@ class WebhookNotifier:
 
 
 def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
+    """Seconds from a `Retry-After` header: a number, or an HTTP date."""
+    value = response.headers.get("retry-after", "").strip()
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
         return 0.0
 
 

@@ -349,10 +349,13 @@ class App:
         tick = 0
         while True:
             await asyncio.sleep(1.0)
-            exporter.sync(self.runners, writer)
-            tick += 1
-            if tick % 5 == 0:
-                self._put_source_status(writer)
+            try:
+                exporter.sync(self.runners, writer)
+                tick += 1
+                if tick % 5 == 0:
+                    self._put_source_status(writer)
+            except Exception:  # never let a metrics bug stop the metrics for good
+                logger.exception("exporting metrics failed")
 
     def _put_source_status(self, writer: RunWriter) -> None:
         now = time.time()

@@ -61,7 +61,7 @@ async def test_every_line_becomes_exactly_one_run_and_bad_lines_fail(
 
     assert (result.total, result.completed, result.failed) == (3000, 2997, 3)
     assert (result.already_done, result.skipped_duplicates, result.interrupted) == (0, 0, False)
-    assert result.group_id == "backfill:bf-order:jsonl:orders.jsonl"
+    assert result.group_id == f"backfill:bf-order:jsonl:{path.resolve()}"
     assert sorted(f.offset for f in result.failures) == [17, 500, 2999]
     assert seen and seen[-1].total == 3000
     assert [p.done for p in seen] == sorted(p.done for p in seen)  # progress only moves on

@@ -64,7 +64,7 @@ async def test_an_offset_range_runs_exactly_the_events_in_it_once(
     )
     stored = await rows(sqlite_url, schema.consumer_offsets)
     assert {(s["partition"], s["next_offset"]) for s in stored} == {(p, 40) for p in range(3)}
-    assert {s["group_id"] for s in stored} == {f"backfill:bf-kafka:kafka:{topic}"}
+    assert {s["group_id"] for s in stored} == {f"backfill:bf-kafka:kafka:{topic}[10:40]"}
 
     again = await backfill_async(handle, source(), settings=settings(sqlite_url))
     assert (again.completed, again.already_done) == (0, len(expected))
@@ -134,3 +134,24 @@ async def test_a_range_backfill_from_the_command_line(
     assert sorted((r["event_partition"], r["event_offset"]) for r in runs) == [
         (1, offset) for offset in range(5, 12)
     ]
+
+
+async def test_another_range_of_the_same_topic_is_a_backfill_of_its_own(
+    kafka: Kafka, sqlite_url: str
+) -> None:
+    topic = f"bf-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka.bootstrap, topic, partitions=1)
+    await produce(
+        kafka.bootstrap, topic, [(None, orjson.dumps({"id": f"e{i}", "n": i})) for i in range(30)]
+    )
+
+    def source(start: int, end: int) -> KafkaRangeSource:
+        return KafkaRangeSource(
+            topic, bootstrap_servers=kafka.bootstrap, from_offset=start, to_offset=end
+        )
+
+    later = await backfill_async(handle, source(20, 30), settings=settings(sqlite_url))
+    earlier = await backfill_async(handle, source(0, 20), settings=settings(sqlite_url))
+    assert (later.completed, earlier.completed) == (10, 20)  # not skipped as "already done"
+    runs = await flow_runs(sqlite_url)
+    assert sorted(r["event_offset"] for r in runs) == list(range(30))

@@ -106,6 +106,20 @@ async def test_a_304_produces_no_events_and_the_server_sees_the_validators(
     assert len(await completed_event_ids(sqlite_url, "http-etag")) == 1
 
 
+async def test_a_204_or_an_empty_body_is_nothing_new_not_an_error(
+    feed: ServerThread, scripted: ScriptedApp, sqlite_url: str
+) -> None:
+    path = scripted.route(
+        "/quiet", replies(Reply(204), Reply(200, body=b""), Reply(json={"items": [{"id": "q1"}]}))
+    )
+    record, _seen = recording_flow("http-quiet")
+    source = poller(feed.url, path, items="items", id_field="id")
+    async with serving(app_for(sqlite_url, source, record)):
+        await wait_until(lambda: source.stats.events >= 1, timeout=20)
+    assert source.stats.errors == 0  # no backoff: the quiet answers were successful polls
+    assert len(await completed_event_ids(sqlite_url, "http-quiet")) == 1
+
+
 async def test_the_cursor_is_carried_across_polls_and_kept_across_an_error(
     feed: ServerThread, scripted: ScriptedApp, sqlite_url: str
 ) -> None:
@@ -297,7 +311,8 @@ async def test_method_headers_auth_query_and_body_are_sent(
     assert first.headers["x-team"] == "data"
     assert first.headers["authorization"] == "Basic dXNlcjpzZWNyZXQ="
     assert first.headers["content-type"] == "application/json"
-    assert [e.id for e in events] == [f"http:{feed.url}{path}?region=eu&limit=10:9"]
+    # the name (and so the ids) leaves out the query string, where API keys travel
+    assert [e.id for e in events] == [f"http:{feed.url}{path}:9"]
     assert orjson.loads(events[0].value) == {"id": 9}
 
 

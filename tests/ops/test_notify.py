@@ -102,3 +102,18 @@ async def _running(url: str, at_least: int) -> bool:
 
 async def _crashed(url: str) -> list[dict[str, object]]:
     return await flow_runs(url, state_type="CRASHED")
+
+
+def test_a_body_that_cannot_be_built_fails_alone_and_the_sender_goes_on() -> None:
+    def body(n: Notification) -> dict[str, object]:
+        if n.flow_run_id == "run-bad":
+            raise ValueError("cannot format this one")
+        return {"text": n.flow_run_id, "not-json": None}
+
+    with receiving() as receiver:
+        notifier = WebhookNotifier(receiver.url, body=body)
+        notifier.notify(Notification("f", "run-bad", None, "FAILED", "Failed", "x"))
+        notifier.notify(Notification("f", "run-ok", None, "FAILED", "Failed", "y"))
+        notifier.close(timeout=10)
+    assert [b["text"] for b in receiver.bodies] == ["run-ok"]
+    assert (notifier.failed, notifier.sent) == (1, 1)
