@@ -256,6 +256,13 @@ def runs_retry(run_id: str, database_url: str | None) -> None:
     click.echo(f"flow run {new_id} will retry {run_id} (picked up by a worker running the flow)")
 
 
+def _utc_timestamp(moment: datetime | None) -> float | None:
+    """Epoch seconds of a time typed on the command line, UTC unless it says otherwise."""
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 @runs.command("replay")
 @click.option("--flow", "flow_name", help="Only runs of this flow.")
 @click.option(
@@ -266,8 +273,8 @@ def runs_retry(run_id: str, database_url: str | None) -> None:
     show_default=True,
     type=click.Choice(["FAILED", "CRASHED", "CANCELLED"], case_sensitive=False),
 )
-@click.option("--since", type=click.DateTime(), help="Runs created at or after this time.")
-@click.option("--until", type=click.DateTime(), help="Runs created before this time.")
+@click.option("--since", type=click.DateTime(), help="Runs created at or after this time (UTC).")
+@click.option("--until", type=click.DateTime(), help="Runs created before this time (UTC).")
 @click.option("--key", help="Only runs of events with this key.")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--json", "as_json", is_flag=True, help="Print the new run ids as JSON.")
@@ -293,8 +300,8 @@ def runs_replay(
                 reader.engine,
                 flow_name=flow_name,
                 state_types=states,
-                since=since.timestamp() if since else None,
-                until=until.timestamp() if until else None,
+                since=_utc_timestamp(since),
+                until=_utc_timestamp(until),
                 key=key,
                 limit=limit,
             )
