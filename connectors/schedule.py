@@ -132,8 +132,11 @@ class Schedule(Source):
         try:
             while not sink.stopping:
                 if time.monotonic() >= renew_at:
+                    asked = time.monotonic()  # the lease runs from (at the latest) now
                     held = await sink.lease(lease_name, self.lease_ttl)
-                    renew_at = time.monotonic() + self.lease_ttl / 3
+                    # a renewal slower than the lease itself holds nothing any more
+                    held = held and time.monotonic() < asked + self.lease_ttl
+                    renew_at = asked + self.lease_ttl / 3
                     if not held and holding:
                         logger.warning("%s: lost the lease; another worker fires it", self.name)
                         await sink.revoked([partition])
