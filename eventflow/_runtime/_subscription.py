@@ -92,6 +92,8 @@ class _PartitionState:
     stopped: bool = False
     closing: bool = False
     stored: int | None = None
+    reading: bool = False
+    """An event arrived: finished runs before where the source reads are no longer kept."""
 
 
 @dataclass(eq=False, slots=True)
@@ -364,6 +366,11 @@ class SubscriptionRunner(EventSink):
                     continue  # not (or no longer) ours: the next owner reads it again
                 if not state.tracker.delivered(event.offset):
                     continue
+                if not state.reading:
+                    # the source starts here (a new group may start at the end): the
+                    # finished runs of earlier offsets can never be needed
+                    state.reading = True
+                    state.done = {o: r for o, r in state.done.items() if o >= event.offset}
                 finished = state.done.pop(event.offset, None)
             else:
                 finished = done_ids.get(event.id)
