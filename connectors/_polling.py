@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from eventflow import ConfigurationError, EventflowError
+from eventflow._retries import parse_retry_after
 from eventflow.runtime import Event, EventSink, Source
 
 logger = logging.getLogger("eventflow.polling")
@@ -33,7 +33,6 @@ _IDLE_RECHECK = 0.05
 """Seconds between checks of `sink.accepting()` while the runtime is at its bound."""
 _SLEEP_SLICE = 0.1
 """Longest uninterrupted sleep, so a stopping worker is noticed promptly."""
-_MAX_RETRY_AFTER = 3600.0
 
 
 class PollError(EventflowError):
@@ -117,22 +116,6 @@ class Fetched:
     status: int
     headers: httpx.Headers
     body: bytes
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
 async def fetch(

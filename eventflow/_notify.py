@@ -9,7 +9,6 @@ costs the runs nothing. The default body is Slack-compatible (`{"text": ...}`).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import queue
@@ -21,6 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+
+from ._retries import parse_retry_after
 
 logger = logging.getLogger("eventflow.notify")
 
@@ -179,7 +180,8 @@ class WebhookNotifier:
                     )
                     self.failed += 1
                     return  # a 4xx other than 429 will not get better
-                wait = max(wait, _retry_after(response))  # the receiver's word, uncapped
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                wait = max(wait, retry_after or 0.0)  # the receiver's word, over max_backoff
                 problem = f"HTTP {response.status_code}"
             except httpx.HTTPError as error:
                 problem = f"{type(error).__name__}: {error}"
@@ -194,19 +196,6 @@ class WebhookNotifier:
             notification.flow_run_id,
             self.retries + 1,
         )
-
-
-def _retry_after(response: httpx.Response) -> float:
-    """Seconds from a `Retry-After` header: a number, or an HTTP date."""
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _with_url(notification: Notification, url: str) -> Notification:

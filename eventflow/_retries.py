@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -69,3 +71,22 @@ def _delays(value: RetryDelay | None, retries: int) -> tuple[float, ...]:
         return (float(value),)
     delays = tuple(float(v) for v in value)
     return delays or (0.0,)
+
+
+_MAX_RETRY_AFTER = 3600.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)

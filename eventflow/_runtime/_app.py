@@ -266,8 +266,7 @@ class App:
             await writer.flush()
             exporter.sync(self.runners, writer)
             exporter.close()
-            notifiers = {id(n): n for sub in self.subscriptions for n in sub.notifiers}
-            for notifier in notifiers.values():
+            for notifier in self._notifiers():
                 await asyncio.to_thread(notifier.close)
             await asyncio.to_thread(writer.close)
             await engine.dispose()
@@ -466,11 +465,15 @@ class App:
                 event_id=run.event_id,
                 event_key=run.event_key,
             )
-            notifiers = {
-                id(n): n
-                for sub in self.subscriptions
-                if sub.flow.name == run.flow_name
-                for n in sub.notifiers
-            }
-            for notifier in notifiers.values():
+            for notifier in self._notifiers(run.flow_name):
                 notifier.notify(notification)
+
+    def _notifiers(self, flow_name: str | None = None) -> list[Notifier]:
+        """The subscriptions' notifiers (of `flow_name`'s only), each once."""
+        found = {
+            id(n): n
+            for sub in self.subscriptions
+            if flow_name is None or sub.flow.name == flow_name
+            for n in sub.notifiers
+        }
+        return list(found.values())

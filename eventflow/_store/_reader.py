@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import StoreError
 from . import _schema as schema
@@ -139,7 +139,7 @@ class RunReader:
             query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         )
         async with self.engine.connect() as conn:
-            return [dict(row) for row in (await conn.execute(query)).mappings()]
+            return await _rows(conn, query)
 
     async def count_flow_runs(
         self,
@@ -231,53 +231,31 @@ class RunReader:
     async def get_flow_run(self, run_id: str) -> dict[str, Any]:
         """One flow run with its task runs, graph edges and logs."""
         run_id = await self.resolve_run_id(run_id)
+        runs, tasks, edges, logs = (
+            schema.flow_runs,
+            schema.task_runs,
+            schema.task_run_edges,
+            schema.logs,
+        )
         async with self.engine.connect() as conn:
-            run = (
-                (
-                    await conn.execute(
-                        sa.select(schema.flow_runs).where(schema.flow_runs.c.id == run_id)
-                    )
-                )
-                .mappings()
-                .one()
+            found = await _rows(conn, sa.select(runs).where(runs.c.id == run_id))
+            task_runs = await _rows(
+                conn,
+                sa.select(tasks)
+                .where(tasks.c.flow_run_id == run_id)
+                .order_by(tasks.c.created_at, tasks.c.id),
             )
-            task_runs = (
-                (
-                    await conn.execute(
-                        sa.select(schema.task_runs)
-                        .where(schema.task_runs.c.flow_run_id == run_id)
-                        .order_by(schema.task_runs.c.created_at, schema.task_runs.c.id)
-                    )
-                )
-                .mappings()
-                .all()
+            edge_rows = await _rows(conn, sa.select(edges).where(edges.c.flow_run_id == run_id))
+            log_rows = await _rows(
+                conn,
+                sa.select(logs)
+                .where(logs.c.flow_run_id == run_id)
+                .order_by(logs.c.timestamp, logs.c.id),
             )
-            edges = (
-                (
-                    await conn.execute(
-                        sa.select(schema.task_run_edges).where(
-                            schema.task_run_edges.c.flow_run_id == run_id
-                        )
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            logs = (
-                (
-                    await conn.execute(
-                        sa.select(schema.logs)
-                        .where(schema.logs.c.flow_run_id == run_id)
-                        .order_by(schema.logs.c.timestamp, schema.logs.c.id)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        result = dict(run)
-        result["task_runs"] = [dict(t) for t in task_runs]
-        result["edges"] = [dict(e) for e in edges]
-        result["logs"] = [dict(entry) for entry in logs]
+        (result,) = found
+        result["task_runs"] = task_runs
+        result["edges"] = edge_rows
+        result["logs"] = log_rows
         return result
 
     async def last_runs(self) -> dict[str, dict[str, Any]]:
@@ -349,7 +327,7 @@ class RunReader:
             .order_by(workers.c.started_at.desc(), workers.c.id)
         )
         async with self.engine.connect() as conn:
-            return [dict(row) for row in (await conn.execute(query)).mappings()]
+            return await _rows(conn, query)
 
     async def list_source_status(self, *, alive_since: datetime) -> list[dict[str, Any]]:
         """Subscriptions' status rows of the workers that heartbeat since `alive_since`."""
@@ -361,7 +339,7 @@ class RunReader:
             .order_by(status.c.subscription, status.c.worker_id)
         )
         async with self.engine.connect() as conn:
-            return [dict(row) for row in (await conn.execute(query)).mappings()]
+            return await _rows(conn, query)
 
     async def list_replays(self, run_id: str) -> list[dict[str, Any]]:
         """Runs asked for as retries of `run_id` (a full id), oldest first."""
@@ -372,7 +350,7 @@ class RunReader:
             .order_by(runs.c.created_at, runs.c.id)
         )
         async with self.engine.connect() as conn:
-            return [dict(row) for row in (await conn.execute(query)).mappings()]
+            return await _rows(conn, query)
 
     async def run_inputs(self, run_ids: list[str]) -> dict[str, tuple[str | None, bytes | None]]:
         """The stored parameters and event payload of each run, by id."""
@@ -384,3 +362,8 @@ class RunReader:
         )
         async with self.engine.connect() as conn:
             return {row[0]: (row[1], row[2]) for row in (await conn.execute(query)).all()}
+
+
+async def _rows(conn: AsyncConnection, query: sa.Executable) -> list[dict[str, Any]]:
+    """The rows `query` returns, as plain dicts."""
+    return [dict(row) for row in (await conn.execute(query)).mappings()]
