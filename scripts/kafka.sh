@@ -22,6 +22,8 @@
 #   java -cp "$(scripts/kafka.sh jars)/*" org.apache.kafka.tools.TopicCommand \
 #        --bootstrap-server 127.0.0.1:9092 --list
 set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 CACHE_ROOT="${EVENTFLOW_CACHE:-$HOME/.cache/eventflow}"
@@ -136,14 +138,6 @@ abs_dir() {
     (cd "$1" && pwd -P)
 }
 
-port_open() {
-    (: >"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-valid_port() {
-    [[ "$1" =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536))
-}
-
 # Print the pid recorded in DATA_DIR/kafka.pid if that process is alive and is
 # our broker (guards against pid reuse); return 1 otherwise.
 running_pid() {
@@ -155,20 +149,6 @@ running_pid() {
     cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
     [[ "$cmdline" == *kafka.Kafka*"$data_dir/server.properties"* ]] || return 1
     echo "$pid"
-}
-
-# a zombie (exited, not reaped yet by whoever inherited it) counts as gone
-pid_gone() {
-    ! kill -0 "$1" 2>/dev/null || [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" == Z ]]
-}
-
-wait_gone() {
-    local pid=$1 timeout=$2 deadline
-    deadline=$((SECONDS + timeout))
-    until pid_gone "$pid"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
 }
 
 # last lines of LOG written after byte OFFSET, to stderr

@@ -11,6 +11,8 @@
 # that user must be able to traverse every parent directory of DATA_DIR.
 # Environment: PG_START_TIMEOUT (seconds, default 60).
 set -euo pipefail
+# shellcheck source=scripts/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 DB_NAME=eventflow
 
@@ -57,10 +59,6 @@ ensure_postgres() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
     BIN=$(find_bindir) || die "PostgreSQL still not found after installing it"
-}
-
-valid_port() {
-    [[ "$1" =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536))
 }
 
 # run a server-side command as the postgres OS user when we are root
@@ -124,19 +122,6 @@ EOF
     [[ $(id -u) -ne 0 ]] || chown postgres: "$pgdata/eventflow.conf" "$pgdata/pg_hba.conf"
 }
 
-wait_gone() {
-    local pid=$1 timeout=$2 deadline
-    deadline=$((SECONDS + timeout))
-    until pid_gone "$pid"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.05
-    done
-}
-
-pid_gone() {
-    ! kill -0 "$1" 2>/dev/null || [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" == Z ]]
-}
-
 # After a kill -9 the postmaster can linger as an unreaped zombie for a while
 # (it is reparented to whatever reaps orphans), and postgres treats the pid in
 # a leftover postmaster.pid / socket lock file as alive while it is a zombie.
@@ -152,10 +137,6 @@ remove_stale_locks() {
             rm -f "$f"
         fi
     done
-}
-
-port_open() {
-    (: >"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 cmd_start() {
