@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -205,6 +206,18 @@ def _failed_states() -> list[ReplayableState]:
     return ["FAILED", "CRASHED"]
 
 
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _date_time_text(value: Any) -> Any:
+    if isinstance(value, str) and not _DATE_TIME.match(value):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-11-25T10:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_date_time_text)]
+"""A date-time as the document has it: pydantic alone would also read `"0"` as 1970-01-01."""
+
 EpochSeconds = Annotated[float, Strict(), AllowInfNan(False)]
 """A number, not `true` or `"5"` (strict: the document says number)."""
 
@@ -222,8 +235,8 @@ JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
 class ReplayRequest(BaseModel):
     flow_name: str | None = None
     state_types: list[ReplayableState] = Field(default_factory=_failed_states, min_length=1)
-    since: datetime | EpochSeconds | None = Field(None, description="ISO 8601 or epoch seconds.")
-    until: datetime | EpochSeconds | None = None
+    since: DateTime | EpochSeconds | None = Field(None, description="ISO 8601 or epoch seconds.")
+    until: DateTime | EpochSeconds | None = None
     key: str | None = None
     limit: JsonInteger = Field(1000, ge=1, le=10_000)
 

@@ -29,10 +29,10 @@ _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 _DEFAULT_RANGE = timedelta(hours=1)
 
 Since = Annotated[
-    datetime | FiniteFloat | None,
+    models.DateTime | FiniteFloat | None,
     Query(description="From this time (ISO 8601 or epoch seconds); naive times are UTC."),
 ]
-Until = Annotated[datetime | FiniteFloat | None, Query(description="Before this time.")]
+Until = Annotated[models.DateTime | FiniteFloat | None, Query(description="Before this time.")]
 State = Annotated[models.StateTypeName | None, Query(description="Only runs in this state.")]
 
 

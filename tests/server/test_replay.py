@@ -52,6 +52,23 @@ def test_replay_by_filter_asks_once_per_failed_run(fresh_store: Store) -> None:
         assert bad.status_code == 422
 
 
+def test_replay_times_are_iso_8601_or_numbers_never_numeric_strings(fresh_store: Store) -> None:
+    """pydantic alone reads `"0"` as 1970-01-01; the document says a date-time or a number."""
+    with serve(create_app(fresh_store.url)) as base, httpx.Client(base_url=base) as client:
+        for since in ("0", "-5", "2026-11-25"):
+            refused = client.post("/api/flow-runs/replay", json={"since": since})
+            assert refused.status_code == 422, since
+            assert "ISO 8601 date-time" in refused.text
+        counts = []
+        for since in (0, "1970-01-01T00:00:00Z", "1970-01-01 00:00"):
+            accepted = client.post("/api/flow-runs/replay", json={"since": since})
+            assert accepted.status_code == 201, since
+            counts.append(accepted.json()["count"])
+        assert counts == [2, 0, 0]  # the failed runs, then already asked for
+        listed = client.get("/api/flow-runs", params={"since": "0"})  # a query's number
+        assert listed.status_code == 200 and listed.json()["total"] == 9  # 7 + 2 replays
+
+
 def test_a_run_decided_by_a_flow_control_links_to_the_run_it_defers_to(
     fresh_store: Store,
 ) -> None:
