@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
@@ -55,7 +56,9 @@ class Settings:
     `EVENTFLOW_COMMIT_INTERVAL` (seconds between offset commits),
     `EVENTFLOW_WORKER_LEASE` (seconds without a heartbeat after which a worker
     is dead and its runs CRASHED), `EVENTFLOW_SHUTDOWN_GRACE` (seconds runs in
-    flight get to finish on SIGTERM).
+    flight get to finish on SIGTERM), `EVENTFLOW_WRITER_PROCESS` (`1`, the
+    default: a worker writes runs from a child process, off its GIL; `0`: from
+    a thread).
     """
 
     database_url: str = normalize_database_url(DEFAULT_DATABASE_URL)
@@ -69,6 +72,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     retention: float | None = None
+    writer_process: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -103,4 +107,16 @@ class Settings:
             metrics_host=env.get("EVENTFLOW_METRICS_HOST", "127.0.0.1"),
             metrics_port=metrics_port,
             retention=retention,
+            writer_process=_flag(env, "EVENTFLOW_WRITER_PROCESS", default=True),
         )
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be 1 or 0 (true/false), not {text!r}")

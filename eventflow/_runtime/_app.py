@@ -190,7 +190,11 @@ class App:
         configure_logging(settings.log_format, settings.log_level)
         stop = stop or asyncio.Event()
         await asyncio.to_thread(upgrade, settings.database_url)
-        writer = RunWriter(settings.database_url, flush_interval=settings.flush_interval)
+        writer = RunWriter(
+            settings.database_url,
+            flush_interval=settings.flush_interval,
+            process=settings.writer_process,
+        )
         await asyncio.to_thread(writer.start)
         engine = make_engine(settings.database_url)
         self.worker_id = worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

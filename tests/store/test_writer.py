@@ -47,10 +47,11 @@ def flow_run(run_id: str, state: str = "COMPLETED", **extra: Any) -> dict[str, A
     return row
 
 
-@pytest.fixture
-def writer(database_url: str) -> Iterator[RunWriter]:
+@pytest.fixture(params=["thread", "process"])
+def writer(database_url: str, request: pytest.FixtureRequest) -> Iterator[RunWriter]:
+    """Writing from the writer's thread, and from a child process (as workers do)."""
     upgrade(database_url)
-    writer = RunWriter(database_url, flush_interval=0.05)
+    writer = RunWriter(database_url, flush_interval=0.05, process=request.param == "process")
     writer.start()
     yield writer
     writer.close()
@@ -172,12 +173,13 @@ async def test_timestamps_read_back_as_aware_utc_datetimes(
 
 
 @pytest.mark.postgres
-async def test_database_outage_keeps_the_data_and_recovers_by_itself() -> None:
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+async def test_database_outage_keeps_the_data_and_recovers_by_itself(process: bool) -> None:
     server = Postgres.start_new()
     try:
         url = server.url()
         upgrade(url)
-        writer = RunWriter(url, flush_interval=0.02)
+        writer = RunWriter(url, flush_interval=0.02, process=process)
         writer.start()
         writer.put_flow_run(flow_run("before"))
         await writer.flush()

@@ -1,0 +1,256 @@
+"""A batch of run records, and how it is written in one transaction.
+
+The writer (eventflow/_store/_writer.py) fills batches; a committer
+(eventflow/_store/_committer.py) writes them, in the writer's thread or in a
+child process, with `write_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .._errors import StoreError
+from . import _schema as schema
+from ._types import Timestamp
+
+Row = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Batch:
+    flows: dict[str, Row] = field(default_factory=dict)
+    flow_runs: dict[str, Row] = field(default_factory=dict)
+    task_runs: dict[str, Row] = field(default_factory=dict)
+    edges: dict[tuple[str, str], Row] = field(default_factory=dict)
+    logs: list[Row] = field(default_factory=list)
+    offsets: dict[tuple[str, str, int], Row] = field(default_factory=dict)
+    workers: dict[str, Row] = field(default_factory=dict)
+    source_status: dict[tuple[str, str], Row] = field(default_factory=dict)
+    idempotency: list[Row] = field(default_factory=list)
+    markers: list[Any] = field(default_factory=list)
+    """The writer's flush markers, resolved once the batch is committed."""
+    commit_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    def one_by_one(self) -> Iterator[Batch]:
+        """Each record as a batch of its own, in commit order (to isolate a refused one)."""
+        for name in RECORD_FIELDS:
+            records = getattr(self, name)
+            for key, row in records.items() if isinstance(records, dict) else enumerate(records):
+                single = Batch()
+                target = getattr(single, name)
+                if isinstance(target, dict):
+                    target[key] = row
+                else:
+                    target.append(row)
+                yield single
+
+    def records(self) -> tuple[Any, ...]:
+        """The records alone, in `RECORD_FIELDS` order (what a writer process receives)."""
+        return tuple(getattr(self, name) for name in RECORD_FIELDS)
+
+    @classmethod
+    def of_records(cls, records: tuple[Any, ...]) -> Batch:
+        batch = cls()
+        for name, value in zip(RECORD_FIELDS, records, strict=True):
+            setattr(batch, name, value)
+        return batch
+
+    def record_count(self) -> int:
+        return (
+            len(self.flows)
+            + len(self.flow_runs)
+            + len(self.task_runs)
+            + len(self.edges)
+            + len(self.logs)
+            + len(self.offsets)
+            + len(self.workers)
+            + len(self.source_status)
+            + len(self.idempotency)
+        )
+
+
+def describe(single: Batch) -> str:
+    """Which table and id a one-record batch is for, without its values (they may be secret)."""
+    for name in RECORD_FIELDS:
+        records = getattr(single, name)
+        if records:
+            row = next(iter(records.values())) if isinstance(records, dict) else records[0]
+            return f"{name} (id {row.get('id', '?')})"
+    return "empty"
+
+
+RECORD_FIELDS = (
+    "flows",
+    "flow_runs",
+    "task_runs",
+    "edges",
+    "logs",
+    "offsets",
+    "workers",
+    "source_status",
+    "idempotency",
+)
+"""The record fields of `Batch`, in the order `_write_batch` writes them."""
+
+
+class RemoteWriteError(StoreError):
+    """A batch a writer process could not write; `transient` says whether to retry it."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.orig = message  # what the writer logs of a database error
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether the same batch may succeed later; only errors about the data itself are not.
+
+    Anything else (refused or dropped connections, a server shutting down, a
+    locked SQLite file, timeouts, errors drivers do not classify) is retried:
+    losing runs is worse than waiting for the database.
+    """
+    if isinstance(error, RemoteWriteError):
+        return error.transient
+    if isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError)):
+        return False
+    # asyncpg's data errors reach SQLAlchemy unclassified; SQLSTATE tells:
+    # class 22 (data exception: NUL byte, value too long) and 23 (constraint)
+    sqlstate = str(getattr(getattr(error, "orig", None), "sqlstate", "") or "")
+    return sqlstate[:2] not in ("22", "23")
+
+
+class _Upsert:
+    """One table's INSERT ... ON CONFLICT, rendered once, executed with plain tuples.
+
+    Rows skip SQLAlchemy's per-value processing, the writer's hottest cost: the
+    driver gets tuples in column order. Timestamps (epoch floats in rows) become
+    `datetime`s for PostgreSQL and stay floats for SQLite (see `Timestamp`).
+    SQLite gets many rows per statement: `sqlite3` releases the GIL around each
+    statement it steps, and one release per row would hand the GIL back and forth
+    with the event loop thread hundreds of times a batch.
+    """
+
+    def __init__(
+        self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None
+    ) -> None:
+        self.table = table
+        self.columns = tuple(c.name for c in table.columns if c.autoincrement is not True)
+        self.keys = keys
+        if update is None:
+            update = tuple(c for c in self.columns if c not in keys and c != "created_at")
+        self.update = update
+        self.timestamp_positions = tuple(
+            i for i, c in enumerate(self.columns) if isinstance(table.c[c].type, Timestamp)
+        )
+        self.rows_per_statement = max(1, min(500, 30_000 // len(self.columns)))
+        self._sql: dict[tuple[str, int], str] = {}
+
+    def sql(self, dialect: sa.Dialect, rows: int = 1) -> str:
+        text = self._sql.get((dialect.name, rows))
+        if text is None:
+            text = self._render(dialect, rows)
+            if rows in (1, self.rows_per_statement):
+                self._sql[(dialect.name, rows)] = text
+        return text
+
+    def _render(self, dialect: sa.Dialect, rows: int) -> str:
+        quote = dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in self.columns)
+        style = dialect.paramstyle
+        if style == "qmark":
+            marks = ", ".join("?" for _ in self.columns)
+        elif style == "numeric_dollar":
+            marks = ", ".join(f"${i + 1}" for i in range(len(self.columns)))
+        elif style == "format":
+            marks = ", ".join("%s" for _ in self.columns)
+        else:  # pragma: no cover - every driver eventflow installs is one of the above
+            raise StoreError(f"unsupported DB-API paramstyle {style!r}")
+        values = ", ".join([f"({marks})"] * rows)
+        text = f"INSERT INTO {quote(self.table.name)} ({names}) VALUES {values}"
+        if not self.keys:
+            return text
+        conflict = ", ".join(quote(k) for k in self.keys)
+        if not self.update:
+            return f"{text} ON CONFLICT ({conflict}) DO NOTHING"
+        updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self.update)
+        return f"{text} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+
+    def execute(self, conn: sa.Connection, rows: Iterable[Row]) -> None:
+        dialect = conn.dialect
+        columns = self.columns
+        if dialect.name == "sqlite":
+            chunk = self.rows_per_statement
+            values = [row.get(c) for row in rows for c in columns]
+            step = chunk * len(columns)
+            for start in range(0, len(values), step):
+                params = tuple(values[start : start + step])
+                statement = self.sql(dialect, len(params) // len(columns))
+                conn.exec_driver_sql(statement, params)
+            return
+        positions = self.timestamp_positions
+        tuples = []
+        for row in rows:
+            row_values = [row.get(c) for c in columns]
+            for i in positions:
+                value = row_values[i]
+                if value is not None:
+                    row_values[i] = _utc_datetime(value)
+            tuples.append(tuple(row_values))
+        conn.exec_driver_sql(self.sql(dialect), tuples)
+
+
+def _utc_datetime(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def write_batch(conn: sa.Connection, batch: Batch) -> None:
+    if batch.flows:
+        _FLOWS.execute(conn, batch.flows.values())
+    if batch.flow_runs:
+        _FLOW_RUNS.execute(conn, batch.flow_runs.values())
+    if batch.task_runs:
+        _TASK_RUNS.execute(conn, batch.task_runs.values())
+    if batch.edges:
+        _EDGES.execute(conn, batch.edges.values())
+    if batch.logs:
+        _LOGS.execute(conn, batch.logs)
+    if batch.offsets:
+        _OFFSETS_UPSERT.execute(conn, batch.offsets.values())
+    if batch.workers:
+        _WORKERS.execute(conn, batch.workers.values())
+    if batch.source_status:
+        _SOURCE_STATUS_UPSERT.execute(conn, batch.source_status.values())
+    if batch.idempotency:
+        conn.execute(_SETTLE_CLAIM, batch.idempotency)
+
+
+_FLOWS = _Upsert(schema.flows, ("name",), ("version",))
+_FLOW_RUNS = _Upsert(schema.flow_runs, ("id",), None)
+_TASK_RUNS = _Upsert(schema.task_runs, ("id",), None)
+_EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
+_LOGS = _Upsert(schema.logs, (), None)
+_WORKERS = _Upsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
+_SOURCE_STATUS_UPSERT = _Upsert(schema.source_status, ("worker_id", "subscription"), None)
+_OFFSETS_UPSERT = _Upsert(
+    schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
+)
+
+
+_CLAIMS = schema.idempotency_keys
+_SETTLE_CLAIM = (
+    _CLAIMS.update()
+    .where(
+        _CLAIMS.c.flow_name == sa.bindparam("b_flow_name"),
+        _CLAIMS.c.key == sa.bindparam("b_key"),
+        _CLAIMS.c.run_id == sa.bindparam("b_run_id"),
+    )
+    .values(
+        state=sa.bindparam("b_state"),
+        completed_at=sa.bindparam("b_completed_at", type_=_CLAIMS.c.completed_at.type),
+    )
+)
