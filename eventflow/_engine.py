@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import orjson
 from pydantic_core import to_jsonable_python
@@ -151,6 +151,10 @@ async def _run_hooks(hooks: Iterable[Callable[..., Any]], *args: Any) -> None:
 
 _CONTAINERS = (list, tuple, set, frozenset, dict)
 
+_submitted = False
+"""Whether any task was submitted in this process: until then no argument can
+hold a TaskFuture, and task runs skip looking for one in their arguments."""
+
 
 def _find_futures(value: Any, found: list[TaskFuture[Any]]) -> None:
     """Collect the TaskFutures in `value`, looking inside lists, tuples, sets and dicts."""
@@ -179,6 +183,8 @@ def _resolve(value: Any) -> Any:
 _PENDING = StateType.PENDING.value
 _RUNNING = StateType.RUNNING.value
 _RETRYING = StateType.RETRYING.value
+_TEXT = {state_type: state_type.value for state_type in StateType}
+"""The plain string of each state type, for rows (`.value` on an enum is slow)."""
 
 
 class _TaskRunRecord(_Attempts):
@@ -237,7 +243,7 @@ class _TaskRunRecord(_Attempts):
     def finish(self, state: State) -> None:
         row = self.row
         state.run_id = row["id"]
-        row["state_type"] = state.type.value
+        row["state_type"] = _TEXT[state.type]
         row["state_name"] = state.name
         row["error"] = None if state.type is StateType.COMPLETED else state.message
         row["ended_at"] = ended = time.time()
@@ -251,6 +257,7 @@ class _TaskRunRecord(_Attempts):
         )
 
 
+@overload
 async def run_task(
     task: Task[Any, Any],
     flow_run: FlowRunContext,
@@ -258,8 +265,39 @@ async def run_task(
     kwargs: dict[str, Any],
     wait_for: tuple[TaskFuture[Any], ...] = (),
     task_run_id: str | None = None,
-) -> State:
-    """Run one task run of `task` inside `flow_run` and return its final state."""
+    *,
+    unwrap: Literal[False] = False,
+) -> State: ...
+
+
+@overload
+async def run_task(
+    task: Task[Any, Any],
+    flow_run: FlowRunContext,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_for: tuple[TaskFuture[Any], ...] = (),
+    task_run_id: str | None = None,
+    *,
+    unwrap: bool,
+) -> Any: ...
+
+
+async def run_task(
+    task: Task[Any, Any],
+    flow_run: FlowRunContext,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_for: tuple[TaskFuture[Any], ...] = (),
+    task_run_id: str | None = None,
+    *,
+    unwrap: bool = False,
+) -> Any:
+    """Run one task run of `task` inside `flow_run` and return its final state.
+
+    With `unwrap`, return its result (or raise its error) instead: what an
+    awaited call in a flow wants, without one more coroutine around this one.
+    """
     writer = flow_run.writer
     run_id = task_run_id or new_id()
     row: dict[str, Any] = {
@@ -277,15 +315,16 @@ async def run_task(
     }
     record = _TaskRunRecord(task, row, writer, args, kwargs)
     upstream: list[TaskFuture[Any]] = []
-    if args:
-        _find_futures(args, upstream)
-    if kwargs:
-        _find_futures(kwargs, upstream)
+    if _submitted:
+        if args:
+            _find_futures(args, upstream)
+        if kwargs:
+            _find_futures(kwargs, upstream)
     if upstream or wait_for:
         state = await _wait_upstream(flow_run, run_id, row, upstream, wait_for)
         if state is not None:
             record.finish(state)
-            return state
+            return state.result() if unwrap else state
         record.args = args = _resolve(args)
         record.kwargs = kwargs = _resolve(kwargs)
     if task.task_run_name is not None:
@@ -308,7 +347,7 @@ async def run_task(
     hooks = task.on_completion if state.type is StateType.COMPLETED else task.on_failure
     if hooks:
         await _run_hooks(hooks, task, record.info(), state)
-    return state
+    return state.result() if unwrap else state
 
 
 async def _wait_upstream(
@@ -352,6 +391,8 @@ def submit_task(
     wait_for: Iterable[TaskFuture[Any]] = (),
 ) -> TaskFuture[Any]:
     """Start a task run concurrently with the caller and return its future."""
+    global _submitted
+    _submitted = True
     run_id = new_id()
     coroutine = run_task(task, flow_run, args, kwargs, tuple(wait_for), run_id)
     loop = flow_run.loop
@@ -400,7 +441,7 @@ class _FlowRunRecord(_Attempts):
     def finish(self, state: State) -> None:
         row = self.row
         state.run_id = row["id"]
-        row["state_type"] = state.type.value
+        row["state_type"] = _TEXT[state.type]
         row["state_name"] = state.name
         row["ended_at"] = time.time()
         if state.type is StateType.COMPLETED:
@@ -453,25 +494,17 @@ async def run_flow(
         "parent_flow_run_id": parent.flow_run_id if parent else None,
         "retry_of": retry_of,
         "worker_id": worker_id,
-        "event_source": None,
-        "event_partition": None,
-        "event_offset": None,
-        "event_id": None,
-        "event_key": None,
-        "event_payload": None,
-        "event_time": None,
+        "event_source": None if event is None else event.source,
+        "event_partition": None if event is None else event.partition,
+        "event_offset": None if event is None else event.offset,
+        "event_id": None if event is None else event.id,
+        "event_key": None if event is None else event.key,
+        "event_payload": None if event is None else event.payload,
+        "event_time": None if event is None else event.timestamp,
         "created_at": now,
         "started_at": now,
         "ended_at": None,
     }
-    if event is not None:
-        row["event_source"] = event.source
-        row["event_partition"] = event.partition
-        row["event_offset"] = event.offset
-        row["event_id"] = event.id
-        row["event_key"] = event.key
-        row["event_payload"] = event.payload
-        row["event_time"] = event.timestamp
     try:
         if raw_parameters is not None:
             parameters = flow.validate_json(raw_parameters)

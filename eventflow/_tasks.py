@@ -106,15 +106,19 @@ class Task(Generic[P, R]):
         return template.format(**parameters)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return_state = bool(kwargs.pop("return_state", False))
-        wait_for = kwargs.pop("wait_for", None)
+        return_state = False
+        wait_for: tuple[TaskFuture[Any], ...] = ()
+        if kwargs:
+            return_state = bool(kwargs.pop("return_state", False))
+            wait_for = tuple(kwargs.pop("wait_for", None) or ())  # type: ignore[arg-type]
         flow_run = current_flow_run.get()
         if flow_run is None:
             return self.fn(*args, **kwargs)
-        coroutine = run_task(self, flow_run, args, kwargs, tuple(wait_for or ()))  # type: ignore[arg-type]
         loop = running_loop()
         if loop is flow_run.loop and self.is_async:
-            return _unwrap_async(coroutine, return_state)  # type: ignore[return-value]
+            # a coroutine: the flow awaits it
+            return run_task(self, flow_run, args, kwargs, wait_for, unwrap=not return_state)  # type: ignore[return-value]
+        coroutine = run_task(self, flow_run, args, kwargs, wait_for)
         if loop is None:
             state = asyncio.run_coroutine_threadsafe(coroutine, flow_run.loop).result()
         else:
@@ -162,11 +166,6 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
-
-
-async def _unwrap_async(coroutine: Any, return_state: bool) -> Any:
-    state = await coroutine
-    return state if return_state else state.result()
 
 
 def _is_mappable(value: Any) -> bool:

@@ -177,6 +177,7 @@ class SubscriptionRunner(EventSink):
         self._partitions: dict[Partition, _PartitionState] = {}
         self._keys: dict[tuple[Partition | None, str], deque[Event]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        """Runs of unpartitioned events, replays and batches (a partition holds its own)."""
         self._unacked: list[Event] = []
         self._dead_letter: Sink | None = None
         self._sink_started = False
@@ -405,13 +406,11 @@ class SubscriptionRunner(EventSink):
     # -- running events --------------------------------------------------------------
 
     def _start(self, event: Event, partition: Partition | None, work: Any) -> None:
+        # one set per task, so one done callback: its partition's, or the runner's
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if partition is not None:
-            state = self._partitions[partition]
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
+        tasks = self._tasks if partition is None else self._partitions[partition].tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _process(self, event: Event) -> None:
         finished = False
@@ -1137,9 +1136,10 @@ class SubscriptionRunner(EventSink):
 
         Call after `stop_fetching()`: from then on no queued event starts.
         """
-        if not self._tasks:
+        tasks = self._tasks.union(*(state.tasks for state in self._partitions.values()))
+        if not tasks:
             return 0
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+        _done, pending = await asyncio.wait(tasks, timeout=grace_seconds)
         for task in pending:
             task.cancel()
         if pending:
