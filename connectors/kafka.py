@@ -224,17 +224,15 @@ class KafkaSource(Source):
                     # fetched while its assignment was still being set up: read it again later
                     consumer.seek(tp, batch.pop(tp)[0].offset)
                 events = [
-                    Event(
-                        id=f"{record.topic}/{record.partition}/{record.offset}",
-                        value=record.value if record.value is not None else b"",
-                        key=record.key.decode("utf-8", "replace")
-                        if record.key is not None
-                        else None,
-                        stream=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
-                        headers=record.headers or (),
+                    Event(  # positional: per event, and keywords cost a third more
+                        f"{record.topic}/{record.partition}/{record.offset}",  # id
+                        record.value if record.value is not None else b"",  # value
+                        record.key.decode("utf-8", "replace") if record.key is not None else None,
+                        record.topic,  # stream
+                        record.partition,
+                        record.offset,
+                        record.timestamp / 1000 if record.timestamp is not None else None,
+                        record.headers or (),
                     )
                     for records in batch.values()
                     for record in records

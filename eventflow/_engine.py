@@ -37,9 +37,10 @@ logger = logging.getLogger("eventflow.engine")
 _RESULT_LIMIT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventInfo:
-    """Where a flow run's input came from, recorded with the run."""
+    """Where a flow run's input came from, recorded with the run (read-only by convention:
+    built per event, and a frozen dataclass takes twice as long to build)."""
 
     source: str
     id: str
@@ -72,6 +73,10 @@ class _Attempts:
     """Callbacks of one run's attempt loop: what to record at each step.
 
     An object rather than closures: it is built once per run on the hot path.
+    A run's row goes to the writer itself, not a copy, and the writer may read
+    it at any time from its thread: after the first put, every change is one
+    `dict.update` (atomic under the GIL) followed by another put, so the
+    writer sees a whole state and the last put brings the final one.
     """
 
     __slots__ = ()
@@ -183,6 +188,7 @@ def _resolve(value: Any) -> Any:
 _PENDING = StateType.PENDING.value
 _RUNNING = StateType.RUNNING.value
 _RETRYING = StateType.RETRYING.value
+_COMPLETED = StateType.COMPLETED.value
 _TEXT = {state_type: state_type.value for state_type in StateType}
 """The plain string of each state type, for rows (`.value` on an enum is slow)."""
 
@@ -213,21 +219,19 @@ class _TaskRunRecord(_Attempts):
 
     def on_attempt(self, attempt: int) -> None:
         row = self.row
-        row["run_count"] = attempt
-        row["state_type"] = _RUNNING
         if attempt == 1:
-            row["state_name"] = "Running"
-            row["started_at"] = time.time()
+            row.update(
+                run_count=1, state_type=_RUNNING, state_name="Running", started_at=time.time()
+            )
         else:
-            row["state_name"] = "Retrying"
-        self.writer.put_task_run(row.copy())
+            row.update(run_count=attempt, state_type=_RUNNING, state_name="Retrying")
+        self.writer.put_task_run(row)
 
     def on_retry(self, state: State, attempt: int, delay: float) -> None:
         row = self.row
-        row["state_type"] = _RETRYING
-        row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
-        row["error"] = state.message
-        self.writer.put_task_run(row.copy())
+        name = "AwaitingRetry" if delay > 0 else "Retrying"
+        row.update(state_type=_RETRYING, state_name=name, error=state.message)
+        self.writer.put_task_run(row)
         RECORDER.retried("task", row["task_name"])
 
     def retry_allowed(self, state: State) -> bool:
@@ -243,10 +247,13 @@ class _TaskRunRecord(_Attempts):
     def finish(self, state: State) -> None:
         row = self.row
         state.run_id = row["id"]
-        row["state_type"] = _TEXT[state.type]
-        row["state_name"] = state.name
-        row["error"] = None if state.type is StateType.COMPLETED else state.message
-        row["ended_at"] = ended = time.time()
+        ended = time.time()
+        row.update(
+            state_type=_TEXT[state.type],
+            state_name=state.name,
+            error=None if state.type is StateType.COMPLETED else state.message,
+            ended_at=ended,
+        )
         self.writer.put_task_run(row)
         started = row["started_at"]
         RECORDER.run_finished(
@@ -362,7 +369,7 @@ async def _wait_upstream(
     Returns a Failed state if one of them did not complete, else None.
     """
     writer = flow_run.writer
-    writer.put_task_run(row.copy())
+    writer.put_task_run(row)
     dependencies = [(f, "data") for f in upstream] + [(f, "wait_for") for f in wait_for]
     for future, kind in dependencies:
         writer.put_edge(
@@ -424,38 +431,44 @@ class _FlowRunRecord(_Attempts):
 
     def on_attempt(self, attempt: int) -> None:
         row = self.row
-        row["run_count"] = attempt
-        if attempt > 1:
-            row["state_type"] = _RUNNING
-            row["state_name"] = "Retrying"
-            self.writer.put_flow_run(row.copy())
+        if attempt == 1:
+            row["run_count"] = 1
+        else:
+            row.update(run_count=attempt, state_type=_RUNNING, state_name="Retrying")
+            self.writer.put_flow_run(row)
 
     def on_retry(self, state: State, attempt: int, delay: float) -> None:
         row = self.row
-        row["state_type"] = _RETRYING
-        row["state_name"] = "AwaitingRetry" if delay > 0 else "Retrying"
-        row["error"] = state.message
-        self.writer.put_flow_run(row.copy())
+        name = "AwaitingRetry" if delay > 0 else "Retrying"
+        row.update(state_type=_RETRYING, state_name=name, error=state.message)
+        self.writer.put_flow_run(row)
         RECORDER.retried("flow", row["flow_name"])
 
     def finish(self, state: State) -> None:
         row = self.row
         state.run_id = row["id"]
-        row["state_type"] = _TEXT[state.type]
-        row["state_name"] = state.name
-        row["ended_at"] = time.time()
+        ended = time.time()
         if state.type is StateType.COMPLETED:
-            row["error"] = None
-            row["result"] = None if state.data is None else _json(state.data)
+            result = None if state.data is None else _json(state.data)
+            row.update(
+                state_type=_COMPLETED,
+                state_name=state.name,
+                ended_at=ended,
+                error=None,
+                result=result,
+            )
         else:
-            row["error"] = state.message
+            state_type = _TEXT[state.type]
+            row.update(
+                state_type=state_type, state_name=state.name, ended_at=ended, error=state.message
+            )
         self.writer.put_flow_run(row)
         started = row["started_at"]
         RECORDER.run_finished(
             "flow",
             row["flow_name"],
             row["state_type"],
-            None if started is None else row["ended_at"] - started,
+            None if started is None else ended - started,
         )
 
 
@@ -525,7 +538,7 @@ async def run_flow(
         row["parameters"] = _json(parameters)  # else the payload column holds them already
     if flow.flow_run_name is not None:
         row["name"] = flow.format_run_name(parameters)
-    writer.put_flow_run(row.copy())
+    writer.put_flow_run(row)
     record = _FlowRunRecord(row, writer, parameters)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     token = current_flow_run.set(context)

@@ -89,7 +89,7 @@ def Running() -> State:
 
 
 def Completed(data: Any = None) -> State:
-    return State(StateType.COMPLETED, "Completed", data=data)
+    return State(StateType.COMPLETED, "Completed", None, data, time.time())  # once per run
 
 
 def Failed(error: BaseException, name: str = "Failed") -> State:

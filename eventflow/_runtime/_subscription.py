@@ -407,7 +407,10 @@ class SubscriptionRunner(EventSink):
 
     def _start(self, event: Event, partition: Partition | None, work: Any) -> None:
         # one set per task, so one done callback: its partition's, or the runner's
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            work,
+            name=self.subscription.name,  # (a fixed name spares numbering every task)
+        )
         tasks = self._tasks if partition is None else self._partitions[partition].tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -31,8 +31,6 @@ from ._committer import Committer, LocalCommitter, ProcessCommitter
 
 logger = logging.getLogger("eventflow.store")
 
-_FLOW_RUN = 0
-_TASK_RUN = 1
 _EDGE = 2
 _LOG = 3
 _FLOW = 4
@@ -84,6 +82,9 @@ class RunWriter:
         self._timings: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._in_commit = 0
         self._queue: deque[Any] = deque()
+        # the hot records in deques of their own: no (kind, row) tuple per record
+        self._flow_runs: deque[Row] = deque()
+        self._task_runs: deque[Row] = deque()
         self._known_flows: set[str] = set()
         self._wake_pending = False
         self._idle = False
@@ -129,7 +130,7 @@ class RunWriter:
     @property
     def pending(self) -> int:
         """Records not yet committed: queued, or in the batch being committed (or retried)."""
-        return len(self._queue) + self._in_commit
+        return len(self._queue) + len(self._flow_runs) + len(self._task_runs) + self._in_commit
 
     def take_batch_timings(self) -> list[tuple[float, int]]:
         """(seconds, records) of the group commits since the last call, for metrics."""
@@ -146,10 +147,10 @@ class RunWriter:
             )
 
     def put_flow_run(self, row: Row) -> None:
-        self._queue.append((_FLOW_RUN, row))
+        self._flow_runs.append(row)
 
     def put_task_run(self, row: Row) -> None:
-        self._queue.append((_TASK_RUN, row))
+        self._task_runs.append(row)
 
     def put_edge(self, row: Row) -> None:
         self._queue.append((_EDGE, row))
@@ -243,7 +244,13 @@ class RunWriter:
         try:
             while True:
                 self._idle = True  # before looking at the queue: see _request_wake
-                if not self._queue and batch.record_count() == 0 and not batch.markers:
+                if (
+                    not self._queue
+                    and not self._flow_runs
+                    and not self._task_runs
+                    and batch.record_count() == 0
+                    and not batch.markers
+                ):
                     if self._closing:
                         break
                     with contextlib.suppress(TimeoutError):
@@ -325,19 +332,20 @@ class RunWriter:
         logger.error("stored the rest of the batch; %d record(s) dropped", dropped)
 
     def _drain_into(self, batch: Batch) -> None:
+        """Move the queued records into `batch`, coalescing runs by id.
+
+        The general queue first, then the run deques to their end: a flush
+        marker or offsets are then always in the batch of every run record put
+        before them (appends to a deque are atomic; the producer's order holds).
+        """
         queue = self._queue
-        flow_runs, task_runs = batch.flow_runs, batch.task_runs
         while queue:
             item = queue.popleft()
             if isinstance(item, _FlushMarker):
                 batch.markers.append(item)
                 continue
             kind, row = item
-            if kind == _FLOW_RUN:
-                flow_runs[row["id"]] = row
-            elif kind == _TASK_RUN:
-                task_runs[row["id"]] = row
-            elif kind == _LOG:
+            if kind == _LOG:
                 batch.logs.append(row)
             elif kind == _EDGE:
                 batch.edges[(row["upstream_id"], row["downstream_id"])] = row
@@ -356,6 +364,10 @@ class RunWriter:
                 batch.source_status[(row["worker_id"], row["subscription"])] = row
             elif kind == _IDEMPOTENCY:
                 batch.idempotency.append(row)
+        for runs, into in ((self._flow_runs, batch.flow_runs), (self._task_runs, batch.task_runs)):
+            while runs:
+                row = runs.popleft()
+                into[row["id"]] = row
 
     async def _commit(self, batch: Batch) -> None:
         assert self._committer is not None
