@@ -4,8 +4,9 @@
 
 Consumes COUNT order events with a two-task flow, every run tracked in a SQLite
 store of its own, and prints one JSON line: events/s from the first event to the
-last run durable with its offsets, peak RSS, RSS sampled along the way, and the
-p50/p99 latency from an event's produce time to its run's end. `--control`
+last run durable with its offsets, peak RSS, RSS sampled along the way (both of
+the worker plus its writer process), and the p50/p99 latency from an event's
+produce time to its run's end. `--control`
 subscribes with one flow control (see CONTROLS) to measure what it costs.
 """
 
@@ -79,12 +80,27 @@ CONTROLS: dict[str, dict[str, Any]] = {
 """Subscription options per `--control`: limits that rarely bind, to measure the bookkeeping."""
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def memory_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """A process's resident memory (`VmRSS`) or its peak (`VmHWM`), from /proc."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # the process is gone
+        pass
     return 0.0
+
+
+def writer_pid(runner: Any) -> int | None:
+    """The worker's writer process (it writes the runs; its memory counts too)."""
+    return getattr(getattr(runner.writer, "_committer", None), "pid", None)
+
+
+def rss_mb(runner: Any) -> float:
+    """The worker's resident memory: its own and its writer process's."""
+    child = writer_pid(runner)
+    return memory_mb() + (memory_mb(child) if child is not None else 0.0)
 
 
 async def measure(
@@ -113,12 +129,14 @@ async def measure(
     while True:
         committed = sum(state.stored or 0 for state in runner._partitions.values())
         if runner.stats.completed >= next_sample:
-            samples.append((runner.stats.completed, round(rss_mb(), 1)))
+            samples.append((runner.stats.completed, round(rss_mb(runner), 1)))
             next_sample += max(count // 10, 1)
         if committed >= count:
             break
         await asyncio.sleep(0.01)
     seconds = time.perf_counter() - started
+    child = writer_pid(runner)
+    writer_peak = memory_mb(child, "VmHWM") if child is not None else 0.0
     stop.set()
     await serving
 
@@ -157,7 +175,11 @@ async def measure(
         "task_runs": task_runs,
         "latency_p50_s": round(p50, 3) if p50 is not None else None,
         "latency_p99_s": round(p99, 3) if p99 is not None else None,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # the worker and its writer process together (each one's own peak)
+        "peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + writer_peak, 1
+        ),
+        "writer_peak_rss_mb": round(writer_peak, 1),
         "rss_samples": samples,
     }
 

@@ -147,16 +147,31 @@ class _Upsert:
         self.timestamp_positions = tuple(
             i for i, c in enumerate(self.columns) if isinstance(table.c[c].type, Timestamp)
         )
-        self.rows_per_statement = max(1, min(500, 30_000 // len(self.columns)))
+        # a power of two, at most 512 rows and 30,000 parameters (SQLite allows 32,766)
+        self.rows_per_statement = 1 << min(9, (30_000 // len(self.columns)).bit_length() - 1)
         self._sql: dict[tuple[str, int], str] = {}
 
     def sql(self, dialect: sa.Dialect, rows: int = 1) -> str:
         text = self._sql.get((dialect.name, rows))
         if text is None:
-            text = self._render(dialect, rows)
-            if rows in (1, self.rows_per_statement):
-                self._sql[(dialect.name, rows)] = text
+            text = self._sql[(dialect.name, rows)] = self._render(dialect, rows)
         return text
+
+    def chunks(self, rows: int) -> Iterator[int]:
+        """Rows per statement for `rows` rows: full statements, then powers of two.
+
+        So a table has at most ten statement shapes: `sqlite3` keeps up to 128
+        prepared statements per connection, and a 500-row upsert takes 1.6 MB
+        prepared (one shape per remainder grew a worker by 150 MB).
+        """
+        full, rest = divmod(rows, self.rows_per_statement)
+        yield from (self.rows_per_statement,) * full
+        size = self.rows_per_statement >> 1
+        while rest:
+            if rest & size:
+                yield size
+                rest -= size
+            size >>= 1
 
     def _render(self, dialect: sa.Dialect, rows: int) -> str:
         quote = dialect.identifier_preparer.quote
@@ -184,13 +199,12 @@ class _Upsert:
         dialect = conn.dialect
         columns = self.columns
         if dialect.name == "sqlite":
-            chunk = self.rows_per_statement
             values = [row.get(c) for row in rows for c in columns]
-            step = chunk * len(columns)
-            for start in range(0, len(values), step):
-                params = tuple(values[start : start + step])
-                statement = self.sql(dialect, len(params) // len(columns))
-                conn.exec_driver_sql(statement, params)
+            start = 0
+            for count in self.chunks(len(values) // len(columns)):
+                end = start + count * len(columns)
+                conn.exec_driver_sql(self.sql(dialect, count), tuple(values[start:end]))
+                start = end
             return
         positions = self.timestamp_positions
         tuples = []

@@ -74,6 +74,9 @@ class ProcessCommitter:
         self._child: subprocess.Popen[bytes] | None = None
         self._socket: socket.socket | None = None
         self._reader: IO[bytes] | None = None
+        # now, not at the first commit: the child imports while the worker starts
+        # up, and the first batch does not pile up behind its start
+        self._start()
 
     @property
     def pid(self) -> int | None:
