@@ -108,7 +108,14 @@ async def measure(
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
     url = f"sqlite:///{workdir / 'bench.db'}"
-    settings = Settings.from_env({"EVENTFLOW_DATABASE_URL": url, "EVENTFLOW_LOG_LEVEL": "WARNING"})
+    settings = Settings.from_env(
+        {
+            "EVENTFLOW_DATABASE_URL": url,
+            "EVENTFLOW_LOG_LEVEL": "WARNING",
+            # EVENTFLOW_WRITER_PROCESS=0 measures the writer thread instead
+            "EVENTFLOW_WRITER_PROCESS": os.environ.get("EVENTFLOW_WRITER_PROCESS", "1"),
+        }
+    )
     app = App(settings)
     app.subscribe(
         KafkaSource(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}"),
