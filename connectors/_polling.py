@@ -260,9 +260,13 @@ class PollingSource(Source):
     def delivered(self, events: Sequence[Event]) -> None:
         """The runtime took the events of the last `poll`: commit what it computed."""
 
+    async def resume(self, sink: EventSink) -> None:
+        """Before the first poll: restore what a previous worker saved for this source."""
+
     # -- the loop --------------------------------------------------------------------
 
     async def run(self, sink: EventSink) -> None:
+        await self.resume(sink)
         async with self._client_for_run() as client:
             while not sink.stopping:
                 if not sink.accepting():

@@ -14,9 +14,10 @@ Between polls the source carries ETag / Last-Modified validators (a 304
 produces no events) and a cursor: `cursor_from` (a dotted path in the body, or
 a callable of it) gives the value sent next as the `cursor_param` query
 parameter. Both only advance once the runtime took the poll's events; a
-failed poll leaves them as they were. The cursor lives in memory: after a
-restart polling starts again from `cursor` (and the store skips the items
-that already ran).
+failed poll leaves them as they were. The cursor is also saved in the store,
+once the runs of every event polled before it are durable: a restarted worker
+polls from there (not from `cursor`), and an event whose run had not finished
+is polled again.
 
 Errors (5xx, 429, timeouts, refused connections, invalid JSON, a body over
 `max_body_bytes`) are recorded in `source.stats` and logged; the source backs
@@ -26,8 +27,9 @@ off (at least the server's `Retry-After`) and keeps polling.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +38,7 @@ import httpx
 import orjson
 
 from eventflow import ConfigurationError
-from eventflow.runtime import Event
+from eventflow.runtime import Event, EventSink
 
 from ._polling import (
     Backoff,
@@ -49,6 +51,8 @@ from ._polling import (
     PollStatusError,
     url_for_names,
 )
+
+logger = logging.getLogger("eventflow.polling")
 
 __all__ = [
     "Backoff",
@@ -115,6 +119,14 @@ class _Outcome:
     duplicates: int
 
 
+@dataclass(slots=True)
+class _Page:
+    """One poll's cursor and its events not acknowledged yet."""
+
+    cursor: str | None
+    pending: set[str]
+
+
 class HttpPollSource(PollingSource):
     """Polls a JSON endpoint every `interval` seconds (± `jitter`); see the module docstring."""
 
@@ -175,6 +187,20 @@ class HttpPollSource(PollingSource):
         self._validators: _Validators | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._outcome: _Outcome | None = None
+        self._sink: EventSink | None = None
+        self._pages: deque[_Page] = deque()
+        """Polls whose events are not all acknowledged yet, oldest first (with a cursor)."""
+        self._page_of: dict[str, _Page] = {}
+        self._saved_cursor: str | None = None
+
+    async def resume(self, sink: EventSink) -> None:
+        self._sink = sink
+        if self.cursor_param is None:
+            return
+        saved = await sink.checkpoint()
+        if saved is not None:
+            logger.info("%s: resuming at cursor %r", self.name, saved)
+            self.cursor = self._saved_cursor = saved
 
     async def poll(self, client: httpx.AsyncClient) -> Sequence[Event]:
         self._outcome = None
@@ -238,6 +264,12 @@ class HttpPollSource(PollingSource):
         self.cursor = outcome.cursor
         self._validators = outcome.validators
         self.stats.duplicates += outcome.duplicates
+        if self.cursor_param is not None:
+            page = _Page(outcome.cursor, {event.id for event in events})
+            self._pages.append(page)
+            for event_id in page.pending:
+                self._page_of[event_id] = page
+            self._save_cursor()
         if self.dedupe_window:
             recent = self._recent
             for event_id in outcome.ids:
@@ -245,6 +277,25 @@ class HttpPollSource(PollingSource):
                 recent.move_to_end(event_id)
             while len(recent) > self.dedupe_window:
                 recent.popitem(last=False)
+
+    async def ack(self, events: Sequence[Event]) -> None:
+        await super().ack(events)
+        if self._pages:
+            for event in events:
+                page = self._page_of.pop(event.id, None)
+                if page is not None:
+                    page.pending.discard(event.id)
+            self._save_cursor()
+
+    def _save_cursor(self) -> None:
+        """Save the cursor after the last poll whose events, and all before, are acknowledged."""
+        cursor = self._saved_cursor
+        pages = self._pages
+        while pages and not pages[0].pending:
+            cursor = pages.popleft().cursor
+        if cursor is not None and cursor != self._saved_cursor and self._sink is not None:
+            self._sink.save_checkpoint(str(cursor))
+            self._saved_cursor = cursor
 
     # -- translating a body ------------------------------------------------------------
 

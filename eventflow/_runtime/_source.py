@@ -79,6 +79,18 @@ class EventSink(ABC):
         Returns the offsets stored, for the source to commit to the broker.
         """
 
+    @abstractmethod
+    async def checkpoint(self) -> str | None:
+        """What the source last saved with `save_checkpoint`, from the store; None if nothing."""
+
+    @abstractmethod
+    def save_checkpoint(self, value: str) -> None:
+        """Save where an unpartitioned source resumes after a restart (an HTTP cursor).
+
+        Stored with the run records written before it. Save a position once the
+        events before it are acknowledged (`Source.ack`): their runs are durable.
+        """
+
 
 class Sink(ABC):
     """Somewhere a flow (or the dead-letter policy) publishes messages."""

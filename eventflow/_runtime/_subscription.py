@@ -29,6 +29,7 @@ from .._ids import new_id
 from .._metrics import RECORDER
 from .._notify import Notification
 from .._states import State, StateType
+from .._store._checkpoints import read_checkpoint
 from .._store._idempotency import COMPLETED, RELEASED, stored_key
 from .._store._leases import acquire_lease, release_lease
 from .._store._recovery import FinishedRun, finished_event_ids, finished_events, load_offsets
@@ -304,6 +305,12 @@ class SubscriptionRunner(EventSink):
         except Exception as error:
             logger.warning("%s: cannot take lease %r: %s", self.subscription.name, name, error)
             return False
+
+    async def checkpoint(self) -> str | None:
+        return await read_checkpoint(self.engine, self.subscription.name)
+
+    def save_checkpoint(self, value: str) -> None:
+        self.writer.put_checkpoint(self.subscription.name, self.source.name, value)
 
     async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Finish (within the grace period) or abandon the partitions' runs; store their offsets."""

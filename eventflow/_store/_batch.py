@@ -29,6 +29,7 @@ class Batch:
     edges: dict[tuple[str, str], Row] = field(default_factory=dict)
     logs: list[Row] = field(default_factory=list)
     offsets: dict[tuple[str, str, int], Row] = field(default_factory=dict)
+    checkpoints: dict[str, Row] = field(default_factory=dict)
     workers: dict[str, Row] = field(default_factory=dict)
     source_status: dict[tuple[str, str], Row] = field(default_factory=dict)
     idempotency: list[Row] = field(default_factory=list)
@@ -68,6 +69,7 @@ class Batch:
             + len(self.edges)
             + len(self.logs)
             + len(self.offsets)
+            + len(self.checkpoints)
             + len(self.workers)
             + len(self.source_status)
             + len(self.idempotency)
@@ -91,6 +93,7 @@ RECORD_FIELDS = (
     "edges",
     "logs",
     "offsets",
+    "checkpoints",
     "workers",
     "source_status",
     "idempotency",
@@ -235,6 +238,8 @@ def write_batch(conn: sa.Connection, batch: Batch) -> None:
         _LOGS.execute(conn, batch.logs)
     if batch.offsets:
         _OFFSETS_UPSERT.execute(conn, batch.offsets.values())
+    if batch.checkpoints:
+        _CHECKPOINTS.execute(conn, batch.checkpoints.values())
     if batch.workers:
         _WORKERS.execute(conn, batch.workers.values())
     if batch.source_status:
@@ -250,6 +255,7 @@ _EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
 _LOGS = _Upsert(schema.logs, (), None)
 _WORKERS = _Upsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
 _SOURCE_STATUS_UPSERT = _Upsert(schema.source_status, ("worker_id", "subscription"), None)
+_CHECKPOINTS = _Upsert(schema.source_checkpoints, ("subscription",), None)
 _OFFSETS_UPSERT = _Upsert(
     schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
 )

@@ -141,6 +141,17 @@ leases = sa.Table(
     sa.Column("expires_at", TIMESTAMP, nullable=False),
 )
 
+source_checkpoints = sa.Table(
+    "source_checkpoints",
+    metadata,
+    sa.Column("subscription", sa.String(500), primary_key=True),
+    sa.Column("source", sa.String(300), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+"""Where an unpartitioned source resumes after a restart (an HTTP poll's cursor), saved
+once every event before it is acknowledged."""
+
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,

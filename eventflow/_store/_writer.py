@@ -38,6 +38,7 @@ _OFFSETS = 5
 _WORKER = 6
 _SOURCE_STATUS = 7
 _IDEMPOTENCY = 8
+_CHECKPOINT = 9
 
 
 @dataclass(slots=True)
@@ -172,6 +173,12 @@ class RunWriter:
         Only the claim's holder changes it: a claim another run took over is left alone.
         """
         self._queue.append((_IDEMPOTENCY, {f"b_{k}": v for k, v in row.items()}))
+
+    def put_checkpoint(self, subscription: str, source: str, value: str) -> None:
+        """Where `subscription`'s source resumes, in the transaction of the records before."""
+        now = time.time()
+        row = {"subscription": subscription, "source": source, "value": value, "updated_at": now}
+        self._queue.append((_CHECKPOINT, row))
 
     def put_offsets(
         self,
@@ -364,6 +371,8 @@ class RunWriter:
                 batch.source_status[(row["worker_id"], row["subscription"])] = row
             elif kind == _IDEMPOTENCY:
                 batch.idempotency.append(row)
+            elif kind == _CHECKPOINT:
+                batch.checkpoints[row["subscription"]] = row
         for runs, into in ((self._flow_runs, batch.flow_runs), (self._task_runs, batch.task_runs)):
             while runs:
                 row = runs.popleft()

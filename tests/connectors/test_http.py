@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -13,10 +14,12 @@ import pytest
 
 from connectors.http import Backoff, HttpPollSource
 from eventflow import App, flow
+from eventflow._store import _schema as schema
 from examples.orders_api import OrdersApi
 from tests._kafka import wait_until
 from tests._services import free_port
 from tests._store import flow_runs
+from tests._store import rows as table_rows
 from tests.connectors._app import app_for, completed_event_ids, recording_flow, serving, settings
 from tests.connectors._servers import (
     Reply,
@@ -343,3 +346,70 @@ async def test_no_poll_while_the_runtime_is_at_its_in_flight_bound(
             release.set()  # a failure here must not leave runs blocked through shutdown
         await wait_until(lambda: len(started) >= 3, timeout=20)
     assert started[:3] == [0, 1, 2]
+
+
+def cursor_pages(request: Request) -> Reply:
+    """Three pages: no cursor -> items 1, 2; c1 -> item 3; c2 -> nothing new."""
+    after = request.query.get("after")
+    if after is None:
+        return Reply(json={"items": [{"id": 1}, {"id": 2}], "next_cursor": "c1"})
+    if after == "c1":
+        return Reply(json={"items": [{"id": 3}], "next_cursor": "c2"})
+    return Reply(json={"items": [], "next_cursor": None})
+
+
+def cursor_poller(base_url: str, path: str) -> HttpPollSource:
+    options: dict[str, Any] = {"cursor_param": "after", "cursor_from": "next_cursor"}
+    return poller(base_url, path, items="items", id_field="id", **options)
+
+
+async def stored_cursor(url: str) -> str | None:
+    rows = await table_rows(url, schema.source_checkpoints)
+    return rows[0]["value"] if rows else None
+
+
+async def test_a_restarted_worker_polls_from_the_cursor_saved_in_the_store(
+    feed: ServerThread, scripted: ScriptedApp, sqlite_url: str
+) -> None:
+    path = scripted.route("/resume", cursor_pages)
+    record, seen = recording_flow("http-resume")
+    source = cursor_poller(feed.url, path)
+    async with serving(app_for(sqlite_url, source, record)):
+        await wait_until(lambda: source.stats.acked >= 3, timeout=20)
+    assert await stored_cursor(sqlite_url) == "c2"  # saved at the latest by the graceful stop
+
+    scripted.requests.clear()
+    restarted = cursor_poller(feed.url, path)  # starts with no cursor of its own
+    async with serving(app_for(sqlite_url, restarted, record)):
+        await wait_until(lambda: restarted.stats.polls >= 2, timeout=20)
+    assert [r.query.get("after") for r in scripted.requests_to(path)][:2] == ["c2", "c2"]
+    assert sorted(item["id"] for item in seen) == [1, 2, 3]  # nothing polled or run twice
+
+
+async def test_a_poll_whose_runs_did_not_finish_is_polled_again_after_a_restart(
+    feed: ServerThread, scripted: ScriptedApp, sqlite_url: str
+) -> None:
+    path = scripted.route("/unfinished", cursor_pages)
+    started_3 = asyncio.Event()
+
+    @flow(name="http-unfinished")
+    async def slow_on_3(item: dict[str, Any]) -> None:
+        if item["id"] == 3:
+            started_3.set()
+            await asyncio.Event().wait()  # cancelled when the worker stops
+
+    source = cursor_poller(feed.url, path)
+    app = App(replace(settings(sqlite_url), shutdown_grace=0.2))
+    app.subscribe(source, slow_on_3, params=lambda event: {"item": orjson.loads(event.value)})
+    async with serving(app):
+        await asyncio.wait_for(started_3.wait(), 20)
+        await wait_until(lambda: source.stats.acked >= 2, timeout=20)
+    # items 1 and 2 are durable (cursor c1 saved); item 3's run never finished
+    assert await stored_cursor(sqlite_url) == "c1"
+
+    scripted.requests.clear()
+    record, _seen = recording_flow("http-unfinished")
+    restarted = cursor_poller(feed.url, path)
+    async with serving(app_for(sqlite_url, restarted, record)):
+        await wait_until(lambda: restarted.stats.polls >= 1, timeout=20)
+    assert scripted.requests_to(path)[0].query.get("after") == "c1"
