@@ -119,6 +119,9 @@ class _Outcome:
     duplicates: int
 
 
+_PAGES_BEFORE_COMPACTING = 64
+
+
 @dataclass(slots=True)
 class _Page:
     """One poll's cursor and its events not acknowledged yet."""
@@ -189,8 +192,9 @@ class HttpPollSource(PollingSource):
         self._outcome: _Outcome | None = None
         self._sink: EventSink | None = None
         self._pages: deque[_Page] = deque()
-        """Polls whose events are not all acknowledged yet, oldest first (with a cursor)."""
-        self._page_of: dict[str, _Page] = {}
+        """Polls (with a cursor) not yet saved, oldest first; polls whose events are all
+        acknowledged are merged into the one before when it is complete too."""
+        self._pages_of: dict[str, list[_Page]] = {}
         self._saved_cursor: str | None = None
 
     async def resume(self, sink: EventSink) -> None:
@@ -265,10 +269,17 @@ class HttpPollSource(PollingSource):
         self._validators = outcome.validators
         self.stats.duplicates += outcome.duplicates
         if self.cursor_param is not None:
-            page = _Page(outcome.cursor, {event.id for event in events})
-            self._pages.append(page)
-            for event_id in page.pending:
-                self._page_of[event_id] = page
+            pending = {event.id for event in events}
+            pages = self._pages
+            if not pending and pages and not pages[-1].pending:
+                pages[-1].cursor = outcome.cursor  # bounded while an older poll waits
+            else:
+                page = _Page(outcome.cursor, pending)
+                pages.append(page)
+                for event_id in pending:
+                    self._pages_of.setdefault(event_id, []).append(page)
+                if len(pages) > _PAGES_BEFORE_COMPACTING:
+                    self._compact_pages()
             self._save_cursor()
         if self.dedupe_window:
             recent = self._recent
@@ -278,12 +289,22 @@ class HttpPollSource(PollingSource):
             while len(recent) > self.dedupe_window:
                 recent.popitem(last=False)
 
+    def _compact_pages(self) -> None:
+        """Merge each run of complete polls into one (with the last cursor): behind an
+        event that is never acknowledged (`on_failure="stop"`), polls would pile up."""
+        merged: deque[_Page] = deque()
+        for page in self._pages:
+            if not page.pending and merged and not merged[-1].pending:
+                merged[-1].cursor = page.cursor
+            else:
+                merged.append(page)
+        self._pages = merged
+
     async def ack(self, events: Sequence[Event]) -> None:
         await super().ack(events)
         if self._pages:
             for event in events:
-                page = self._page_of.pop(event.id, None)
-                if page is not None:
+                for page in self._pages_of.pop(event.id, ()):
                     page.pending.discard(event.id)
             self._save_cursor()
 

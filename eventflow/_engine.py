@@ -37,10 +37,9 @@ logger = logging.getLogger("eventflow.engine")
 _RESULT_LIMIT = 10_000
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class EventInfo:
-    """Where a flow run's input came from, recorded with the run (read-only by convention:
-    built per event, and a frozen dataclass takes twice as long to build)."""
+    """Where a flow run's input came from, recorded with the run."""
 
     source: str
     id: str
@@ -74,9 +73,11 @@ class _Attempts:
 
     An object rather than closures: it is built once per run on the hot path.
     A run's row goes to the writer itself, not a copy, and the writer may read
-    it at any time from its thread: after the first put, every change is one
-    `dict.update` (atomic under the GIL) followed by another put, so the
-    writer sees a whole state and the last put brings the final one.
+    it at any time from its thread. After the first put, every change of state
+    is one `dict.update` (atomic under the GIL) followed by another put: a
+    writer process gets whole states (a batch is pickled in one C call), and
+    the last put always brings the final state. (The in-thread writer reads a
+    row value by value and may store a mix of two states until that put.)
     """
 
     __slots__ = ()

@@ -121,9 +121,12 @@ def is_transient(error: BaseException) -> bool:
         return error.transient
     if isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError)):
         return False
+    orig = getattr(error, "orig", None)
+    if isinstance(error, sa.exc.ProgrammingError) and "binding parameter" in str(orig):
+        return False  # sqlite3: a value of a type it cannot store
     # asyncpg's data errors reach SQLAlchemy unclassified; SQLSTATE tells:
     # class 22 (data exception: NUL byte, value too long) and 23 (constraint)
-    sqlstate = str(getattr(getattr(error, "orig", None), "sqlstate", "") or "")
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
     return sqlstate[:2] not in ("22", "23")
 
 

@@ -26,7 +26,8 @@ import subprocess
 import sys
 from typing import IO, Any, Protocol
 
-from ._batch import Batch, RemoteWriteError, is_transient, write_batch
+from .._errors import StoreError
+from ._batch import RECORD_FIELDS, Batch, RemoteWriteError, is_transient, write_batch
 from ._engine import is_sqlite, make_engine, make_sync_engine
 
 logger = logging.getLogger("eventflow.store")
@@ -69,13 +70,22 @@ class LocalCommitter:
 class ProcessCommitter:
     """Writes in a child process; `commit` blocks the writer thread, never the worker's loop."""
 
+    deaths_before_salvage = 3
+    """A batch during which the child died this many times in a row is treated as
+    refused for its data (something in it may kill the child): the writer then
+    writes it record by record. A record alone that kills the child again is
+    refused, and dropped; anything else is retried as after a lost connection."""
+
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._child: subprocess.Popen[bytes] | None = None
         self._socket: socket.socket | None = None
         self._reader: IO[bytes] | None = None
-        # now, not at the first commit: the child imports while the worker starts
-        # up, and the first batch does not pile up behind its start
+        self._deaths = 0
+        self._suspects: set[int] = set()
+        """Records (by id) of batches during which the child died, not written since."""
+        # now, not at the first commit: a child that cannot start is an error of
+        # the worker's start, and the first batch does not wait for its imports
         self._start()
 
     @property
@@ -88,7 +98,10 @@ class ProcessCommitter:
         except Exception as error:  # a value that cannot be sent is about the data
             raise RemoteWriteError(f"cannot send the batch: {error}", transient=False) from None
         if self._socket is None:
-            self._start()
+            try:
+                self._start()
+            except StoreError as error:
+                raise RemoteWriteError(str(error), transient=True) from None
         assert self._socket is not None and self._reader is not None
         try:
             send_pickled(self._socket, payload)
@@ -96,23 +109,47 @@ class ProcessCommitter:
         except (OSError, EOFError, pickle.UnpicklingError) as error:
             code = self._stop()
             raise RemoteWriteError(
-                f"the writer process exited (code {code}): {error}", transient=True
+                f"the writer process exited (code {code}) during a batch: {error}",
+                transient=self._died_during(batch),
             ) from None
+        self._deaths = 0
+        if self._suspects:
+            self._suspects.difference_update(_record_ids(batch))
         if reply is not None:
             transient, message = reply
             raise RemoteWriteError(message, transient=transient)
 
+    def _died_during(self, batch: Batch) -> bool:
+        """Count the child's death; whether the batch is worth retrying as it is."""
+        self._deaths += 1
+        records = _record_ids(batch)
+        if len(records) == 1 and records <= self._suspects:
+            self._suspects -= records  # it killed the child alone, after in a batch
+            return False
+        self._suspects |= records
+        return self._deaths < self.deaths_before_salvage
+
     def _start(self) -> None:
+        """Start a child and wait until it is ready; StoreError if it cannot start."""
         ours, theirs = socket.socketpair()
-        with theirs:
-            self._child = subprocess.Popen(
-                [sys.executable, "-m", "eventflow._store._write_process", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-            )
-        self._socket = ours
-        self._reader = ours.makefile("rb")
-        send(ours, self.database_url)
+        try:
+            with theirs:
+                self._child = subprocess.Popen(
+                    [sys.executable, "-m", "eventflow._store._write_process", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                )
+            reader = ours.makefile("rb")
+            send(ours, self.database_url)
+            ready = receive(reader)
+        except (OSError, EOFError, pickle.UnpicklingError) as error:
+            ours.close()
+            code = self._stop()
+            raise StoreError(f"the writer process did not start (code {code}): {error}") from None
+        self._socket, self._reader = ours, reader
+        if ready is not None:
+            self._stop()
+            raise StoreError(f"the writer process did not start: {ready}")
 
     def _stop(self, timeout: float = 10.0) -> int | None:
         """Close the socket (the child's cue to exit) and reap the child."""
@@ -135,6 +172,13 @@ class ProcessCommitter:
         self._stop()
 
 
+def _record_ids(batch: Batch) -> set[int]:
+    records = (getattr(batch, name) for name in RECORD_FIELDS)
+    return {
+        id(row) for rows in records for row in (rows.values() if isinstance(rows, dict) else rows)
+    }
+
+
 def send(sock: socket.socket, message: object) -> None:
     send_pickled(sock, pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
@@ -145,6 +189,10 @@ def send_pickled(sock: socket.socket, payload: bytes) -> None:
 
 def receive(reader: IO[bytes]) -> Any:
     """The next message, unpickled; EOFError once the other side has closed."""
+    return pickle.loads(receive_pickled(reader))
+
+
+def receive_pickled(reader: IO[bytes]) -> bytes:
     header = reader.read(_HEADER.size)
     if len(header) < _HEADER.size:
         raise EOFError("connection closed")
@@ -152,7 +200,7 @@ def receive(reader: IO[bytes]) -> Any:
     body = reader.read(size)
     if len(body) < size:
         raise EOFError("connection closed mid-message")
-    return pickle.loads(body)
+    return body
 
 
 def error_reply(error: BaseException) -> tuple[bool, str]:

@@ -1,19 +1,21 @@
 """The writer process: `python -m eventflow._store._write_process FD`.
 
-Reads the database URL, then batches, from the socket FD (see
-eventflow/_store/_committer.py); writes each in one transaction and answers
-None or `(transient, message)`. Exits when the socket closes.
+Reads the database URL from the socket FD (see eventflow/_store/_committer.py)
+and answers None once ready (or why it cannot start); then reads batches,
+writes each in one transaction and answers None or `(transient, message)`.
+Exits when the socket closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import pickle
 import signal
 import socket
 import sys
 
 from ._batch import Batch
-from ._committer import LocalCommitter, error_reply, receive, send
+from ._committer import LocalCommitter, error_reply, receive, receive_pickled, send
 
 
 async def serve(sock: socket.socket) -> None:
@@ -23,26 +25,29 @@ async def serve(sock: socket.socket) -> None:
     except EOFError:
         return
     try:
-        committer: LocalCommitter | None = LocalCommitter(database_url)
-        startup_error: BaseException | None = None
-    except Exception as error:  # answered to every batch, so the worker logs it and retries
-        committer, startup_error = None, error
-    while True:
-        try:
-            records = receive(reader)
-        except EOFError:
-            break
-        reply: object = None
-        if committer is None:
-            assert startup_error is not None
-            reply = (True, f"cannot connect the writer process: {startup_error}")
-        else:
+        committer = LocalCommitter(database_url)
+    except Exception as error:  # a worker that cannot write must not start
+        send(sock, f"{type(error).__name__}: {error}")
+        return
+    send(sock, None)  # ready
+    try:
+        while True:
             try:
-                await committer.commit(Batch.of_records(records))
-            except Exception as error:
-                reply = error_reply(error)
-        send(sock, reply)
-    if committer is not None:
+                payload = receive_pickled(reader)
+            except EOFError:
+                break
+            reply: object = None
+            try:
+                batch = Batch.of_records(pickle.loads(payload))
+            except Exception as error:  # about the data: the worker writes record by record
+                reply = (False, f"cannot read the batch: {type(error).__name__}: {error}")
+            else:
+                try:
+                    await committer.commit(batch)
+                except Exception as error:
+                    reply = error_reply(error)
+            send(sock, reply)
+    finally:
         await committer.close()
 
 

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from connectors.http import Backoff, HttpPollSource
+from connectors.http import _PAGES_BEFORE_COMPACTING, Backoff, HttpPollSource
 from eventflow import App, flow
 from eventflow._store import _schema as schema
 from examples.orders_api import OrdersApi
@@ -413,3 +413,35 @@ async def test_a_poll_whose_runs_did_not_finish_is_polled_again_after_a_restart(
     async with serving(app_for(sqlite_url, restarted, record)):
         await wait_until(lambda: restarted.stats.polls >= 1, timeout=20)
     assert scripted.requests_to(path)[0].query.get("after") == "c1"
+
+
+async def test_behind_an_event_never_acknowledged_the_saved_cursor_holds_and_memory_stays_flat(
+    feed: ServerThread, scripted: ScriptedApp, sqlite_url: str
+) -> None:
+    """`on_failure="stop"` keeps a failed event unacknowledged: polling goes on, the saved
+    cursor stays before it, and the polls after it do not pile up in memory."""
+
+    def one_more(request: Request) -> Reply:
+        after = int(request.query.get("after") or 0)
+        return Reply(json={"items": [{"id": after + 1}], "next_cursor": str(after + 1)})
+
+    path = scripted.route("/stuck", one_more)
+
+    @flow(name="http-stuck")
+    async def fails_on_2(item: dict[str, Any]) -> None:
+        if item["id"] == 2:
+            raise ValueError("item 2 is bad")
+
+    source = cursor_poller(feed.url, path)
+    app = App(settings(sqlite_url))
+    app.subscribe(
+        source,
+        fails_on_2,
+        params=lambda event: {"item": orjson.loads(event.value)},
+        on_failure="stop",
+    )
+    async with serving(app):
+        await wait_until(lambda: source.stats.acked >= 150, timeout=60)
+        assert await stored_cursor(sqlite_url) == "1"  # item 2's poll is never done with
+        # the stuck poll, then the later ones merged whenever they pass the bound
+        assert len(source._pages) <= _PAGES_BEFORE_COMPACTING + 1

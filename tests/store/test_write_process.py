@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from eventflow import Settings
-from eventflow._errors import ConfigurationError
+from eventflow._errors import ConfigurationError, StoreError
 from eventflow._store import _schema as schema
 from eventflow._store._committer import ProcessCommitter
 from eventflow._store._migrate import upgrade
@@ -134,3 +135,70 @@ def test_workers_write_from_a_process_unless_told_otherwise() -> None:
     assert Settings.from_env({"EVENTFLOW_WRITER_PROCESS": "true"}).writer_process is True
     with pytest.raises(ConfigurationError, match="EVENTFLOW_WRITER_PROCESS must be 1 or 0"):
         Settings.from_env({"EVENTFLOW_WRITER_PROCESS": "maybe"})
+
+
+def _refuse() -> None:
+    raise ValueError("this value cannot be read back")
+
+
+class Unreadable:
+    """Pickles, but the writer process cannot unpickle it (nor sqlite3 store it)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse, ())
+
+
+class ChildKiller:
+    """Unpickling it ends the writer process, every time."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (os._exit, (7,))
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+async def test_a_value_the_store_cannot_take_is_dropped_alone(
+    sqlite_url: str, process: bool
+) -> None:
+    upgrade(sqlite_url)
+    writer = RunWriter(sqlite_url, flush_interval=0.02, process=process)
+    writer.start()
+    try:
+        writer.put_flow_run(flow_run("good-1"))
+        writer.put_flow_run(flow_run("bad", result=Unreadable()))
+        writer.put_flow_run(flow_run("good-2"))
+        writer.put_offsets("g", [("orders", 0, 3)])
+        await asyncio.wait_for(writer.flush(), 30)  # salvaged record by record, no retry loop
+        stored = sorted(r["id"] for r in await rows(sqlite_url, schema.flow_runs))
+        assert stored == ["good-1", "good-2"]
+        assert writer.stats.dropped == 1 and writer.healthy
+        (offset,) = await rows(sqlite_url, schema.consumer_offsets)
+        assert offset["next_offset"] == 3
+    finally:
+        writer.close()
+
+
+async def test_a_record_that_kills_the_writer_process_is_dropped_and_the_rest_stored(
+    sqlite_url: str,
+) -> None:
+    upgrade(sqlite_url)
+    writer = RunWriter(sqlite_url, flush_interval=0.02, process=True)
+    writer.start()
+    try:
+        writer.put_flow_run(flow_run("good-1"))
+        writer.put_flow_run(flow_run("killer", result=ChildKiller()))
+        writer.put_flow_run(flow_run("good-2"))
+        await asyncio.wait_for(writer.flush(), 60)
+        stored = sorted(r["id"] for r in await rows(sqlite_url, schema.flow_runs))
+        assert stored == ["good-1", "good-2"]
+        assert writer.stats.dropped == 1
+        writer.put_flow_run(flow_run("after"))  # a new writer process took over
+        await asyncio.wait_for(writer.flush(), 30)
+        assert len(await rows(sqlite_url, schema.flow_runs)) == 3 and writer.healthy
+    finally:
+        writer.close()
+
+
+def test_a_writer_process_that_cannot_start_fails_the_start(tmp_path: Path) -> None:
+    writer = RunWriter("nosuchdatabase://nowhere", process=True)
+    with pytest.raises(StoreError, match="the writer process did not start"):
+        writer.start()
