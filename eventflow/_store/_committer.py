@@ -3,8 +3,8 @@
 A worker streaming thousands of runs a second spends most of its store time
 handing values to the database driver. In the worker process that time holds
 the GIL the event loop needs; in a child process it runs beside the loop on
-another core (bench/kafka.py: 14.4k -> 18k events/s on two cores). The writer
-thread then only coalesces records and pickles each batch.
+another core (bench/_eventflow_kafka.py: 14.4k -> 17.0k events/s on two cores).
+The writer thread then only coalesces records and pickles each batch.
 
 The child is `python -m eventflow._store._write_process FD`, talking over a
 socket pair: the parent sends the database URL first (never on a command line,
@@ -13,7 +13,8 @@ one reply per batch. The child ignores SIGINT and SIGTERM (the worker decides
 when to stop) and exits when the socket closes, so it never outlives a worker
 killed with `kill -9`. If the child dies, the batch fails as a transient error,
 the writer retries it as it would after a lost connection, and a new child
-starts.
+starts (unless something in the batch keeps killing it: see
+`ProcessCommitter.deaths_before_salvage`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class ProcessCommitter:
     def _start(self) -> None:
         """Start a child and wait until it is ready; StoreError if it cannot start."""
         ours, theirs = socket.socketpair()
+        reader: IO[bytes] | None = None
         try:
             with theirs:
                 self._child = subprocess.Popen(
@@ -143,6 +145,8 @@ class ProcessCommitter:
             send(ours, self.database_url)
             ready = receive(reader)
         except (OSError, EOFError, pickle.UnpicklingError) as error:
+            if reader is not None:
+                reader.close()
             ours.close()
             code = self._stop()
             raise StoreError(f"the writer process did not start (code {code}): {error}") from None

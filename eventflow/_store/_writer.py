@@ -6,6 +6,8 @@ once when someone awaits `flush()`), coalesces the records by run id so a run
 that started and finished within one interval is one row, and writes the lot in
 one transaction. Being on its own thread, the store serves sync callers,
 user event loops and the worker's loop alike and never blocks any of them.
+The transaction itself is a committer's (eventflow/_store/_committer.py):
+this thread's, or, in workers, a child process's.
 
 If the database is unreachable the batch is kept and retried with backoff;
 `healthy` turns False so the streaming runtime can pause, and `flush()` waiters
@@ -31,14 +33,15 @@ from ._committer import Committer, LocalCommitter, ProcessCommitter
 
 logger = logging.getLogger("eventflow.store")
 
-_EDGE = 2
-_LOG = 3
-_FLOW = 4
-_OFFSETS = 5
-_WORKER = 6
-_SOURCE_STATUS = 7
-_IDEMPOTENCY = 8
-_CHECKPOINT = 9
+_EDGE = 0
+_LOG = 1
+_FLOW = 2
+_OFFSETS = 3
+_WORKER = 4
+_SOURCE_STATUS = 5
+_IDEMPOTENCY = 6
+_CHECKPOINT = 7
+"""The kinds of the general queue (flow runs and task runs have deques of their own)."""
 
 
 @dataclass(slots=True)
