@@ -19,6 +19,7 @@ from eventflow._store import _schema as schema
 from eventflow._store._committer import ProcessCommitter
 from eventflow._store._migrate import upgrade
 from eventflow._store._writer import RunWriter
+from tests._kafka import wait_until
 from tests._store import rows
 from tests.store.test_writer import flow_run
 
@@ -56,7 +57,7 @@ async def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(
         await writer.flush()
         first = child_pid(writer)
         os.kill(first, signal.SIGKILL)
-        assert wait_until_gone(first)
+        await wait_until(lambda: gone(first), timeout=15)  # without blocking this loop
 
         writer.put_flow_run(flow_run("after"))
         writer.put_offsets("g", [("orders", 0, 2)])
@@ -198,7 +199,7 @@ async def test_a_record_that_kills_the_writer_process_is_dropped_and_the_rest_st
         writer.close()
 
 
-def test_a_writer_process_that_cannot_start_fails_the_start(tmp_path: Path) -> None:
+def test_a_writer_process_that_cannot_start_fails_the_start() -> None:
     writer = RunWriter("nosuchdatabase://nowhere", process=True)
     with pytest.raises(StoreError, match="the writer process did not start"):
         writer.start()
