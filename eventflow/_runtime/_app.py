@@ -381,6 +381,9 @@ class App:
                     "last_error": source.last_error,
                     "last_error_at": source.last_error_at,
                     "updated_at": now,
+                    "state": "running",
+                    "state_since": None,
+                    "store_up": writer.healthy,
                 }
             )
 

@@ -131,7 +131,12 @@ source_status = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("last_error_at", TIMESTAMP),
     sa.Column("updated_at", TIMESTAMP, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="running"),
+    sa.Column("state_since", TIMESTAMP),
+    sa.Column("store_up", sa.Boolean, nullable=False, server_default=sa.true()),
 )
+"""Each subscription's live counters and liveness: `state` is running, reconnecting,
+stalled or stopped (since `state_since`); `store_up` whether its worker can write."""
 
 leases = sa.Table(
     "leases",
