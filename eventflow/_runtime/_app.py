@@ -384,6 +384,7 @@ class App:
                     "state": "running",
                     "state_since": None,
                     "store_up": writer.healthy,
+                    "partitions": None,
                 }
             )
 

@@ -134,9 +134,12 @@ source_status = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, server_default="running"),
     sa.Column("state_since", TIMESTAMP),
     sa.Column("store_up", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("partitions", sa.Text),
 )
 """Each subscription's live counters and liveness: `state` is running, reconnecting,
-stalled or stopped (since `state_since`); `store_up` whether its worker can write."""
+stalled or stopped (since `state_since`); `store_up` whether its worker can write;
+`partitions` a JSON object `{"topic/partition": {"lag", "position", "stored",
+"committed"}}` (null for an unpartitioned source)."""
 
 leases = sa.Table(
     "leases",

@@ -1,4 +1,4 @@
-"""source state: each subscription's liveness (running, reconnecting, stalled, stopped)
+"""source state: each subscription's liveness (running, reconnecting, stalled, stopped) and partitions
 
 Revision ID: 0005
 Revises: 0004
@@ -27,10 +27,12 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("store_up", sa.Boolean, nullable=False, server_default=sa.true())
         )
+        batch.add_column(sa.Column("partitions", sa.Text))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("source_status") as batch:
+        batch.drop_column("partitions")
         batch.drop_column("store_up")
         batch.drop_column("state_since")
         batch.drop_column("state")
