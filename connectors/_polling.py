@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from eventflow import ConfigurationError, EventflowError
-from eventflow._retries import parse_retry_after
+from eventflow._retries import Backoff, parse_retry_after
 from eventflow.runtime import Event, EventSink, Source
 
 logger = logging.getLogger("eventflow.polling")
@@ -62,32 +62,6 @@ class PollBodyTooLargeError(PollError):
 
 class PollBodyError(PollError):
     """The response body cannot be used: invalid JSON or exposition text, a missing path."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Delays after consecutive failures: `initial * factor**n`, capped at `maximum`.
-
-    Each delay is drawn uniformly from `[d * (1 - jitter), d]`, so sources that
-    failed together do not retry together.
-    """
-
-    initial: float = 1.0
-    maximum: float = 60.0
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.initial <= 0 or self.maximum < self.initial or self.factor < 1:
-            raise ConfigurationError("Backoff needs 0 < initial <= maximum and factor >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigurationError("Backoff jitter must be within [0, 1]")
-
-    def delay(self, failures: int) -> float:
-        """The delay after `failures` consecutive failures (1 for the first)."""
-        exponent = min(max(failures - 1, 0), 64)
-        base = min(self.initial * self.factor**exponent, self.maximum)
-        return base * (1 - self.jitter * random.random())
 
 
 @dataclass(slots=True)
@@ -287,6 +261,7 @@ class PollingSource(Source):
         except Exception as error:  # a failed poll or a store that cannot take events
             return self._failed(error)
         self.delivered(events)
+        self.record_ok()
         self.stats.events += len(events)
         self.stats.successes += 1
         self.stats.consecutive_errors = 0
@@ -308,14 +283,17 @@ class PollingSource(Source):
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        log = logger.warning if isinstance(error, PollError) else logger.error
-        log(
+        # an expected failure (HTTP error, timeout, bad body) is logged by the source's
+        # outage (record_error: once, then a summary every 30 s); anything else is a bug
+        expected = isinstance(error, PollError)
+        logger.log(
+            logging.DEBUG if expected else logging.ERROR,
             "%s: poll failed (%d in a row), next in %.2fs: %s",
             self.name,
             stats.consecutive_errors,
             delay,
             stats.last_error,
-            exc_info=not isinstance(error, PollError),
+            exc_info=not expected,
         )
         return delay
 

@@ -38,10 +38,9 @@ import httpx
 import orjson
 
 from eventflow import ConfigurationError
-from eventflow.runtime import Event, EventSink
+from eventflow.runtime import Backoff, Event, EventSink
 
 from ._polling import (
-    Backoff,
     PollBodyError,
     PollBodyTooLargeError,
     PollError,

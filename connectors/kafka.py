@@ -14,19 +14,34 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from eventflow import ConfigurationError, EventflowError
-from eventflow.runtime import Event, EventSink, Partition, Sink, Source
+from eventflow.runtime import Event, EventSink, Partition, Sink, Source, quiet_library_logs
 
 logger = logging.getLogger("eventflow.kafka")
+
+# aiokafka logs every failed connection attempt (thousands in a one-minute outage);
+# the source's outage log says what matters: lost, still lost every 30 s, back
+quiet_library_logs("aiokafka")
+
+CALL_TIMEOUT = 15.0
+"""Seconds any single call to the broker may take before it counts as failed."""
+
+_PROBE_TIMEOUT = 5.0
+"""Seconds the broker gets to answer a probe (it answers in milliseconds when it is there)."""
+
+_COMMIT_FAILURES_BEFORE_REPLACING = 3
+
+T = TypeVar("T")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -88,6 +103,45 @@ class KafkaStalledError(EventflowError):
     """The consumer stopped receiving records it should receive; it is replaced."""
 
 
+class KafkaUnavailableError(EventflowError):
+    """The broker did not answer in time (or refused); the source retries quietly."""
+
+
+async def _bounded(call: Awaitable[T], what: str, timeout: float = CALL_TIMEOUT) -> T:
+    """`call`, or KafkaUnavailableError after `timeout` seconds or on any broker error."""
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except TimeoutError:
+        raise KafkaUnavailableError(f"{what}: no answer from the broker in {timeout:g}s") from None
+    except KafkaError as error:
+        raise KafkaUnavailableError(f"{what}: {type(error).__name__}: {error}") from error
+
+
+async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
+    """Stop a consumer or producer within CALL_TIMEOUT (leaving a group needs the broker).
+
+    A client that cannot stop cleanly is abandoned with a warning: the caller
+    is replacing it, and must not fail for it.
+    """
+    try:
+        await asyncio.wait_for(client.stop(), CALL_TIMEOUT)
+    except TimeoutError:
+        logger.warning("%s: not stopped cleanly in %gs (broker unreachable)", what, CALL_TIMEOUT)
+    except KafkaError as error:
+        logger.warning("%s: not stopped cleanly: %s", what, error)
+    except asyncio.CancelledError:
+        if _cancelled():
+            raise
+        # aiokafka re-raises the CancelledError its coordination task ended with
+        logger.warning("%s: not stopped cleanly: its group coordination was cancelled", what)
+
+
+def _cancelled() -> bool:
+    """True if the running task is being cancelled (by its owner, not by a library)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class KafkaSink(Sink):
     """Publishes to a topic; each `send` returns once the broker acknowledged the message."""
 
@@ -99,8 +153,10 @@ class KafkaSink(Sink):
         connection: KafkaConnection | None = None,
         acks: Literal[0, 1, "all"] = "all",
         linger_ms: int = 5,
+        send_timeout: float = 30.0,
     ) -> None:
         self.topic = topic
+        self.send_timeout = send_timeout
         self.connection = _connection(connection, bootstrap_servers)
         self._acks = acks
         self._linger_ms = linger_ms
@@ -117,9 +173,10 @@ class KafkaSink(Sink):
                     enable_idempotence=self._acks == "all",
                 )
                 try:
-                    await producer.start()
+                    await _bounded(producer.start(), f"producer for {self.topic}")
                 except BaseException:
-                    await producer.stop()  # do not leak its connections; the caller retries
+                    # do not leak its connections; the caller retries
+                    await _stop_client(producer, f"producer for {self.topic}")
                     raise
                 self._producer = producer
 
@@ -127,16 +184,19 @@ class KafkaSink(Sink):
         async with self._lock:
             if self._producer is not None:
                 producer, self._producer = self._producer, None
-                await producer.stop()
+                await _stop_client(producer, f"producer for {self.topic}")
 
     async def send(
         self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> None:
+        """Publish; KafkaUnavailableError if the broker did not acknowledge it in `send_timeout`."""
         if self._producer is None:
             await self.start()
         assert self._producer is not None
-        await self._producer.send_and_wait(
-            self.topic, value, key=key, headers=list(headers) or None
+        await _bounded(
+            self._producer.send_and_wait(self.topic, value, key=key, headers=list(headers) or None),
+            f"send to {self.topic}",
+            self.send_timeout,
         )
 
 
@@ -151,6 +211,12 @@ class KafkaSource(Source):
     unless the subscription names another sink. A consumer that fetches
     nothing for `stall_timeout_s` while its partitions have records to read
     is stopped and replaced (its partitions are revoked first).
+
+    Every call to the broker is bounded. While the consumer fetches nothing,
+    the broker is asked for the partitions' ends every `probe_interval_s`:
+    a broker that does not answer makes the subscription `reconnecting` (one
+    WARNING, a summary every 30 s, one INFO when it is back). A commit gets
+    `commit_timeout_s`.
     """
 
     def __init__(
@@ -168,6 +234,8 @@ class KafkaSource(Source):
         rebalance_timeout_ms: int = 30_000,
         max_poll_interval_ms: int = 300_000,
         stall_timeout_s: float = 30.0,
+        probe_interval_s: float = 5.0,
+        commit_timeout_s: float = 10.0,
     ) -> None:
         if not topics:
             raise ConfigurationError("KafkaSource needs at least one topic")
@@ -188,11 +256,17 @@ class KafkaSource(Source):
             "max_poll_interval_ms": max_poll_interval_ms,
         }
         self.stall_timeout_s = stall_timeout_s
+        self.probe_interval_s = probe_interval_s
+        self.commit_timeout_s = commit_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._paused: set[TopicPartition] = set()
         self._ready: set[TopicPartition] = set()
-        self._positions: dict[TopicPartition, int] = {}  # next offset to deliver, for lag()
         """Assigned partitions whose stored offsets the runtime has loaded: only these are read."""
+        self._positions: dict[TopicPartition, int] = {}  # next offset to deliver, for lag()
+        self._ends: dict[TopicPartition, int] = {}  # partition ends the last probe saw
+        self._failed_commits = 0
+        self._replace: KafkaStalledError | None = None
+        """Set when the consumer must be replaced (the run loop raises it)."""
 
     def dead_letter_sink(self) -> Sink:
         return KafkaSink(self.dead_letter_topic, connection=self.connection)
@@ -200,26 +274,34 @@ class KafkaSource(Source):
     async def run(self, sink: EventSink) -> None:
         consumer = AIOKafkaConsumer(**self.connection.client_options(), **self._consumer_options)
         self._ready = set()
+        self._replace = None
         consumer.subscribe(topics=list(self.topics), listener=_Rebalance(self, consumer, sink))
         try:
-            await consumer.start()
+            await _bounded(consumer.start(), f"{self.name}: connect")
         except BaseException:
-            await consumer.stop()
+            await _stop_client(consumer, self.name)
             raise
         self._consumer = consumer
         self._paused = set()
-        last_progress = time.monotonic()
+        self.record_ok()
+        last_records = last_probe = time.monotonic()
         try:
             while not sink.stopping:
+                if self._replace is not None:
+                    raise self._replace
                 if self._apply_pauses(consumer, sink):
-                    last_progress = time.monotonic()  # a resumed partition's first fetch takes time
-                batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+                    last_records = time.monotonic()  # a resumed partition's first fetch takes time
+                batch = await self._fetch(consumer)
+                now = time.monotonic()
                 if not batch:
-                    if time.monotonic() - last_progress > self.stall_timeout_s:
-                        await self._check_stalled(consumer)
-                        last_progress = time.monotonic()
+                    if now - last_probe >= self.probe_interval_s:
+                        back = await self._probe(consumer, idle=now - last_records)
+                        last_probe = time.monotonic()  # a probe may wait for its answer
+                        if back:  # the broker is back: give the consumer time to fetch
+                            last_records = last_probe
                     continue
-                last_progress = time.monotonic()
+                last_records = last_probe = now
+                self.record_ok()
                 for tp in [tp for tp in batch if tp not in self._ready]:
                     # fetched while its assignment was still being set up: read it again later
                     consumer.seek(tp, batch.pop(tp)[0].offset)
@@ -247,25 +329,70 @@ class KafkaSource(Source):
                 if assigned and not sink.stopping:
                     await sink.revoked([(tp.topic, tp.partition) for tp in assigned])
             finally:
-                await consumer.stop()  # never leave a consumer behind in the group
+                await _stop_client(consumer, self.name)  # never leave a consumer behind
             raise
 
-    async def _check_stalled(self, consumer: AIOKafkaConsumer) -> None:
-        """Raise `KafkaStalledError` if unpaused partitions have records we do not get."""
-        readable = consumer.assignment() - self._paused
-        if not readable:
-            return
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """`getmany`, with aiokafka's stray CancelledError turned into an error of ours.
+
+        When aiokafka's group coordination task has ended by cancellation,
+        every `getmany` re-raises that CancelledError (`check_errors`), though
+        nobody cancelled us: taken for a shutdown, it ended the source silently.
+        """
         try:
-            ends = await asyncio.wait_for(consumer.end_offsets(list(readable)), 10)
-            positions = {tp: await asyncio.wait_for(consumer.position(tp), 10) for tp in readable}
-        except Exception as error:
-            raise KafkaStalledError(f"cannot read positions from the broker: {error}") from error
-        lagging = [tp for tp in readable if positions[tp] < ends[tp]]
-        if lagging:
-            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in lagging)
-            raise KafkaStalledError(
-                f"no records for {self.stall_timeout_s:g}s although {names} have some to read"
+            batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                timeout_ms=100, max_records=self.max_batch
             )
+        except asyncio.CancelledError:
+            if _cancelled():
+                raise  # a real cancellation: the runtime is stopping us
+            raise KafkaStalledError(
+                "the consumer's group coordination ended (aiokafka raised CancelledError)"
+            ) from None
+        return batch
+
+    async def _probe(self, consumer: AIOKafkaConsumer, idle: float) -> bool:
+        """Ask the broker for the ends of our partitions (the group's topics without any).
+
+        A failure is recorded (the subscription shows `reconnecting`); success
+        ends an outage. Records idle for `stall_timeout_s` while a readable
+        partition has some to read raise KafkaStalledError: the consumer is
+        replaced. True if this probe ended an outage.
+        """
+        was_failing = self.failing
+        assigned = consumer.assignment()
+        try:
+            if assigned:
+                ends = await _bounded(
+                    consumer.end_offsets(list(assigned)), f"{self.name}: ends", _PROBE_TIMEOUT
+                )
+                self._ends.update(ends)
+            else:
+                await _bounded(consumer.topics(), f"{self.name}: metadata", _PROBE_TIMEOUT)
+        except KafkaUnavailableError as error:
+            self.record_error(error)
+            self._failed_commits = 0  # the broker is away: that explains failed commits
+            return False
+        self.record_ok()
+        if was_failing or idle < self.stall_timeout_s:
+            return was_failing
+        readable = (assigned - self._paused) & self._ready
+        lagging = []
+        for tp in readable:
+            position = self._positions.get(tp)
+            if position is None:
+                try:
+                    position = await _bounded(consumer.position(tp), f"{self.name}: position")
+                except (KafkaUnavailableError, IllegalStateError):
+                    continue
+            if position < ends.get(tp, position):
+                lagging.append(tp)
+        if lagging:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(lagging))
+            raise KafkaStalledError(
+                f"no records for {idle:.0f}s although {names} have some to read"
+            )
+        return False
 
     def _apply_pauses(self, consumer: AIOKafkaConsumer, sink: EventSink) -> bool:
         """Pause what the runtime cannot take now, resume the rest; True if any resumed."""
@@ -275,6 +402,10 @@ class KafkaSource(Source):
             for t, p in sink.paused([(tp.topic, tp.partition) for tp in assigned])
         }
         wanted |= assigned - self._ready
+        if self.failing:
+            # the broker is away: aiokafka's fetcher would retry its metadata thousands
+            # of times a second for readable partitions; the probe finds the broker back
+            wanted |= assigned
         # the consumer's own view: a rebalance gives kept partitions a fresh, unpaused state
         paused = consumer.paused()
         to_pause = (wanted & assigned) - paused
@@ -294,11 +425,26 @@ class KafkaSource(Source):
         result: dict[Partition, int] = {}
         for tp in consumer.assignment():
             end, position = consumer.highwater(tp), self._positions.get(tp)
+            probed = self._ends.get(tp)
+            if probed is not None and (end is None or probed > end):
+                end = probed
             if end is not None and position is not None:
                 result[(tp.topic, tp.partition)] = max(0, end - position)
         return result
 
+    def positions(self) -> dict[Partition, int]:
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        assigned = consumer.assignment()
+        return {(tp.topic, tp.partition): o for tp, o in self._positions.items() if tp in assigned}
+
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Commit to the group within `commit_timeout_s` (KafkaUnavailableError past it).
+
+        Commits that keep failing while the broker answers otherwise mean a
+        consumer whose group membership is wedged: it is replaced.
+        """
         consumer = self._consumer
         if consumer is None or not offsets:
             return
@@ -308,13 +454,23 @@ class KafkaSource(Source):
             for (t, p), o in offsets.items()
             if TopicPartition(t, p) in assigned
         }
-        if ours:
-            await consumer.commit(ours)
+        if not ours:
+            return
+        try:
+            await _bounded(consumer.commit(ours), f"{self.name}: commit", self.commit_timeout_s)
+        except (KafkaUnavailableError, KafkaError):
+            self._failed_commits += 1
+            if self._failed_commits >= _COMMIT_FAILURES_BEFORE_REPLACING and not self.failing:
+                self._replace = KafkaStalledError(
+                    f"{self._failed_commits} commits in a row failed while the broker answers"
+                )
+            raise
+        self._failed_commits = 0
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await _stop_client(consumer, self.name)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -336,8 +492,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         offsets = await self.sink.revoked([(tp.topic, tp.partition) for tp in revoked])
         if offsets:
             try:
-                await self.consumer.commit(
-                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}
+                await _bounded(
+                    self.consumer.commit(
+                        {TopicPartition(t, p): o for (t, p), o in offsets.items()}
+                    ),
+                    f"{self.source.name}: commit on revocation",
+                    self.source.commit_timeout_s,
                 )
             except Exception as error:  # the store has them; the next owner seeks there
                 logger.warning("commit on revocation failed: %s", error)
@@ -426,10 +586,10 @@ class KafkaRangeSource(Source):
             auto_offset_reset="earliest",
         )
         try:
-            await consumer.start()
+            await _bounded(consumer.start(), f"{self.name}: connect")
             await self._read(consumer, sink)
         finally:
-            await consumer.stop()
+            await _stop_client(consumer, self.name)
 
     async def _read(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
         tps = await self._partitions(consumer)
@@ -475,12 +635,13 @@ class KafkaRangeSource(Source):
             if events:
                 await sink.deliver(events)
             for tp in [tp for tp in positions if tp not in paused]:
-                if await consumer.position(tp) >= self.ranges[tp.partition][1]:
+                position = await _bounded(consumer.position(tp), f"{self.name}: position")
+                if position >= self.ranges[tp.partition][1]:
                     del positions[tp]
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         # the consumer's public `topics()` does not keep the partitions it fetched
-        cluster = await consumer._client.fetch_all_metadata()
+        cluster = await _bounded(consumer._client.fetch_all_metadata(), f"{self.name}: metadata")
         known = cluster.partitions_for_topic(self.topic)
         if not known:
             raise ConfigurationError(f"topic {self.topic!r} does not exist")
@@ -493,8 +654,8 @@ class KafkaRangeSource(Source):
     async def _ranges(
         self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
     ) -> dict[int, tuple[int, int]]:
-        beginning = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
+        beginning = await _bounded(consumer.beginning_offsets(tps), f"{self.name}: beginnings")
+        end = await _bounded(consumer.end_offsets(tps), f"{self.name}: ends")
         starts = await self._offsets_at(consumer, tps, self.since, end)
         ends = await self._offsets_at(consumer, tps, self.until, end)
         ranges = {}
@@ -516,7 +677,10 @@ class KafkaRangeSource(Source):
         """The first offset at or after `moment` per partition (the end if none is)."""
         if moment is None:
             return {}
-        found = await consumer.offsets_for_times({tp: moment.timestamp() * 1000 for tp in tps})
+        found = await _bounded(
+            consumer.offsets_for_times({tp: moment.timestamp() * 1000 for tp in tps}),
+            "offsets for times",
+        )
         return {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in tps}
 
 

@@ -40,9 +40,9 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventflow import ConfigurationError
-from eventflow.runtime import Event
+from eventflow.runtime import Backoff, Event
 
-from ._polling import Backoff, PollBodyError, PollingSource, url_for_names
+from ._polling import PollBodyError, PollingSource, url_for_names
 
 __all__ = ["Backoff", "PrometheusScrapeSource"]
 

@@ -22,7 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import _probe_server
+from ._runtime._liveness import SOURCE_STATES
 
 if TYPE_CHECKING:
     from ._runtime._subscription import SubscriptionRunner
@@ -174,6 +177,37 @@ class _Metrics:
             "1 while the run store accepts writes, 0 while it is unreachable.",
             multiprocess_mode="livemin",
         )
+        self.source_up = Gauge(
+            "eventflow_source_up",
+            "1 while the subscription's source is running, 0 while it is reconnecting,"
+            " stalled or stopped.",
+            ["subscription"],
+            multiprocess_mode="livemin",
+        )
+        self.source_state = Gauge(
+            "eventflow_source_state",
+            "1 for the subscription's current state (running, reconnecting, stalled,"
+            " stopped), 0 for the others.",
+            ["subscription", "state"],
+            multiprocess_mode="livemax",
+        )
+        self.source_stalled = Gauge(
+            "eventflow_source_stalled_seconds",
+            "Seconds since the subscription last consumed an event or finished a run,"
+            " while events wait (lag > 0); 0 when nothing waits.",
+            ["subscription"],
+            multiprocess_mode="livemax",
+        )
+        self.worker_alive = Gauge(
+            "eventflow_worker_alive",
+            "1 while the worker needs no restart (what /livez answers), else 0.",
+            multiprocess_mode="livemin",
+        )
+        self.worker_ready = Gauge(
+            "eventflow_worker_ready",
+            "1 while every subscription runs and the store is up (what /readyz answers).",
+            multiprocess_mode="livemin",
+        )
 
 
 _metrics: _Metrics | None = None
@@ -220,15 +254,23 @@ class MetricsExporter:
         self.metrics = _get_metrics()
         self._seen: dict[str, _SubscriptionTotals] = {}
         self._server: Any = None
+        # a label-less gauge exists, at 0, from its creation: a worker just started
+        # (its store reached, nothing wrong yet) must not pull the workers' minimum
+        # down before its first sync
+        self.metrics.store_up.set(1)
+        self.metrics.worker_alive.set(1)
 
-    def serve(self, host: str, port: int) -> bool:
-        """Start the `/metrics` HTTP server on a thread; False if the port is taken."""
+    def serve(self, host: str, port: int, health: _probe_server.HealthCheck) -> bool:
+        """Serve `/metrics` and the probes (`/livez`, `/readyz`, `/healthz`) from a thread.
+
+        False if the port is taken.
+        """
         try:
-            self._server, _thread = start_http_server(port, addr=host)
+            self._server = _probe_server.serve(host, port, health)
         except OSError as error:
             logger.warning("metrics not served on %s:%d: %s", host, port, error)
             return False
-        logger.info("metrics at http://%s:%d/metrics", host, port)
+        logger.info("metrics at http://%s:%d/metrics, probes at /livez and /readyz", host, port)
         return True
 
     def close(self) -> None:
@@ -237,8 +279,13 @@ class MetricsExporter:
             self._server.server_close()
             self._server = None
 
-    def sync(self, runners: Iterable[SubscriptionRunner], writer: RunWriter | None) -> None:
-        """Export everything counted since the last call."""
+    def sync(
+        self,
+        runners: Iterable[SubscriptionRunner],
+        writer: RunWriter | None,
+        health: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Export everything counted since the last call (and the worker's `health`)."""
         m = self.metrics
         tally = RECORDER.take()
         for (kind, name, state), count in tally.counts.items():
@@ -255,6 +302,9 @@ class MetricsExporter:
             self._sync_runner(runner)
         if writer is not None:
             self._sync_writer(writer)
+        if health is not None:
+            m.worker_alive.set(1 if health["alive"] else 0)
+            m.worker_ready.set(1 if health["ready"] else 0)
 
     def _sync_runner(self, runner: SubscriptionRunner) -> None:
         m = self.metrics
@@ -283,6 +333,11 @@ class MetricsExporter:
                 if delta > 0:
                     m.control_decisions.labels(name, control, decision).inc(delta)
                     seen.decisions[(control, decision)] = count
+        state = runner.health.state
+        m.source_up.labels(name).set(1 if state == "running" else 0)
+        for each in SOURCE_STATES:
+            m.source_state.labels(name, each).set(1 if each == state else 0)
+        m.source_stalled.labels(name).set(round(runner.health.stalled_seconds(), 1))
         lag: Mapping[tuple[str, int], int] = source.lag()
         for topic, partition in seen.lag_partitions - set(lag):
             m.lag.labels(name, topic, str(partition)).set(0)  # no longer ours
@@ -305,17 +360,31 @@ def multiprocess_dir() -> str | None:
 
 
 def serve_multiprocess(host: str, port: int, directory: str) -> Any:
-    """Serve every worker's metrics, summed, from the supervisor; the server or None."""
+    """Serve every worker's metrics, summed, from the supervisor; the server or None.
+
+    The probes answer for all workers: alive while every live worker says it is
+    alive (`eventflow_worker_alive`, the minimum over workers), ready likewise.
+    """
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+
+    def health() -> dict[str, Any]:
+        values = {
+            sample.name: sample.value
+            for family in registry.collect()
+            if family.name in ("eventflow_worker_alive", "eventflow_worker_ready")
+            for sample in family.samples
+        }
+        alive = values.get("eventflow_worker_alive", 1.0) >= 1  # none yet: starting, alive
+        return {"alive": alive, "ready": values.get("eventflow_worker_ready", 0.0) >= 1}
+
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        return _probe_server.serve(host, port, health, registry)
     except OSError as error:
         logger.warning("metrics not served on %s:%d: %s", host, port, error)
         return None
-    return server
 
 
 def mark_worker_dead(pid: int, directory: str) -> None:

@@ -90,3 +90,29 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays after consecutive failures: `initial * factor**n`, capped at `maximum`.
+
+    Each delay is drawn uniformly from `[d * (1 - jitter), d]`, so sources that
+    failed together do not retry together.
+    """
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.initial <= 0 or self.maximum < self.initial or self.factor < 1:
+            raise ConfigurationError("Backoff needs 0 < initial <= maximum and factor >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigurationError("Backoff jitter must be within [0, 1]")
+
+    def delay(self, failures: int) -> float:
+        """The delay after `failures` consecutive failures (1 for the first)."""
+        exponent = min(max(failures - 1, 0), 64)
+        base = min(self.initial * self.factor**exponent, self.maximum)
+        return base * (1 - self.jitter * random.random())

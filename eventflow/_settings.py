@@ -58,7 +58,11 @@ class Settings:
     is dead and its runs CRASHED), `EVENTFLOW_SHUTDOWN_GRACE` (seconds runs in
     flight get to finish on SIGTERM), `EVENTFLOW_WRITER_PROCESS` (`1`, the
     default: a worker writes runs from a child process, off its GIL; `0`: from
-    a thread).
+    a thread). Liveness: `EVENTFLOW_STALL_SECONDS` (default 30: events wait
+    and none was consumed for that long, the subscription shows `stalled`),
+    `EVENTFLOW_HEALTH_STALL_SECONDS` (default 120: stalled that long, or its
+    source down that long, `/healthz` answers 503 so a liveness probe restarts
+    the worker).
     """
 
     database_url: str = normalize_database_url(DEFAULT_DATABASE_URL)
@@ -73,6 +77,8 @@ class Settings:
     metrics_port: int = 9464
     retention: float | None = None
     writer_process: bool = True
+    stall_seconds: float = 30.0
+    health_stall_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -91,6 +97,8 @@ class Settings:
             metrics_port = int(env.get("EVENTFLOW_METRICS_PORT", "9464"))
             retention_text = env.get("EVENTFLOW_RETENTION", "").strip()
             retention = parse_duration(retention_text) if retention_text else None
+            stall_seconds = float(env.get("EVENTFLOW_STALL_SECONDS", "30"))
+            health_stall_seconds = float(env.get("EVENTFLOW_HEALTH_STALL_SECONDS", "120"))
         except ValueError as error:
             raise ConfigurationError(f"invalid numeric setting: {error}") from None
         return cls(
@@ -108,6 +116,8 @@ class Settings:
             metrics_port=metrics_port,
             retention=retention,
             writer_process=_flag(env, "EVENTFLOW_WRITER_PROCESS", default=True),
+            stall_seconds=stall_seconds,
+            health_stall_seconds=health_stall_seconds,
         )
 
 

@@ -1,19 +1,26 @@
 """The public face of the streaming runtime: what connectors implement and the App."""
 
 from ._errors import WorkerStoppingError
+from ._retries import Backoff
 from ._runtime._app import App
+from ._runtime._liveness import Outage, RepeatFilter, SourceState, quiet_library_logs
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
 
 __all__ = [
     "App",
+    "Backoff",
     "Event",
     "EventSink",
     "FailurePolicy",
     "Notifier",
+    "Outage",
     "Partition",
+    "RepeatFilter",
     "Sink",
     "Source",
+    "SourceState",
     "Subscription",
     "WorkerStoppingError",
+    "quiet_library_logs",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import tempfile
@@ -63,6 +64,10 @@ class Kafka:
 
     def stop(self) -> None:
         self._script("stop", str(self.data_dir))
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the broker (SIGSTOP: a broker that hangs rather than one gone)."""
+        os.kill(int((self.data_dir / "kafka.pid").read_text()), signum)
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:

@@ -15,10 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
+from .._errors import EventflowError
 from .._flows import Flow
 from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
 from .._notify import Notification
+from .._retries import Backoff
 from .._settings import Settings
 from .._store._engine import make_engine
 from .._store._leases import acquire_lease
@@ -28,6 +32,7 @@ from .._store._replay import claim_replays
 from .._store._retention import prune
 from .._store._writer import RunWriter
 from ._controls import Controls, KeyFunction, SingletonMode
+from ._liveness import HealthVerdict, Outage, SubscriptionHealth
 from ._source import Event, Sink, Source
 from ._subscription import FailurePolicy, Notifier, Subscription, SubscriptionRunner
 
@@ -64,6 +69,9 @@ class App:
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
         self.started = asyncio.Event()
+        self.health = WorkerHealth()
+        """The last health check, read by the probe endpoint's thread (see `_check_health`)."""
+        self._shutting_down = False
 
     def subscribe(
         self,
@@ -211,13 +219,25 @@ class App:
         await writer.flush()
         sweep = await sweep_crashed(engine, settings.worker_lease, worker_id)
         self._report_sweep(sweep)
+        self._shutting_down = False
         self.runners = [
-            SubscriptionRunner(s, writer, engine, worker_id) for s in self.subscriptions
+            SubscriptionRunner(
+                s,
+                writer,
+                engine,
+                worker_id,
+                health=SubscriptionHealth(
+                    s.name,
+                    stall_after=settings.stall_seconds,
+                    unhealthy_after=settings.health_stall_seconds,
+                ),
+            )
+            for s in self.subscriptions
         ]
         logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
         exporter = MetricsExporter()
         if settings.metrics_port and multiprocess_dir() is None:
-            exporter.serve(settings.metrics_host, settings.metrics_port)
+            exporter.serve(settings.metrics_host, settings.metrics_port, health=self.health.read)
         background: list[asyncio.Task[None]] = []
         sources: list[asyncio.Task[None]] = []
         try:
@@ -238,6 +258,7 @@ class App:
             await stop.wait()
             logger.info("worker %s shutting down", worker_id)
         finally:
+            self._shutting_down = True
             for runner in self.runners:
                 runner.stop_fetching()
             if sources:
@@ -257,17 +278,26 @@ class App:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             for runner in self.runners:
+                runner.health.stopped = True
+                # bounded: a store or broker that is away must not hold the shutdown
                 with contextlib.suppress(Exception):
-                    await runner.commit()
+                    await asyncio.wait_for(runner.commit(), settings.shutdown_grace)
                 with contextlib.suppress(Exception):
-                    await runner.source.close()
+                    await asyncio.wait_for(runner.source.close(), 30)
                 with contextlib.suppress(Exception):
-                    await runner.stop_sink()
+                    await asyncio.wait_for(runner.stop_sink(), 30)
             self._put_source_status(writer)
             writer.put_worker(
                 {**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()}
             )
-            await writer.flush()
+            try:
+                await asyncio.wait_for(writer.flush(), settings.shutdown_grace)
+            except TimeoutError:
+                logger.error(
+                    "the run store did not take the last records within %.0fs; their events"
+                    " run again after a restart (their offsets were not committed)",
+                    settings.shutdown_grace,
+                )
             exporter.sync(self.runners, writer)
             exporter.close()
             for notifier in self._notifiers():
@@ -278,45 +308,89 @@ class App:
             logger.info("worker %s stopped", worker_id)
 
     async def _supervise_source(self, runner: SubscriptionRunner) -> None:
-        """Run a source; if it fails, log and start it again with backoff."""
-        delay = 0.5
+        """Run a source until shutdown; whatever else ends it is logged and restarted.
+
+        Only the app's own shutdown ends a source: `runner.stopping` says so, or
+        this task's own cancellation (`cancelling()`). A CancelledError that a
+        library raises while nobody cancelled us, an exception, or a source that
+        simply returns is a failure: logged at ERROR (with a traceback unless it is
+        an eventflow error, whose message says it all; the same failure again only
+        counts in the source's outage summary) and restarted with backoff.
+        """
+        name = runner.subscription.name
+        backoff = Backoff(initial=0.5, maximum=30.0, jitter=0.2)
+        failures = 0
+        previous = ""
         while not runner.stopping:
+            started = time.monotonic()
+            runner.health.source_started()
             try:
                 await runner.source.run(runner)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                runner.source.record_error(error)
-                logger.exception(
-                    "%s: source failed; restarting in %.1fs", runner.subscription.name, delay
+                if runner.stopping:
+                    return
+                error: BaseException = SourceEndedError(f"{name}: the source's run() returned")
+            except asyncio.CancelledError as cancelled:
+                task = asyncio.current_task()
+                if runner.stopping or self._shutting_down or (task and task.cancelling()):
+                    raise
+                error = cancelled
+            except Exception as failure:
+                error = failure
+            runner.health.source_failed()
+            if time.monotonic() - started > 60:
+                failures, previous = 0, ""  # it ran a good while: a new failure
+            failures += 1
+            delay = backoff.delay(failures)
+            if isinstance(error, asyncio.CancelledError):
+                described = "a CancelledError not from shutdown"
+            else:
+                described = f"{type(error).__name__}: {error}"
+            runner.source.record_error(described)
+            if described != previous:
+                # eventflow's own errors (a connector translated its library's) say it
+                # all; anything else gets its traceback
+                logger.error(
+                    "%s: source ended (%s); restarting in %.1fs",
+                    name,
+                    described,
+                    delay,
+                    exc_info=None if isinstance(error, EventflowError) else error,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            # the same failure again only counts in the source's outage summary
+            previous = described
+            await asyncio.sleep(delay)
 
     async def _commit_loop(self, runner: SubscriptionRunner, settings: Settings) -> None:
+        """Store offsets and commit them to the source, every `commit_interval`.
+
+        Each round is bounded: while the store is away a round gives up after
+        30 s (the offsets wait in the writer's queue) and the next one tries again.
+        """
         while True:
             await asyncio.sleep(settings.commit_interval)
             try:
-                await runner.commit()
+                await asyncio.wait_for(runner.commit(), 30)
+            except TimeoutError:
+                continue  # the store is away: the writer logs it, the next round retries
             except Exception:
                 logger.exception("%s: commit failed", runner.subscription.name)
 
     async def _report(self, writer: RunWriter, every: float = 15.0) -> None:
         """A status line per subscription in the worker's log, while there is news."""
-        last: list[tuple[int, int]] = [(-1, -1)] * len(self.runners)
+        last: list[tuple[int, int, str, bool]] = [(-1, -1, "", True)] * len(self.runners)
         while True:
             await asyncio.sleep(every)
             for i, runner in enumerate(self.runners):
                 stats = runner.stats
-                now = (stats.received, runner.in_flight)
+                now = (stats.received, runner.in_flight, runner.health.state, writer.healthy)
                 if now == last[i]:
                     continue
                 last[i] = now
                 logger.info(
-                    "%s: received %d, completed %d, failed %d, dead-lettered %d, in flight %d, "
-                    "store %s with %d queued",
+                    "%s: %s, received %d, completed %d, failed %d, dead-lettered %d, in flight %d,"
+                    " store %s with %d queued",
                     runner.subscription.name,
+                    runner.health.state,
                     stats.received,
                     stats.completed,
                     stats.failed,
@@ -337,9 +411,11 @@ class App:
                     stats = runner.stats
                     rate = (stats.received - previous[i]) / every
                     previous[i] = stats.received
+                    state = runner.health.state
                     parts.append(
                         f"{runner.subscription.name}: {rate:,.0f} events/s, {stats.received:,} in,"
                         f" {runner.in_flight:,} in flight, {stats.failed:,} failed"
+                        + ("" if state == "running" else f", {state.upper()}")
                     )
                 store = "store ok" if writer.healthy else "STORE UNAVAILABLE"
                 sys.stderr.write(f"\r\x1b[K{' | '.join(parts)} | {store}")
@@ -348,22 +424,48 @@ class App:
             sys.stderr.write("\n")
 
     async def _publish(self, exporter: MetricsExporter, writer: RunWriter) -> None:
-        """Metrics every second; each subscription's live state into the store every 5."""
+        """Every second: liveness and metrics; the subscriptions' states into the store every 5."""
         tick = 0
+        store_outage = Outage("run store")
         while True:
             await asyncio.sleep(1.0)
             try:
-                exporter.sync(self.runners, writer)
+                self._check_health(writer, store_outage)
+                exporter.sync(self.runners, writer, self.health.read())
                 tick += 1
                 if tick % 5 == 0:
                     self._put_source_status(writer)
             except Exception:  # never let a metrics bug stop the metrics for good
                 logger.exception("exporting metrics failed")
 
+    def _check_health(self, writer: RunWriter, store_outage: Outage) -> None:
+        """Update the subscriptions' states, log outage summaries, publish the probes' verdict."""
+        now = time.time()
+        verdicts = []
+        for runner in self.runners:
+            lag = runner.source.lag()
+            source = runner.source
+            runner.health.update(
+                received=runner.stats.received,
+                finished=runner.stats.completed + runner.stats.failed,
+                lag=sum(lag.values()) if lag else (None if source.failing else 0),
+                source_failing=source.failing,
+                stopping=runner.stopping,
+                now=now,
+            )
+            if source.failing and runner.health.state == "running":
+                source.record_ok()  # events arrive: whatever failed works again
+            source.outage.tick(now)
+            for outage in runner.outages:
+                outage.tick(now)
+            verdicts.append(runner.health.verdict(now))
+        store_outage.watch(not writer.healthy, writer.last_error, now)
+        self.health.publish(verdicts, store_up=writer.healthy, now=now)
+
     def _put_source_status(self, writer: RunWriter) -> None:
         now = time.time()
         for runner in self.runners:
-            stats, source = runner.stats, runner.source
+            stats, source, health = runner.stats, runner.source, runner.health
             lag = source.lag()
             writer.put_source_status(
                 {
@@ -381,10 +483,10 @@ class App:
                     "last_error": source.last_error,
                     "last_error_at": source.last_error_at,
                     "updated_at": now,
-                    "state": "running",
-                    "state_since": None,
+                    "state": health.state,
+                    "state_since": health.since,
                     "store_up": writer.healthy,
-                    "partitions": None,
+                    "partitions": _partitions_json(runner, lag),
                 }
             )
 
@@ -485,3 +587,77 @@ class App:
             for n in sub.notifiers
         }
         return list(found.values())
+
+
+class SourceEndedError(EventflowError):
+    """A source's `run()` returned while the worker was not shutting down."""
+
+
+class WorkerHealth:
+    """The worker's last health check, published once a second for the probe endpoint.
+
+    The endpoint runs on its own thread and only reads `read()`; a check older
+    than `STALE_AFTER` seconds means the event loop itself is stuck: not alive.
+    """
+
+    STALE_AFTER = 30.0
+
+    def __init__(self) -> None:
+        self._verdicts: tuple[HealthVerdict, ...] = ()
+        self._store_up = True
+        self._checked_at: float | None = None
+
+    def publish(self, verdicts: list[HealthVerdict], *, store_up: bool, now: float) -> None:
+        self._verdicts, self._store_up, self._checked_at = tuple(verdicts), store_up, now
+
+    def read(self) -> dict[str, Any]:
+        """`{"alive": bool, "ready": bool, "store_up": bool, "subscriptions": [...]}`.
+
+        Alive unless a subscription is stalled or its source down past
+        `EVENTFLOW_HEALTH_STALL_SECONDS`, or the loop stopped checking. A store
+        outage makes the worker not ready but keeps it alive: a restart would not
+        bring the database back, and the worker resumes by itself.
+        """
+        checked_at = self._checked_at
+        verdicts = self._verdicts
+        stale = checked_at is not None and time.time() - checked_at > self.STALE_AFTER
+        alive = not stale and all(v.alive for v in verdicts)
+        ready = (
+            checked_at is not None and alive and self._store_up and all(v.ready for v in verdicts)
+        )
+        return {
+            "alive": alive,
+            "ready": ready,
+            "store_up": self._store_up,
+            "checked_at": checked_at,
+            "reason": "the event loop stopped checking" if stale else None,
+            "subscriptions": [
+                {
+                    "subscription": v.subscription,
+                    "state": v.state,
+                    "alive": v.alive,
+                    "reason": v.reason,
+                }
+                for v in verdicts
+            ],
+        }
+
+
+def _partitions_json(runner: SubscriptionRunner, lag: Mapping[tuple[str, int], int]) -> str | None:
+    """Per partition: lag, next offset to read, stored and committed offsets (the UI's view)."""
+    positions = runner.source.positions()
+    stored = runner.stored_offsets()
+    partitions = set(lag) | set(positions) | set(stored) | set(runner.committed)
+    if not partitions:
+        return None
+    return orjson.dumps(
+        {
+            f"{topic}/{partition}": {
+                "lag": lag.get((topic, partition)),
+                "position": positions.get((topic, partition)),
+                "stored": stored.get((topic, partition)),
+                "committed": runner.committed.get((topic, partition)),
+            }
+            for topic, partition in sorted(partitions)
+        }
+    ).decode()

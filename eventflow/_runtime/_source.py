@@ -7,10 +7,13 @@ imports a connector.
 
 from __future__ import annotations
 
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from ._liveness import Outage
 
 Partition = tuple[str, int]
 """A partition of a stream: (stream name, partition number), e.g. ("orders", 3)."""
@@ -123,13 +126,40 @@ class Source(ABC):
     last_error_at: float | None = None
 
     def record_error(self, error: BaseException | str) -> None:
-        """Count a fetch error the source recovers from (it backs off and goes on)."""
+        """Count a fetch error the source recovers from (it backs off and goes on).
+
+        The first error of a run of them is logged (WARNING), then a summary
+        every 30 s while they go on; `record_ok` ends the run (one INFO line).
+        Until then the subscription's state is `reconnecting`.
+        """
         self.errors += 1
         self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self.last_error_at = time.time()
+        self.outage.failed(self.last_error, self.last_error_at)
+
+    def record_ok(self) -> None:
+        """A fetch (or a connection check) succeeded: an outage, if any, is over."""
+        outage = self.__dict__.get("outage")
+        if outage is not None and outage.active:
+            outage.recovered()
+
+    @property
+    def failing(self) -> bool:
+        """True from a `record_error` until the next `record_ok`."""
+        outage = self.__dict__.get("outage")
+        return outage is not None and outage.active
+
+    @functools.cached_property
+    def outage(self) -> Outage:
+        """The quiet log of this source's failures (see `record_error`)."""
+        return Outage(self.name)
 
     def lag(self) -> Mapping[Partition, int]:
         """Events behind the end of each assigned partition, where the source knows it."""
+        return {}
+
+    def positions(self) -> Mapping[Partition, int]:
+        """The next offset the source delivers from each assigned partition, where it knows it."""
         return {}
 
     @abstractmethod

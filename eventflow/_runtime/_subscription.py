@@ -35,6 +35,7 @@ from .._store._writer import RunWriter
 from ._admission import AdmissionAbandoned
 from ._controlled import FlowControls, decode_json, partition_of
 from ._controls import Controls
+from ._liveness import Outage, SubscriptionHealth
 from ._offsets import OffsetTracker
 from ._source import Event, EventSink, Partition, Sink, Source
 
@@ -51,6 +52,9 @@ class Notifier(Protocol):
 
     def close(self, timeout: float = ...) -> None: ...
 
+
+SOURCE_CALL_TIMEOUT = 30.0
+"""Seconds a call into a source or sink (a broker commit, a dead letter) may take."""
 
 _STORE_BACKLOG_LIMIT = 20_000
 """Records queued for the store beyond which consumption pauses until it catches up.
@@ -130,6 +134,8 @@ class SubscriptionRunner(FlowControls, EventSink):
         writer: RunWriter,
         engine: AsyncEngine,
         worker_id: str,
+        *,
+        health: SubscriptionHealth | None = None,
     ) -> None:
         self.subscription = subscription
         self.source = subscription.source
@@ -147,6 +153,20 @@ class SubscriptionRunner(FlowControls, EventSink):
         self._unacked: list[Event] = []
         self._dead_letter: Sink | None = None
         self._sink_started = False
+        name = subscription.name
+        self.health = health or SubscriptionHealth(name, stall_after=30.0, unhealthy_after=120.0)
+        self.committed: dict[Partition, int] = {}
+        """Offsets the source last confirmed committed (the broker's copy, for lag tools)."""
+        self._to_commit: dict[Partition, int] = {}
+        """Offsets stored with the runs and not yet committed to the source."""
+        self.outages = (
+            commit_outage := Outage(f"{name}: broker commit (offsets are safe in the store)"),
+            dead_letter_outage := Outage(f"{name}: dead-letter sink"),
+            offsets_outage := Outage(f"{name}: reading offsets from the run store"),
+        )
+        self._commit_outage = commit_outage
+        self._dead_letter_outage = dead_letter_outage
+        self._offsets_outage = offsets_outage
         self.controls = subscription.controls
         self._init_controls(engine)
 
@@ -209,9 +229,10 @@ class SubscriptionRunner(FlowControls, EventSink):
             except Exception as error:  # the store is down: assignment waits for it
                 if self._stopping:
                     raise
-                logger.warning("cannot read offsets from the run store, retrying: %s", error)
+                self._offsets_outage.failed(f"{type(error).__name__}: {error}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self._offsets_outage.recovered()
         for partition in partitions:
             start = stored.get(partition)
             state = _PartitionState(OffsetTracker(start), done[partition], stored=start)
@@ -277,6 +298,8 @@ class SubscriptionRunner(FlowControls, EventSink):
         offsets = await self._store_offsets(states)
         for partition in states:
             self._partitions.pop(partition, None)
+            self._to_commit.pop(partition, None)  # the source commits these on revocation
+            self.committed.pop(partition, None)
         return offsets
 
     async def deliver(self, events: Sequence[Event]) -> None:
@@ -626,12 +649,14 @@ class SubscriptionRunner(FlowControls, EventSink):
         delay = 0.1
         while True:
             try:
-                if not self._sink_started:
-                    await sink.start()
-                    self._sink_started = True
-                await sink.send(
-                    event.value, key=event.key.encode() if event.key else None, headers=headers
-                )
+                async with asyncio.timeout(SOURCE_CALL_TIMEOUT):
+                    if not self._sink_started:
+                        await sink.start()
+                        self._sink_started = True
+                    await sink.send(
+                        event.value, key=event.key.encode() if event.key else None, headers=headers
+                    )
+                self._dead_letter_outage.recovered()
                 self.stats.dead_lettered += 1
                 return True
             except asyncio.CancelledError:
@@ -642,12 +667,10 @@ class SubscriptionRunner(FlowControls, EventSink):
                         "%s: dead letter for %s not sent before shutdown: %s",
                         self.subscription.name,
                         event.id,
-                        send_error,
+                        _describe(send_error),
                     )
                     return False
-                logger.warning(
-                    "%s: dead-letter send failed, retrying: %s", self.subscription.name, send_error
-                )
+                self._dead_letter_outage.failed(f"send failed: {_describe(send_error)}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -660,10 +683,14 @@ class SubscriptionRunner(FlowControls, EventSink):
     # -- offsets ---------------------------------------------------------------------
 
     async def commit(self) -> None:
-        """Store the offsets that advanced (with the runs before them), then tell the source."""
-        offsets = await self._store_offsets(self._partitions)
-        if offsets:
-            await self._commit_to_source(offsets)
+        """Store the offsets that advanced (with the runs before them), then tell the source.
+
+        Offsets the source failed to commit (a broker away) are committed again
+        on the next call, even if no run finished meanwhile.
+        """
+        self._to_commit.update(await self._store_offsets(self._partitions))
+        if self._to_commit:
+            await self._commit_to_source()
         if self._unacked:
             events, self._unacked = self._unacked, []
             await self.writer.flush()
@@ -688,15 +715,23 @@ class SubscriptionRunner(FlowControls, EventSink):
                 stored_state.stored = offset
         return advanced
 
-    async def _commit_to_source(self, offsets: Mapping[Partition, int]) -> None:
+    async def _commit_to_source(self) -> None:
+        offsets = {p: o for p, o in self._to_commit.items() if p in self._partitions}
         try:
-            await self.source.commit(offsets)
+            async with asyncio.timeout(SOURCE_CALL_TIMEOUT):
+                await self.source.commit(offsets)
         except Exception as error:  # the store has them; the broker's copy is for lag tools
-            logger.warning(
-                "%s: broker commit failed (offsets are in the store): %s",
-                self.subscription.name,
-                error,
-            )
+            self._commit_outage.failed(_describe(error))
+            return
+        self._commit_outage.recovered()
+        self.committed.update(offsets)
+        for partition, offset in offsets.items():
+            if self._to_commit.get(partition) == offset:
+                del self._to_commit[partition]
+
+    def stored_offsets(self) -> dict[Partition, int]:
+        """The offsets stored with the runs, per partition of ours that has one."""
+        return {p: s.stored for p, s in self._partitions.items() if s.stored is not None}
 
     async def drain(self, grace_seconds: float) -> int:
         """Wait for runs in flight up to `grace_seconds`, cancel the rest; how many were cancelled.
@@ -717,3 +752,9 @@ class SubscriptionRunner(FlowControls, EventSink):
         if self._dead_letter is not None and self._sink_started:
             await self._dead_letter.stop()
             self._sink_started = False
+
+
+def _describe(error: BaseException) -> str:
+    """`Type: message`, or the type alone when the message is empty (a TimeoutError)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -20,9 +20,16 @@ class Order(pydantic.BaseModel):
     seq: int = 0
 
 
+GATE = os.environ.get("GATE")
+"""A file path: while that file exists, runs wait (a flow that cannot make progress)."""
+
+
 @task(retries=2)
 async def enrich(order: Order) -> dict[str, str]:
     await asyncio.sleep(WORK_SECONDS)
+    # the gate is a file another process creates: nothing to await but its absence
+    while GATE and os.path.exists(GATE):  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.05)
     return {"customer": order.customer_id}
 
 

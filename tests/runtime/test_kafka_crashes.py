@@ -110,9 +110,19 @@ async def test_workers_option_shares_one_group_between_processes(
 ) -> None:
     topic, group = await new_topic(kafka)
     total = 2000
-    await produce(kafka.bootstrap, topic, orders(total, keys=100))
-    env = worker_env(kafka, sqlite_url, topic, group, WORK_SECONDS="0.05", MAX_IN_FLIGHT="50")
+    env = worker_env(kafka, sqlite_url, topic, group, WORK_SECONDS="0.1", MAX_IN_FLIGHT="20")
     supervisor = Worker(env, tmp_path / "workers.log", "--workers", "2")
+
+    async def both_started() -> bool:
+        try:
+            return len(await rows(sqlite_url, schema.workers)) == 2
+        except Exception:  # the schema may not exist yet
+            return False
+
+    # on a busy machine one worker can start seconds after the other: the events come
+    # once both are up, and take one worker alone ~10 s, so the group shares them
+    await wait_until(both_started, timeout=120, interval=0.2)
+    await produce(kafka.bootstrap, topic, orders(total, keys=100))
     await wait_until(lambda: _at_least(sqlite_url, total), timeout=180, interval=0.5)
     assert supervisor.terminate() == 0  # SIGTERM reaches both workers, both stop cleanly
 

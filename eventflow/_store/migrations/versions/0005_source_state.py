@@ -1,4 +1,4 @@
-"""source state: each subscription's liveness (running, reconnecting, stalled, stopped) and partitions
+"""source state: a subscription's liveness (running, reconnecting, stalled, stopped), partitions
 
 Revision ID: 0005
 Revises: 0004
