@@ -299,6 +299,7 @@ class KafkaSource(Source):
                         last_probe = time.monotonic()  # a probe may wait for its answer
                         if back:  # the broker is back: give the consumer time to fetch
                             last_records = last_probe
+                        self._give_up_if_gone()
                     continue
                 last_records = last_probe = now
                 self.record_ok()
@@ -331,6 +332,21 @@ class KafkaSource(Source):
             finally:
                 await _stop_client(consumer, self.name)  # never leave a consumer behind
             raise
+
+    def _give_up_if_gone(self) -> None:
+        """Raise KafkaUnavailableError once the broker has been away longer than the session.
+
+        By then the group has dropped this member anyway, and an idle aiokafka
+        consumer whose metadata went stale retries it in a tight loop (a whole
+        core): the supervisor starts a new consumer once the broker answers.
+        """
+        since = self.outage.since
+        session = self._consumer_options["session_timeout_ms"] / 1000
+        if since is not None and time.time() - since > session:
+            raise KafkaUnavailableError(
+                f"{self.name}: no answer from the broker for {time.time() - since:.0f}s, longer"
+                f" than the group session ({session:g}s); connecting anew"
+            )
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
         """`getmany`, with aiokafka's stray CancelledError turned into an error of ours.

@@ -318,7 +318,7 @@ class App:
         counts in the source's outage summary) and restarted with backoff.
         """
         name = runner.subscription.name
-        backoff = Backoff(initial=0.5, maximum=30.0, jitter=0.2)
+        backoff = Backoff(initial=0.5, maximum=10.0, jitter=0.2)
         failures = 0
         previous = ""
         while not runner.stopping:
@@ -451,6 +451,7 @@ class App:
                 lag=sum(lag.values()) if lag else (None if source.failing else 0),
                 source_failing=source.failing,
                 stopping=runner.stopping,
+                store_up=writer.healthy,
                 now=now,
             )
             if source.failing and runner.health.state == "running":
@@ -495,6 +496,7 @@ class App:
         by_flow: dict[str, SubscriptionRunner] = {}
         for runner in self.runners:
             by_flow.setdefault(runner.flow.name, runner)
+        outage = Outage("reading replay requests from the run store")
         while True:
             await asyncio.sleep(every)
             room = {
@@ -507,9 +509,11 @@ class App:
                 claimed = await claim_replays(
                     engine, flows, self.worker_id or "", limit=min([100, *(room[f] for f in flows)])
                 )
-            except Exception as error:
-                logger.warning("cannot read replay requests: %s", error)
+            except Exception as error:  # the store is away: quietly, it is logged already
+                outage.failed(f"{type(error).__name__}: {error}")
+                outage.tick()
                 continue
+            outage.recovered()
             for row in claimed:
                 logger.info("replaying flow run %s as %s", row["retry_of"], row["id"])
                 by_flow[row["flow_name"]].start_replay(row)

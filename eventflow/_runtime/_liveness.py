@@ -62,6 +62,10 @@ class Outage:
         )
         self.since, self.failures, self.last_error = None, 0, None
 
+    def clear(self) -> None:
+        """Forget the outage without a word: what failed is no longer tried (not ours now)."""
+        self.since, self.failures, self.last_error = None, 0, None
+
     def tick(self, now: float | None = None) -> None:
         """Call often: while the outage lasts, a summary line every `summary_every` seconds."""
         if self.since is None:
@@ -148,19 +152,22 @@ class SubscriptionHealth:
         lag: int | None,
         source_failing: bool,
         stopping: bool,
+        store_up: bool = True,
         now: float | None = None,
     ) -> SourceState:
         """The state now, from the counters and the source; logs when it changes.
 
         `lag` is None when the source does not know it now (a Kafka consumer
-        being replaced); the last known lag stands in for it.
+        being replaced); the last known lag stands in for it. While the store
+        is down consumption pauses on purpose: that is not a stall (the store's
+        own state says what is wrong, and a restart would not help).
         """
         now = time.time() if now is None else now
         monotonic = time.monotonic()
         if lag is not None:
             self.lag = lag
         mark = (received, finished)
-        if mark != self._mark or self.lag == 0:
+        if mark != self._mark or self.lag == 0 or not store_up:
             self._mark, self._progress_at = mark, monotonic
         if stopping or self.stopped:
             state: SourceState = "stopped"

@@ -237,6 +237,10 @@ class SubscriptionRunner(FlowControls, EventSink):
             start = stored.get(partition)
             state = _PartitionState(OffsetTracker(start), done[partition], stored=start)
             self._partitions[partition] = state
+            if start is not None:
+                # the broker's copy may lag the store's (a commit it never got before a
+                # restart or a rebalance): give it the stored offset with the next commit
+                self._to_commit[partition] = start
         if partitions:
             logger.info(
                 "%s: assigned %s",
@@ -691,6 +695,8 @@ class SubscriptionRunner(FlowControls, EventSink):
         self._to_commit.update(await self._store_offsets(self._partitions))
         if self._to_commit:
             await self._commit_to_source()
+        elif self._commit_outage.active:
+            self._commit_outage.clear()  # what failed to commit is another worker's now
         if self._unacked:
             events, self._unacked = self._unacked, []
             await self.writer.flush()

@@ -309,3 +309,15 @@ def test_stalled_only_while_events_wait(monkeypatch: pytest.MonkeyPatch) -> None
     assert health.update(lag=4, **{**update, "finished": 11}) == "running"  # progress
     assert health.verdict().alive
     assert health.update(lag=4, **{**update, "source_failing": True}) == "reconnecting"
+
+
+def test_a_store_outage_is_not_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("eventflow._runtime._liveness.time.monotonic", lambda: clock[0])
+    health = SubscriptionHealth("s", stall_after=5, unhealthy_after=20)
+    update = {"received": 10, "finished": 10, "source_failing": False, "stopping": False}
+    assert health.update(lag=5, **update) == "running"
+    for _ in range(10):  # five minutes without the store: consumption paused on purpose
+        clock[0] += 30
+        assert health.update(lag=5, store_up=False, **update) == "running"
+    assert health.verdict().alive
