@@ -53,13 +53,20 @@ class Outage:
         self.failures += 1
 
     def recovered(self, now: float | None = None) -> None:
-        """It works again: one INFO line if it had failed."""
+        """It works again: one INFO line if it had failed more than once.
+
+        (A lone failure, the next attempt fine, needs no second line.)
+        """
         if self.since is None:
             return
         now = time.time() if now is None else now
-        logger.info(
-            "%s: back after %.0fs (%d failed attempts)", self.what, now - self.since, self.failures
-        )
+        if self.failures > 1:
+            logger.info(
+                "%s: back after %.0fs (%d failed attempts)",
+                self.what,
+                now - self.since,
+                self.failures,
+            )
         self.since, self.failures, self.last_error = None, 0, None
 
     def clear(self) -> None:

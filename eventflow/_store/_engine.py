@@ -14,8 +14,12 @@ def is_sqlite(url: str) -> bool:
     return normalize_database_url(url).startswith("sqlite")
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, statement_timeout: float | None = 60.0, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, relaxed fsync and a generous busy timeout.
+
+    PostgreSQL connections get a bound on connecting (10 s) and on each statement
+    (`statement_timeout` seconds, asyncpg cancels it; None for migrations, whose
+    index builds may take long): a database that hangs cannot hang a worker.
 
     WAL with `synchronous=NORMAL` keeps every commit durable against a crash of
     the process (what a worker's `kill -9` is) while sparing an fsync per group
@@ -28,6 +32,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("connect_args", {"timeout": 10, "command_timeout": statement_timeout})
     return create_async_engine(url, **kwargs)
 
 

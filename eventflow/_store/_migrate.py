@@ -77,7 +77,7 @@ def _run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _upgrade(database_url: str, revision: str) -> None:
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, statement_timeout=None)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(_run_upgrade, revision)
@@ -96,7 +96,7 @@ def _run_upgrade(connection: Connection, revision: str) -> None:
 
 def current_revision(database_url: str) -> str | None:
     async def read() -> str | None:
-        engine = make_engine(database_url)
+        engine = make_engine(database_url, statement_timeout=None)
         try:
             async with engine.connect() as conn:
                 return await conn.run_sync(_read_revision)
