@@ -278,7 +278,7 @@ class App:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             for runner in self.runners:
-                runner.health.stopped = True
+                runner.health.shut_down()
                 # bounded: a store or broker that is away must not hold the shutdown
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(runner.commit(), settings.shutdown_grace)

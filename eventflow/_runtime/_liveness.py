@@ -149,6 +149,12 @@ class SubscriptionHealth:
     def source_started(self) -> None:
         self.source_down_since = None
 
+    def shut_down(self) -> None:
+        """The worker stops: `stopped` from now on."""
+        self.stopped = True
+        if self.state != "stopped":
+            self.state, self.since = "stopped", time.time()
+
     # -- once a second -----------------------------------------------------------------
 
     def update(

@@ -299,7 +299,9 @@ class SubscriptionRunner(FlowControls, EventSink):
             dropped = self._keys.pop(key)
             self.in_flight -= len(dropped)
             self._forget(dropped)
-        offsets = await self._store_offsets(states)
+        # a rebalance must not wait for a store that is away: what is not stored in
+        # time is not committed, and the next owner reads those events again
+        offsets = await self._store_offsets(states, self.subscription.revoke_grace_seconds)
         for partition in states:
             self._partitions.pop(partition, None)
             self._to_commit.pop(partition, None)  # the source commits these on revocation
@@ -703,8 +705,13 @@ class SubscriptionRunner(FlowControls, EventSink):
             await self.source.ack(events)
 
     async def _store_offsets(
-        self, states: Mapping[Partition, _PartitionState]
+        self, states: Mapping[Partition, _PartitionState], timeout: float | None = None
     ) -> dict[Partition, int]:
+        """Store the offsets that advanced, with the runs queued before them; those stored.
+
+        With a `timeout`, a store that does not confirm in time stores nothing
+        now (the offsets stay queued and are written when it is back).
+        """
         advanced: dict[Partition, int] = {}
         for partition, state in states.items():
             committable = state.tracker.committable
@@ -715,7 +722,10 @@ class SubscriptionRunner(FlowControls, EventSink):
             return {}
         if group is not None:
             self.writer.put_offsets(group, [(t, p, o) for (t, p), o in advanced.items()])
-        await self.writer.flush()
+        try:
+            await asyncio.wait_for(self.writer.flush(), timeout)
+        except TimeoutError:
+            return {}
         for partition, offset in advanced.items():
             if (stored_state := states.get(partition)) is not None:
                 stored_state.stored = offset
