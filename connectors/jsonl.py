@@ -28,6 +28,8 @@ class JsonlSource(Source):
     `run` has started; a progress bar reads them.
     """
 
+    finite = True
+
     def __init__(
         self,
         path: str | Path,

@@ -555,6 +555,8 @@ class KafkaRangeSource(Source):
     `total` counts offsets: a compacted or transactional topic holds fewer records.
     """
 
+    finite = True
+
     def __init__(
         self,
         topic: str,

@@ -263,6 +263,8 @@ class _UntilExhausted(Source):
     offsets are stored, so running it again resumes).
     """
 
+    finite = True
+
     def __init__(self, source: Source) -> None:
         self.inner = source
         self.name = source.name

@@ -328,6 +328,10 @@ class App:
                 await runner.source.run(runner)
                 if runner.stopping:
                     return
+                if runner.source.finite:
+                    logger.info("%s: the source delivered everything it has", name)
+                    runner.health.shut_down()
+                    return
                 error: BaseException = SourceEndedError(f"{name}: the source's run() returned")
             except asyncio.CancelledError as cancelled:
                 task = asyncio.current_task()

@@ -120,6 +120,10 @@ class Source(ABC):
 
     name: str = "source"
     group_id: str | None = None
+    finite: bool = False
+    """True for a source whose `run` returns once it delivered everything (a file, an
+    offset range): that ends it. Any other source's `run` returning is a failure, and
+    the runtime starts it again."""
     errors: int = 0
     """Fetch errors so far (exported as `eventflow_source_errors_total`); see `record_error`."""
     last_error: str | None = None
