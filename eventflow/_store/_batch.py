@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 
 from .._errors import StoreError
@@ -121,9 +122,11 @@ def is_transient(error: BaseException) -> bool:
         return error.transient
     if isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError)):
         return False
-    orig = getattr(error, "orig", None)
+    orig = getattr(error, "orig", error)
     if isinstance(error, sa.exc.ProgrammingError) and "binding parameter" in str(orig):
         return False  # sqlite3: a value of a type it cannot store
+    if isinstance(orig, asyncpg.DataError):
+        return False  # asyncpg: a value it cannot encode for its column
     # asyncpg's data errors reach SQLAlchemy unclassified; SQLSTATE tells:
     # class 22 (data exception: NUL byte, value too long) and 23 (constraint)
     sqlstate = str(getattr(orig, "sqlstate", "") or "")
