@@ -1,14 +1,16 @@
 """Benchmark: the store's write path alone, PostgreSQL server CPU per event.
 
-    .venv/bin/python bench/store_writes.py [--events 200000] [--batch 1000] [--drop-index NAME ...]
+    .venv/bin/python bench/store_writes.py [--events 200000] [--batch 1000] [--revision 0005]
+        [--drop-index NAME ...]
 
 Starts a local PostgreSQL server (scripts/postgres.sh), migrates a new database,
 then commits batches shaped like the Kafka benchmark's (per event: one final
 flow run, two final task runs; per batch: the offsets of 4 partitions) through
 the writer's own committer, in this process. Prints events/s and CPU µs per
 event of this process (the committer) and of the server (postmaster and
-backends), from /proc. `--drop-index` measures the schema without an index,
-to price each one; `--sync-commit off` measures asynchronous commit.
+backends), from /proc. `--revision` measures an older schema beside the newest
+one, alternating; `--drop-index` measures the schema without an index, to
+price each one.
 """
 
 from __future__ import annotations
@@ -130,19 +132,25 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--drop-index", action="append", default=[])
+    parser.add_argument("--revision", help="also measure the schema at this migration")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("PG_SHARED_BUFFERS", "256MB")
     server = Postgres.start_new()
     try:
         pid = postmaster_pid(server.data_dir)
+        variants: list[tuple[str, list[str]]] = [("head", [])]
+        if args.drop_index:
+            variants.append(("head", args.drop_index))
+        if args.revision:
+            variants.append((args.revision, []))
         for round_ in range(args.rounds):
-            for dropped in ([], args.drop_index) if args.drop_index else ([],):
+            for revision, dropped in variants if round_ % 2 == 0 else variants[::-1]:
                 url = server.create_database()
-                upgrade(url)
+                upgrade(url, revision)
                 asyncio.run(drop_indexes(url, dropped))
                 result = asyncio.run(measure(url, pid, args.events, args.batch))
-                label = "dropped " + ",".join(dropped) if dropped else "schema as is"
+                label = f"schema {revision}" + (" without " + ",".join(dropped) if dropped else "")
                 print(f"round {round_ + 1}, {label}: {result}", flush=True)
     finally:
         server.stop()
