@@ -176,9 +176,7 @@ async def measure(
         latencies = sorted(
             float(row[0])
             for row in (
-                await conn.execute(
-                    sa.select(latency).where(runs.c.event_time.is_not(None))
-                )
+                await conn.execute(sa.select(latency).where(runs.c.event_time.is_not(None)))
             ).all()
         )
     await engine.dispose()
@@ -214,7 +212,9 @@ def main() -> None:
     parser.add_argument("--watch-tree", action="append", default=[], metavar="NAME=PID")
     args = parser.parse_args()
     watch: dict[str, tuple[list[int], bool]] = {}
-    for spec, descendants in [(w, False) for w in args.watch] + [(w, True) for w in args.watch_tree]:
+    for spec, descendants in [(w, False) for w in args.watch] + [
+        (w, True) for w in args.watch_tree
+    ]:
         name, pid = spec.split("=", 1)
         watch[name] = ([int(pid)], descendants)
     os.environ.setdefault("EVENTFLOW_LOG_LEVEL", "WARNING")

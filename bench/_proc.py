@@ -35,7 +35,9 @@ def children(pid: int) -> list[int]:
         return found
     for tid in threads:
         try:
-            found.extend(int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+            found.extend(
+                int(p) for p in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            )
         except OSError:
             continue
     return found

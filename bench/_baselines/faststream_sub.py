@@ -43,8 +43,8 @@ _BENCH = Path(__file__).resolve().parent.parent
 if str(_BENCH) not in sys.path:
     sys.path.insert(0, str(_BENCH))
 
-from _proc import peak_rss_mb  # noqa: E402  (its own VmHWM, not the parent's)
 from _kafka_common import Order, committed_total, fetch_customer, load  # noqa: E402
+from _proc import peak_rss_mb  # noqa: E402  (its own VmHWM, not the parent's)
 
 IMPL = "faststream"
 ACK_POLICIES = {"ack_first": AckPolicy.ACK_FIRST, "ack": AckPolicy.ACK}

@@ -16,9 +16,7 @@ def _not_postgresql_only(obj: object, name: str | None, kind: str, *_: object) -
 
 
 def _differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(
-        connection, opts={"include_object": _not_postgresql_only}
-    )
+    context = MigrationContext.configure(connection, opts={"include_object": _not_postgresql_only})
     return list(compare_metadata(context, metadata))
 
 

@@ -47,7 +47,9 @@ SET maintenance_work_mem = '128MB';
 CREATE TEMP TABLE saved_indexes AS SELECT indexname, indexdef FROM pg_indexes
 WHERE tablename IN ('flow_runs', 'task_runs') AND indexname NOT LIKE '%pkey';
 DO $$ DECLARE r record; BEGIN
-    FOR r IN SELECT indexname FROM saved_indexes LOOP EXECUTE 'DROP INDEX ' || r.indexname; END LOOP;
+    FOR r IN SELECT indexname FROM saved_indexes LOOP
+        EXECUTE 'DROP INDEX ' || r.indexname;
+    END LOOP;
 END $$;
 INSERT INTO flows (name, version, created_at)
 SELECT 'flow-' || f, NULL, now() FROM generate_series(0, 9) AS f;
@@ -68,7 +70,7 @@ SELECT
     CASE WHEN i % 20 = 0 THEN NULL ELSE i / 8 END,
     CASE WHEN i % 20 = 0 THEN 'http-' || i ELSE 'orders/' || (i % 8) || '/' || (i / 8) END,
     'c-' || (i % 1000),
-    convert_to('{{"id":"o-' || i || '","customer_id":"c-' || (i % 1000) || '","amount":1}}', 'UTF8'),
+    convert_to('{{"id":"o-' || i || '","customer_id":"c-' || (i % 1000) || '"}}', 'UTF8'),
     to_timestamp({NOW} - ({RUNS} - i) * 2.5 - 1),
     to_timestamp({NOW} - ({RUNS} - i) * 2.5),
     to_timestamp({NOW} - ({RUNS} - i) * 2.5),
@@ -113,8 +115,22 @@ def big_store(postgres: Postgres) -> str:
     upgrade(url)
     # psql, one script: the server makes the rows, nothing crosses a driver
     subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"]
-        + ["-d", url.rsplit("/", 1)[1], "-v", "ON_ERROR_STOP=1", "-q", "-f", "-"],
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(postgres.port),
+            "-U",
+            "postgres",
+            "-d",
+            url.rsplit("/", 1)[1],
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-f",
+            "-",
+        ],
         input=FILL + "VACUUM ANALYZE flow_runs; VACUUM ANALYZE task_runs;",
         text=True,
         check=True,
