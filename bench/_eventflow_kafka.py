@@ -1,13 +1,17 @@
 """The eventflow side of bench/kafka.py, in a fresh interpreter.
 
     python bench/_eventflow_kafka.py BOOTSTRAP TOPIC COUNT [--control NAME]
+        [--database-url URL] [--watch NAME=PID] [--watch-tree NAME=PID]
 
-Consumes COUNT order events with a two-task flow, every run tracked in a SQLite
-store of its own, and prints one JSON line: events/s from the first event to the
-last run durable with its offsets, peak RSS, RSS sampled along the way (both of
-the worker plus its writer process), and the p50/p99 latency from an event's
-produce time to its run's end. `--control`
-subscribes with one flow control (see CONTROLS) to measure what it costs.
+Consumes COUNT order events with a two-task flow, every run tracked in a store
+(a SQLite file of its own, or `--database-url`, an empty PostgreSQL database),
+and prints one JSON line: events/s from the first event to the last run durable
+with its offsets, peak RSS, RSS sampled along the way (both of the worker plus
+its writer process), the p50/p99 latency from an event's produce time to its
+run's end, and CPU µs per event over the same window for the worker, its writer
+process and each `--watch` process (`--watch-tree`: with its descendants, as a
+PostgreSQL server's backends). `--control` subscribes with one flow control
+(see CONTROLS) to measure what it costs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -32,6 +35,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 from _kafka_common import Order, fetch_customer, load  # noqa: E402
+from _proc import CpuWindow, peak_rss_mb, rss_mb  # noqa: E402
 
 from connectors.kafka import KafkaSource  # noqa: E402
 from eventflow import App, Settings, flow, task  # noqa: E402
@@ -80,34 +84,30 @@ CONTROLS: dict[str, dict[str, Any]] = {
 """Subscription options per `--control`: limits that rarely bind, to measure the bookkeeping."""
 
 
-def memory_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
-    """A process's resident memory (`VmRSS`) or its peak (`VmHWM`), from /proc."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # the process is gone
-        pass
-    return 0.0
-
-
 def writer_pid(runner: Any) -> int | None:
     """The worker's writer process (it writes the runs; its memory counts too)."""
     return getattr(getattr(runner.writer, "_committer", None), "pid", None)
 
 
-def rss_mb(runner: Any) -> float:
+def worker_rss_mb(runner: Any) -> float:
     """The worker's resident memory: its own and its writer process's."""
     child = writer_pid(runner)
-    return memory_mb() + (memory_mb(child) if child is not None else 0.0)
+    return rss_mb() + (rss_mb(child) if child is not None else 0.0)
 
 
 async def measure(
-    bootstrap: str, topic: str, count: int, max_in_flight: int, control: str = "none"
+    bootstrap: str,
+    topic: str,
+    count: int,
+    max_in_flight: int,
+    control: str = "none",
+    database_url: str | None = None,
+    watch: dict[str, tuple[list[int], bool]] | None = None,
 ) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
-    url = f"sqlite:///{workdir / 'bench.db'}"
+    if database_url is None:
+        workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
+        database_url = f"sqlite:///{workdir / 'bench.db'}"
+    url = database_url
     settings = Settings.from_env(
         {
             "EVENTFLOW_DATABASE_URL": url,
@@ -128,27 +128,40 @@ async def measure(
     serving = asyncio.create_task(app.serve(stop))
     await app.started.wait()
     runner = app.runners[0]
+    child = writer_pid(runner)
+    cpu = CpuWindow(
+        {
+            "worker": ([os.getpid()], False),
+            "writer": ([child] if child is not None else [], False),
+            **(watch or {}),
+        }
+    )
     while runner.stats.received == 0:  # noqa: ASYNC110 - polls a counter, as the loop below
         await asyncio.sleep(0.001)
     started = time.perf_counter()
+    cpu.start()
     samples: list[tuple[int, float]] = []
     next_sample = 0
     while True:
         committed = sum(state.stored or 0 for state in runner._partitions.values())
         if runner.stats.completed >= next_sample:
-            samples.append((runner.stats.completed, round(rss_mb(runner), 1)))
+            samples.append((runner.stats.completed, round(worker_rss_mb(runner), 1)))
             next_sample += max(count // 10, 1)
         if committed >= count:
             break
         await asyncio.sleep(0.01)
     seconds = time.perf_counter() - started
-    child = writer_pid(runner)
-    writer_peak = memory_mb(child, "VmHWM") if child is not None else 0.0
+    cpu.stop()
+    writer_peak = peak_rss_mb(child) if child is not None else 0.0
     stop.set()
     await serving
 
     engine = make_engine(url)
     runs = schema.flow_runs
+    if engine.dialect.name == "postgresql":
+        latency = sa.extract("epoch", runs.c.ended_at - runs.c.event_time)
+    else:
+        latency = sa.cast(runs.c.ended_at, sa.Float) - sa.cast(runs.c.event_time, sa.Float)
     async with engine.connect() as conn:
         completed = (
             await conn.execute(
@@ -161,13 +174,9 @@ async def measure(
             await conn.execute(sa.select(sa.func.count()).select_from(schema.task_runs))
         ).scalar_one()
         latencies = sorted(
-            row[0]
+            float(row[0])
             for row in (
-                await conn.execute(
-                    sa.select(
-                        sa.cast(runs.c.ended_at, sa.Float) - sa.cast(runs.c.event_time, sa.Float)
-                    ).where(runs.c.event_time.is_not(None))
-                )
+                await conn.execute(sa.select(latency).where(runs.c.event_time.is_not(None)))
             ).all()
         )
     await engine.dispose()
@@ -175,6 +184,7 @@ async def measure(
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else None
     return {
         "impl": "eventflow" if control == "none" else f"ef+{control}",
+        "store": engine.dialect.name,
         "events": count,
         "seconds": round(seconds, 3),
         "events_per_s": round(count / seconds, 1),
@@ -183,11 +193,10 @@ async def measure(
         "latency_p50_s": round(p50, 3) if p50 is not None else None,
         "latency_p99_s": round(p99, 3) if p99 is not None else None,
         # the worker and its writer process together (each one's own peak)
-        "peak_rss_mb": round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + writer_peak, 1
-        ),
+        "peak_rss_mb": round(peak_rss_mb() + writer_peak, 1),
         "writer_peak_rss_mb": round(writer_peak, 1),
         "rss_samples": samples,
+        "cpu_us_per_event": cpu.per_event_us(count),
     }
 
 
@@ -198,11 +207,28 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--max-in-flight", type=int, default=2048)
     parser.add_argument("--control", choices=sorted(CONTROLS), default="none")
+    parser.add_argument("--database-url", help="an empty database (default: a new SQLite file)")
+    parser.add_argument("--watch", action="append", default=[], metavar="NAME=PID")
+    parser.add_argument("--watch-tree", action="append", default=[], metavar="NAME=PID")
     args = parser.parse_args()
+    watch: dict[str, tuple[list[int], bool]] = {}
+    for spec, descendants in [(w, False) for w in args.watch] + [
+        (w, True) for w in args.watch_tree
+    ]:
+        name, pid = spec.split("=", 1)
+        watch[name] = ([int(pid)], descendants)
     os.environ.setdefault("EVENTFLOW_LOG_LEVEL", "WARNING")
     tune_worker_process()  # as App.run() does in a worker process
     result = asyncio.run(
-        measure(args.bootstrap, args.topic, args.count, args.max_in_flight, args.control)
+        measure(
+            args.bootstrap,
+            args.topic,
+            args.count,
+            args.max_in_flight,
+            args.control,
+            args.database_url,
+            watch,
+        )
     )
     print(json.dumps(result))
 

@@ -57,10 +57,16 @@ async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
             code = entry[1]
             if code and code != TopicAlreadyExistsError.errno:
                 raise for_code(code)(f"creating topic {topic!r}: {entry[2:]}")
-        described = await admin.describe_topics([topic])
+        # a busy broker may describe a topic it just created with no partitions yet
+        deadline = time.perf_counter() + 30
+        while True:
+            described = await admin.describe_topics([topic])
+            existing = len(described[0]["partitions"]) if described else 0
+            if existing or time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
-    existing = len(described[0]["partitions"]) if described else 0
     if existing != partitions:
         raise ValueError(f"topic {topic!r} has {existing} partitions, wanted {partitions}")
 

@@ -1,11 +1,17 @@
 """Benchmark: Kafka order events through a two-task flow, every run tracked, beside baselines.
 
-    .venv/bin/python bench/kafka.py [--events 200000] [--skip-faststream] [--latency-rate 5000]
+    .venv/bin/python bench/kafka.py [--events 200000] [--store both|sqlite|postgresql]
+        [--rounds 3] [--skip-faststream] [--latency-rate 5000]
 
-Starts a local broker (scripts/kafka.sh), fills a topic with order events, then
-reads the same topic contents with a fresh consumer group each:
-- eventflow: a two-task flow per event, every flow run and task run in SQLite,
-  offsets stored with the runs and committed to Kafka;
+Starts a local broker (scripts/kafka.sh) and, for PostgreSQL, a local server
+(scripts/postgres.sh), fills a topic with order events, then reads the same
+topic contents with a fresh consumer group each:
+- eventflow: a two-task flow per event, every flow run and task run in the
+  store (a new SQLite file, or a new PostgreSQL database, each round), offsets
+  stored with the runs and committed to Kafka; with `--store both` (the
+  default) the two stores alternate for `--rounds` rounds each and are printed
+  side by side, with CPU µs per event per process (worker, writer process,
+  PostgreSQL server, broker) read from /proc over each run's window;
 - a raw aiokafka `getmany` loop doing the same work untracked, committing per batch;
 - a FastStream subscriber doing the same work (its default ack policy).
 Then, for latency, events are produced at a steady rate while eventflow consumes
@@ -17,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,16 +42,30 @@ from _eventflow_kafka import CONTROLS  # noqa: E402
 from _kafka_baselines import measure_faststream, measure_raw_aiokafka  # noqa: E402
 from _kafka_common import make_order  # noqa: E402
 from _kafka_produce import create_topic, produce_orders  # noqa: E402
+from _proc import broker_pid, postmaster_pid  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests._kafka import free_port_pair  # noqa: E402
+from tests._services import Postgres  # noqa: E402
+
+PG_SETTINGS = {"PG_SHARED_BUFFERS": "256MB"}
+"""The bench's PostgreSQL: room for a few hundred thousand runs in memory."""
 
 
 def measure_eventflow(
-    bootstrap: str, topic: str, count: int, control: str = "none"
+    bootstrap: str,
+    topic: str,
+    count: int,
+    control: str = "none",
+    database_url: str | None = None,
+    watch: tuple[str, ...] | list[str] = (),
+    watch_tree: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any]:
     child = [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)]
+    if database_url is not None:
+        child += ["--database-url", database_url]
+    child += [f"--watch={w}" for w in watch] + [f"--watch-tree={w}" for w in watch_tree]
     done = subprocess.run(
         [*child, "--control", control],
         capture_output=True,
@@ -122,10 +144,46 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def median_range(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
+    """Events/s and CPU µs per event per process, median over the rounds of each store."""
+    processes = ("worker", "writer", "postgres", "broker")
+    lines = [
+        f"{'store':<11} {'events/s median (range)':>26} {'vs sqlite':>9} "
+        + " ".join(f"{p + ' us/ev':>15}" for p in processes)
+    ]
+    sqlite = [r["events_per_s"] for r in by_store.get("sqlite", []) if "error" not in r]
+    for store, runs in by_store.items():
+        ok = [r for r in runs if "error" not in r]
+        rates = [r["events_per_s"] for r in ok]
+        ratio = (
+            f"{statistics.median(rates) / statistics.median(sqlite):.2f}x"
+            if rates and sqlite
+            else "-"
+        )
+        cells = []
+        for p in processes:
+            values = [r["cpu_us_per_event"][p] for r in ok if p in r.get("cpu_us_per_event", {})]
+            cells.append(f"{statistics.median(values):>15.1f}" if values else f"{'-':>15}")
+        lines.append(f"{store:<11} {median_range(rates):>26} {ratio:>9} " + " ".join(cells))
+        for r in runs:
+            if "error" in r:
+                lines.append(f"  error: {str(r['error'])[-300:]}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--store", choices=("both", "sqlite", "postgresql"), default="both")
+    parser.add_argument("--rounds", type=int, default=3, help="eventflow runs per store")
     parser.add_argument("--skip-faststream", action="store_true")
+    parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--latency-rate", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument(
@@ -140,11 +198,38 @@ def main() -> None:
     port = free_port_pair()
     bootstrap = f"127.0.0.1:{port}"
     subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "start", data_dir, str(port)], check=True)
+    stores = ("sqlite", "postgresql") if args.store == "both" else (args.store,)
+    postgres: Postgres | None = None
+    if "postgresql" in stores:
+        os.environ.update(PG_SETTINGS)
+        postgres = Postgres.start_new()
     try:
         topic = f"orders-{uuid.uuid4().hex[:8]}"
         produced_s = produce_orders(bootstrap, topic, args.events)
         print(f"produced {args.events} orders in {produced_s:.1f}s", flush=True)
-        results = [measure_eventflow(bootstrap, topic, args.events)]
+        print("load before the runs:", os.getloadavg(), flush=True)
+        watch = [f"broker={broker_pid(data_dir)}"]
+        by_store: dict[str, list[dict[str, Any]]] = {store: [] for store in stores}
+        for round_ in range(args.rounds):
+            for store in stores if round_ % 2 == 0 else stores[::-1]:
+                url, tree = None, []
+                if store == "postgresql":
+                    assert postgres is not None
+                    url = postgres.create_database()
+                    tree = [f"postgres={postmaster_pid(postgres.data_dir)}"]
+                result = measure_eventflow(bootstrap, topic, args.events, "none", url, watch, tree)
+                by_store[store].append(result)
+                print(
+                    f"round {round_ + 1} {store}: {result.get('events_per_s', 'error')} events/s,"
+                    f" CPU us/event {result.get('cpu_us_per_event', result.get('error'))}",
+                    flush=True,
+                )
+        print("load after the runs:", os.getloadavg(), flush=True)
+        print(f"\neventflow, {args.rounds} alternating round(s) per store, the same topic:")
+        print(side_by_side(by_store))
+        results = [by_store[stores[0]][0]]
+        if args.skip_baselines:
+            return
         controls = [c for c in args.controls.split(",") if c]
         if controls == ["all"]:
             controls = list(CONTROLS)[1:]
@@ -171,6 +256,8 @@ def main() -> None:
             print(table([latency]))
     finally:
         subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", data_dir], check=False)
+        if postgres is not None:
+            postgres.stop()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 # DATA_DIR/run. Auth is "trust" for user postgres, TCP on 127.0.0.1 only.
 # When run as root the server runs as the "postgres" OS user (via runuser);
 # that user must be able to traverse every parent directory of DATA_DIR.
-# Environment: PG_START_TIMEOUT (seconds, default 60).
+# Environment: PG_START_TIMEOUT (seconds, default 60), PG_SHARED_BUFFERS (default
+# 32MB; the benchmarks use more).
 set -euo pipefail
 # shellcheck source=scripts/_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
@@ -116,7 +117,7 @@ write_conf() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '${sockdir//\'/\'\'}'
-shared_buffers = 32MB
+shared_buffers = ${PG_SHARED_BUFFERS:-32MB}
 max_connections = 100
 EOF
     [[ $(id -u) -ne 0 ]] || chown postgres: "$pgdata/eventflow.conf" "$pgdata/pg_hba.conf"

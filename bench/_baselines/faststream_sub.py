@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import logging
-import resource
 import sys
 import time
 from pathlib import Path
@@ -45,14 +44,10 @@ if str(_BENCH) not in sys.path:
     sys.path.insert(0, str(_BENCH))
 
 from _kafka_common import Order, committed_total, fetch_customer, load  # noqa: E402
+from _proc import peak_rss_mb  # noqa: E402  (its own VmHWM, not the parent's)
 
 IMPL = "faststream"
 ACK_POLICIES = {"ack_first": AckPolicy.ACK_FIRST, "ack": AckPolicy.ACK}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def consume(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -32,13 +31,9 @@ if str(_BENCH) not in sys.path:
     sys.path.insert(0, str(_BENCH))
 
 from _kafka_common import Order, committed_total, fetch_customer, load  # noqa: E402
+from _proc import peak_rss_mb  # noqa: E402  (its own VmHWM, not the parent's)
 
 IMPL = "aiokafka-raw"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def consume(

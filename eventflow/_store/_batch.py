@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 
 from .._errors import StoreError
@@ -121,9 +121,11 @@ def is_transient(error: BaseException) -> bool:
         return error.transient
     if isinstance(error, (sa.exc.IntegrityError, sa.exc.DataError)):
         return False
-    orig = getattr(error, "orig", None)
+    orig = getattr(error, "orig", error)
     if isinstance(error, sa.exc.ProgrammingError) and "binding parameter" in str(orig):
         return False  # sqlite3: a value of a type it cannot store
+    if isinstance(orig, asyncpg.DataError):
+        return False  # asyncpg: a value it cannot encode for its column
     # asyncpg's data errors reach SQLAlchemy unclassified; SQLSTATE tells:
     # class 22 (data exception: NUL byte, value too long) and 23 (constraint)
     sqlstate = str(getattr(orig, "sqlstate", "") or "")
@@ -134,11 +136,11 @@ class _Upsert:
     """One table's INSERT ... ON CONFLICT, rendered once, executed with plain tuples.
 
     Rows skip SQLAlchemy's per-value processing, the writer's hottest cost: the
-    driver gets tuples in column order. Timestamps (epoch floats in rows) become
-    `datetime`s for PostgreSQL and stay floats for SQLite (see `Timestamp`).
-    SQLite gets many rows per statement: `sqlite3` releases the GIL around each
-    statement it steps, and one release per row would hand the GIL back and forth
-    with the event loop thread hundreds of times a batch.
+    driver gets values in column order; timestamps stay epoch floats (see
+    `Timestamp`). SQLite only (PostgreSQL: `_pg_writes`). Many rows per
+    statement: `sqlite3` releases the GIL around each statement it steps, and one
+    release per row would hand the GIL back and forth with the event loop thread
+    hundreds of times a batch.
     """
 
     def __init__(
@@ -204,31 +206,16 @@ class _Upsert:
     def execute(self, conn: sa.Connection, rows: Iterable[Row]) -> None:
         dialect = conn.dialect
         columns = self.columns
-        if dialect.name == "sqlite":
-            values = [row.get(c) for row in rows for c in columns]
-            start = 0
-            for count in self.chunks(len(values) // len(columns)):
-                end = start + count * len(columns)
-                conn.exec_driver_sql(self.sql(dialect, count), tuple(values[start:end]))
-                start = end
-            return
-        positions = self.timestamp_positions
-        tuples = []
-        for row in rows:
-            row_values = [row.get(c) for c in columns]
-            for i in positions:
-                value = row_values[i]
-                if value is not None:
-                    row_values[i] = _utc_datetime(value)
-            tuples.append(tuple(row_values))
-        conn.exec_driver_sql(self.sql(dialect), tuples)
-
-
-def _utc_datetime(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
+        values = [row.get(c) for row in rows for c in columns]
+        start = 0
+        for count in self.chunks(len(values) // len(columns)):
+            end = start + count * len(columns)
+            conn.exec_driver_sql(self.sql(dialect, count), tuple(values[start:end]))
+            start = end
 
 
 def write_batch(conn: sa.Connection, batch: Batch) -> None:
+    """Write `batch` to SQLite in the caller's transaction (PostgreSQL: `_pg_writes`)."""
     if batch.flows:
         _FLOWS.execute(conn, batch.flows.values())
     if batch.flow_runs:

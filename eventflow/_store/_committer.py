@@ -29,7 +29,8 @@ from typing import IO, Any, Protocol
 
 from .._errors import StoreError
 from ._batch import RECORD_FIELDS, Batch, RemoteWriteError, is_transient, write_batch
-from ._engine import is_sqlite, make_engine, make_sync_engine
+from ._engine import is_sqlite, make_sync_engine
+from ._pg_writes import PostgresWriter
 
 logger = logging.getLogger("eventflow.store")
 
@@ -49,23 +50,24 @@ class LocalCommitter:
     """Writes in the calling thread: SQLite through `sqlite3`, PostgreSQL through asyncpg."""
 
     def __init__(self, database_url: str) -> None:
-        self._engine = make_engine(database_url)
         # sqlite3 in this thread, not aiosqlite's: every hand-off between threads
         # waits for the GIL, and a batch would take several.
         self._sqlite = make_sync_engine(database_url) if is_sqlite(database_url) else None
+        self._postgres = None if self._sqlite is not None else PostgresWriter(database_url)
 
     async def commit(self, batch: Batch) -> None:
         if self._sqlite is not None:
             with self._sqlite.begin() as conn:
                 write_batch(conn, batch)
         else:
-            async with self._engine.begin() as conn:
-                await conn.run_sync(write_batch, batch)
+            assert self._postgres is not None
+            await self._postgres.commit(batch)
 
     async def close(self) -> None:
-        await self._engine.dispose()
         if self._sqlite is not None:
             self._sqlite.dispose()
+        if self._postgres is not None:
+            await self._postgres.close()
 
 
 class ProcessCommitter:

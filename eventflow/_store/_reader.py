@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,8 @@ from . import _schema as schema
 from ._engine import make_engine
 
 _FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-_ACTIVE_STATES = ("PENDING", "RUNNING", "RETRYING")
+
+_HEX = re.compile("[0-9a-f]+")
 
 _RUN_LIST_COLUMNS = [
     c for c in schema.flow_runs.c if c.name not in ("event_payload", "parameters", "result")
@@ -44,7 +46,8 @@ def _run_filters(
     if flow is not None:
         clauses.append(runs.c.flow_name == flow)
     if state is not None:
-        clauses.append(runs.c.state_type == state.upper())
+        # inline, so the planner can match the partial index of states other than COMPLETED
+        clauses.append(runs.c.state_type == sa.literal(state.upper(), literal_execute=True))
     if event_key is not None:
         clauses.append(runs.c.event_key == event_key)
     if since is not None:
@@ -52,6 +55,30 @@ def _run_filters(
     if until is not None:
         clauses.append(runs.c.created_at < (until.timestamp() - 5e-7 if sqlite else until))
     return clauses
+
+
+def _id_part(run_id: str) -> sa.ColumnElement[bool]:
+    """Ids that start or end with `run_id`.
+
+    PostgreSQL finds both by index: a prefix as a range of the primary key
+    (ids are lowercase hex, and `g` sorts after every hex digit in any
+    collation), a suffix as a prefix of `reverse(id)` (ix_flow_runs_id_reversed,
+    a `text_pattern_ops` index: the pattern must be a literal the planner sees).
+    """
+    runs = schema.flow_runs
+    if not _HEX.fullmatch(run_id):
+        return sa.false()
+    return sa.or_(
+        sa.and_(runs.c.id >= run_id, runs.c.id < run_id + "g"),
+        sa.func.reverse(runs.c.id).like(sa.literal(run_id[::-1] + "%", literal_execute=True)),
+    )
+
+
+def _id_part_sqlite(run_id: str) -> sa.ColumnElement[bool]:
+    runs = schema.flow_runs
+    return sa.or_(
+        runs.c.id.startswith(run_id, autoescape=True), runs.c.id.endswith(run_id, autoescape=True)
+    )
 
 
 class RunReader:
@@ -204,19 +231,9 @@ class RunReader:
                 return str(exact)
             if len(run_id) < 4:
                 raise RunNotFoundError(f"no flow run {run_id!r}")
+            id_part = _id_part_sqlite if self._sqlite else _id_part
             matches = (
-                (
-                    await conn.execute(
-                        sa.select(runs.c.id)
-                        .where(
-                            sa.or_(
-                                runs.c.id.startswith(run_id, autoescape=True),
-                                runs.c.id.endswith(run_id, autoescape=True),
-                            )
-                        )
-                        .limit(2)
-                    )
-                )
+                (await conn.execute(sa.select(runs.c.id).where(id_part(run_id)).limit(2)))
                 .scalars()
                 .all()
             )
@@ -259,23 +276,18 @@ class RunReader:
         return result
 
     async def last_runs(self) -> dict[str, dict[str, Any]]:
-        """The newest run of every flow, by flow name."""
-        runs = schema.flow_runs
-        newest = (
-            sa.select(runs.c.flow_name, sa.func.max(runs.c.created_at).label("created_at"))
-            .group_by(runs.c.flow_name)
-            .subquery()
+        """The newest run of every flow, by flow name (one index probe per flow)."""
+        runs, flows = schema.flow_runs, schema.flows
+        newest = runs.alias("newest")
+        newest_id = (
+            sa.select(newest.c.id)
+            .where(newest.c.flow_name == flows.c.name)
+            .order_by(newest.c.created_at.desc(), newest.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
         )
-        query = (
-            sa.select(*_RUN_LIST_COLUMNS)
-            .join(
-                newest,
-                sa.and_(
-                    runs.c.flow_name == newest.c.flow_name,
-                    runs.c.created_at == newest.c.created_at,
-                ),
-            )
-            .order_by(runs.c.id)
+        query = sa.select(*_RUN_LIST_COLUMNS).where(
+            runs.c.id.in_(sa.select(newest_id).select_from(flows))
         )
         async with self.engine.connect() as conn:
             return {row["flow_name"]: dict(row) for row in (await conn.execute(query)).mappings()}
@@ -315,7 +327,7 @@ class RunReader:
         workers, runs = schema.workers, schema.flow_runs
         in_flight = (
             sa.select(runs.c.worker_id, sa.func.count().label("runs_in_flight"))
-            .where(runs.c.worker_id.is_not(None), runs.c.state_type.in_(_ACTIVE_STATES))
+            .where(runs.c.worker_id.is_not(None), sa.text(schema.ACTIVE))
             .group_by(runs.c.worker_id)
             .subquery()
         )

@@ -99,9 +99,9 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
         dead_ids = [row[0] for row in (await conn.execute(dead)).all()]
         if not dead_ids:
             return Sweep([], [])
-        crashed_runs = sa.select(runs.c.id).where(
-            runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES)
-        )
+        # the predicate word for word as the partial index's (ix_flow_runs_worker_active)
+        active = sa.text(schema.ACTIVE)
+        crashed_runs = sa.select(runs.c.id).where(runs.c.worker_id.in_(dead_ids), active)
         await conn.execute(
             tasks.update()
             .where(tasks.c.flow_run_id.in_(crashed_runs), tasks.c.state_type.in_(ACTIVE_STATES))
@@ -114,7 +114,7 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
         )
         changed = await conn.execute(
             runs.update()
-            .where(runs.c.worker_id.in_(dead_ids), runs.c.state_type.in_(ACTIVE_STATES))
+            .where(runs.c.worker_id.in_(dead_ids), active)
             .values(
                 state_type="CRASHED",
                 state_name="Crashed",
@@ -139,6 +139,7 @@ async def finished_event_ids(
     runs = schema.flow_runs
     query = sa.select(runs.c.event_id, runs.c.id, runs.c.state_type, runs.c.error).where(
         runs.c.event_id.in_(list(event_ids)),
+        runs.c.event_partition.is_(None),  # as the partial index ix_flow_runs_event_id
         runs.c.flow_name == flow_name,
         runs.c.state_type.in_(DONE_STATES),
     )

@@ -8,11 +8,15 @@ from sqlalchemy import Connection
 
 from eventflow._store._engine import make_engine
 from eventflow._store._migrate import current_revision, head_revision, upgrade
-from eventflow._store._schema import metadata
+from eventflow._store._schema import POSTGRESQL_INDEXES, metadata
+
+
+def _not_postgresql_only(obj: object, name: str | None, kind: str, *_: object) -> bool:
+    return not (kind == "index" and name in POSTGRESQL_INDEXES)
 
 
 def _differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection)
+    context = MigrationContext.configure(connection, opts={"include_object": _not_postgresql_only})
     return list(compare_metadata(context, metadata))
 
 
