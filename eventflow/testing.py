@@ -38,8 +38,9 @@ from anyio.from_thread import BlockingPortal
 from pydantic_core import to_jsonable_python
 
 from ._flows import Flow
+from ._runtime import _memory
 from ._runtime._app import App
-from ._runtime._memory import DeadLetter, EventNotRunError, MemorySink, MemorySource
+from ._runtime._memory import DeadLetter, EventNotRunError
 from ._runtime._source import Source
 from ._runtime._subscription import Subscription
 from ._settings import Settings, normalize_database_url
@@ -47,7 +48,15 @@ from ._states import StateType
 from ._store import _schema as schema
 from ._store._reader import RunReader
 
-__all__ = ["DeadLetter", "EventNotRunError", "FlowRun", "RunLog", "TaskRun", "TestApp"]
+__all__ = [
+    "BlockingTestApp",
+    "DeadLetter",
+    "EventNotRunError",
+    "FlowRun",
+    "RunLog",
+    "TaskRun",
+    "TestApp",
+]
 
 Value = Mapping[str, Any] | Sequence[Any] | pydantic.BaseModel | bytes | str | int | float | bool
 """What `publish` takes: JSON-able data or a pydantic model (encoded as JSON), or raw bytes/text."""
@@ -156,8 +165,8 @@ class _Feed:
     """A subscription of the app under test: its memory source and dead-letter sink."""
 
     original: Subscription
-    source: MemorySource
-    dead_letters: MemorySink | None
+    source: _memory.MemorySource
+    dead_letters: _memory.MemorySink | None
 
 
 class TestApp:
@@ -225,6 +234,13 @@ class TestApp:
         return self
 
     @property
+    def worker(self) -> App:
+        """The app being served (the copy with sources in memory); `.runners` hold its counters."""
+        if self._served is None:
+            raise RuntimeError("use the TestApp inside `async with TestApp(app) as test:`")
+        return self._served
+
+    @property
     def store_directory(self) -> Path | None:
         """The temporary directory of the store while it runs (None with a `database_url`)."""
         return None if self._directory is None else Path(self._directory.name)
@@ -236,12 +252,12 @@ class TestApp:
         has_sink = subscription.dead_letter is not None or original.dead_letter_sink() is not None
         return _Feed(
             subscription,
-            MemorySource(
+            _memory.MemorySource(
                 original.name,
                 group_id=original.group_id,
                 key_ordering=subscription.key_ordering,
             ),
-            MemorySink() if has_sink else None,
+            _memory.MemorySink() if has_sink else None,
         )
 
     async def __aexit__(
