@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -49,10 +48,12 @@ from ._store import _schema as schema
 from ._store._reader import RunReader
 
 __all__ = [
+    "BlockingPendingRun",
     "BlockingTestApp",
     "DeadLetter",
     "EventNotRunError",
     "FlowRun",
+    "PendingRun",
     "RunLog",
     "TaskRun",
     "TestApp",
@@ -315,8 +316,8 @@ class TestApp:
         headers: Headers = (),
         flow: Flow[Any, Any] | None = None,
         timeout: float | None = None,
-    ) -> asyncio.Task[FlowRun]:
-        """`publish` without waiting: the event is queued now; await the task for its run.
+    ) -> PendingRun:
+        """`publish` without waiting: the event is queued now; await what it returns for its run.
 
         Events sent one after another arrive in that order, as on a partition.
         """
@@ -331,7 +332,7 @@ class TestApp:
         }
         event, outcome = waits[id(chosen)]
         wait = self.timeout if timeout is None else timeout
-        return asyncio.ensure_future(self._run_of(chosen, event.id, outcome, wait))
+        return PendingRun(self, chosen, event.id, outcome, wait)
 
     async def _run_of(
         self, feed: _Feed, event_id: str, outcome: asyncio.Future[bool], timeout: float | None
@@ -391,8 +392,7 @@ class TestApp:
         return self._reader
 
     async def _flush(self) -> None:
-        assert self._served is not None
-        for runner in self._served.runners:
+        for runner in self.worker.runners:
             await runner.writer.flush()
             return  # one writer serves them all
 
@@ -449,6 +449,51 @@ class TestApp:
             portal_context.__exit__(None, None, None)
 
 
+class PendingRun:
+    """An event `send` queued: `await` it for its run (nothing is read until then)."""
+
+    __slots__ = ("_feed", "_outcome", "_test", "_timeout", "event_id")
+
+    def __init__(
+        self,
+        test: TestApp,
+        feed: _Feed,
+        event_id: str,
+        outcome: asyncio.Future[bool],
+        timeout: float | None,
+    ) -> None:
+        self._test = test
+        self._feed = feed
+        self.event_id = event_id
+        self._outcome = outcome
+        self._timeout = timeout
+
+    def done(self) -> bool:
+        """True once the runtime is done with the event (its run has ended)."""
+        return self._outcome.done()
+
+    def __await__(self) -> Generator[Any, None, FlowRun]:
+        run_of = self._test._run_of(self._feed, self.event_id, self._outcome, self._timeout)
+        return run_of.__await__()
+
+
+class BlockingPendingRun:
+    """An event `send` queued, in sync code: `.result()` waits for its run."""
+
+    __slots__ = ("_pending", "_portal")
+
+    def __init__(self, pending: PendingRun, portal: BlockingPortal) -> None:
+        self._pending = pending
+        self._portal = portal
+
+    @property
+    def event_id(self) -> str:
+        return self._pending.event_id
+
+    def result(self) -> FlowRun:
+        return self._portal.call(_wait, self._pending)
+
+
 class BlockingTestApp:
     """`TestApp` for sync code (`with TestApp(app) as test:`): the same calls, blocking.
 
@@ -485,13 +530,12 @@ class BlockingTestApp:
         headers: Headers = (),
         flow: Flow[Any, Any] | None = None,
         timeout: float | None = None,
-    ) -> Future[FlowRun]:
+    ) -> BlockingPendingRun:
         """See `TestApp.send`: the event is queued when this returns; `.result()` is its run."""
         send = functools.partial(
             self._test.send, source, value, key=key, headers=headers, flow=flow, timeout=timeout
         )
-        task = self._portal.call(_call, send)
-        return self._portal.start_task_soon(_wait, task)
+        return BlockingPendingRun(self._portal.call(_call, send), self._portal)
 
     def run(self, run_id: str) -> FlowRun:
         """See `TestApp.run`."""
@@ -511,8 +555,8 @@ async def _call(function: functools.partial[Any]) -> Any:
     return function()
 
 
-async def _wait(task: asyncio.Task[FlowRun]) -> FlowRun:
-    return await task
+async def _wait(pending: PendingRun) -> FlowRun:
+    return await pending
 
 
 def _encode(value: Value) -> bytes:
