@@ -175,9 +175,10 @@ class TestApp:
 
     `database_url` picks the store instead (e.g. a PostgreSQL test database);
     by default it is a fresh SQLite file, deleted on exit. `timeout` bounds
-    how long `publish` waits for a run to end (None: no bound). The app's
-    settings apply, except that no metrics port is opened and the store is
-    written from a thread rather than a child process (it starts faster).
+    how long `publish` waits for a run to end (None: no bound), and the
+    shutdown grace on exit. The app's settings apply, except that no metrics
+    port is opened and the store is written from a thread rather than a child
+    process (it starts faster).
     Each subscription reads from one partition in memory; the events'
     `stream` is the original source's name.
     """
@@ -207,11 +208,13 @@ class TestApp:
         if url is None:
             self._directory = tempfile.TemporaryDirectory(prefix="eventflow-test-")
             url = f"sqlite:///{self._directory.name}/runs.db"
+        base = self.app.settings or Settings.from_env()
         settings = replace(
-            self.app.settings or Settings.from_env(),
+            base,
             database_url=normalize_database_url(url),
             metrics_port=0,
             writer_process=False,
+            shutdown_grace=min(base.shutdown_grace, self.timeout or base.shutdown_grace),
         )
         served = App(settings)
         self._feeds = [self._feed(sub) for sub in self.app.subscriptions]
