@@ -338,16 +338,22 @@ class TestApp:
         return PendingRun(self, chosen, event.id, outcome, wait)
 
     async def _run_of(
-        self, feed: _Feed, event_id: str, outcome: asyncio.Future[bool], timeout: float | None
+        self,
+        feed: _Feed,
+        event_id: str,
+        outcome: asyncio.Future[str | None],
+        timeout: float | None,
     ) -> FlowRun:
         try:
             async with asyncio.timeout(timeout):
-                await outcome
+                never_ran = await asyncio.shield(outcome)  # a timeout leaves it to others
         except TimeoutError:
             raise TimeoutError(
                 f"{feed.source.name}: the run of event {event_id} did not end within"
                 f" {timeout:g}s (a longer `timeout=` waits more)"
             ) from None
+        if never_ran is not None:
+            raise EventNotRunError(never_ran)
         await self._flush()
         runs = schema.flow_runs
         query = (
@@ -462,7 +468,7 @@ class PendingRun:
         test: TestApp,
         feed: _Feed,
         event_id: str,
-        outcome: asyncio.Future[bool],
+        outcome: asyncio.Future[str | None],
         timeout: float | None,
     ) -> None:
         self._test = test

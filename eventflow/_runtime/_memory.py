@@ -69,8 +69,9 @@ class MemorySink(Sink):
 class MemorySource(Source):
     """One partition in memory, fed by `append`; each append gets a future of its outcome.
 
-    The future's result is `finished` (see `Source.settled`); it fails with
-    `EventNotRunError` if the event will never run.
+    The future's result is None once the runtime is done with the event (see
+    `Source.settled`), or why the event will never run. (A result, not an
+    exception: nobody may be waiting for it.)
     """
 
     def __init__(self, name: str, *, group_id: str | None, key_ordering: bool = True) -> None:
@@ -82,13 +83,13 @@ class MemorySource(Source):
         """The event whose failure stopped the partition (`on_failure="stop"`), if any."""
         self._next_offset = 0
         self._pending: deque[Event] = deque()
-        self._outcomes: dict[str, tuple[Event, asyncio.Future[bool]]] = {}
+        self._outcomes: dict[str, tuple[Event, asyncio.Future[str | None]]] = {}
         self._wake = asyncio.Event()
         self._closing = False
 
     def append(
         self, value: bytes, *, key: str | None = None, headers: Sequence[tuple[str, bytes]] = ()
-    ) -> tuple[Event, asyncio.Future[bool]]:
+    ) -> tuple[Event, asyncio.Future[str | None]]:
         """Add an event at the end of the partition (call on the runtime's event loop)."""
         if self._closing:
             raise EventNotRunError(f"{self.name}: the app is stopping; nothing more is run")
@@ -121,7 +122,7 @@ class MemorySource(Source):
     def settled(self, event: Event, finished: bool) -> None:
         outcome = self._outcomes.pop(event.id, None)
         if outcome is not None and not outcome[1].done():
-            outcome[1].set_result(finished)
+            outcome[1].set_result(None)
         if not finished and not self._closing and self.stopped_at is None:
             self._stop_at(event)
 
@@ -146,17 +147,17 @@ class MemorySource(Source):
             if behind or queued.id in undelivered:
                 self._fail(queued, future, message)
 
-    def _fail(self, event: Event, future: asyncio.Future[bool], message: str) -> None:
+    def _fail(self, event: Event, future: asyncio.Future[str | None], reason: str) -> None:
         self._outcomes.pop(event.id, None)
         if not future.done():
-            future.set_exception(EventNotRunError(message))
+            future.set_result(reason)
 
     def _stopped_message(self) -> str:
         stopped = self.stopped_at
         assert stopped is not None
         return (
-            f"{self.name}: the partition stopped at event {stopped.id} (its run failed and the"
-            " subscription's on_failure is 'stop'); events after it are not run"
+            f"{self.name}: the partition stopped at event {stopped.id} (its run failed with"
+            " on_failure='stop', or handling it raised); events after it are not run"
         )
 
     def stop_taking(self) -> None:
@@ -165,6 +166,6 @@ class MemorySource(Source):
         self._wake.set()
 
     def abandon(self) -> None:
-        """The app has stopped: the events that never ended fail with EventNotRunError."""
+        """The app has stopped: the events that never ended never will."""
         for event, future in list(self._outcomes.values()):
             self._fail(event, future, f"{self.name}: the app stopped before event {event.id} ended")

@@ -106,12 +106,36 @@ async def test_skip_policy_sends_nothing_and_an_http_source_has_no_dead_letter_s
         assert test.dead_letters(orders) == [] and test.dead_letters(feed) == []
 
 
-async def test_stop_policy_stops_the_partition_and_later_events_are_refused() -> None:
-    app, orders = orders_app(on_failure="stop")
+async def test_stop_policy_stops_the_partition_and_what_comes_after_is_not_run() -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+
+    @flow(name="stoppable")
+    async def stoppable(id: str) -> str:
+        started.append(id)
+        if id == "bad":
+            raise ValueError("cannot")
+        if id == "slow":
+            await release.wait()
+        return id
+
+    source = kafka_source("stoppable")
+    app = App()
+    app.subscribe(source, stoppable, on_failure="stop")
     async with TestApp(app) as test:
-        assert (await test.publish(orders, b"x", key="a")).state == "FAILED"
+        slow = test.send(source, {"id": "slow"}, key="b")
+        await wait_until(lambda: started == ["slow"], timeout=10, interval=0.01)
+        bad = test.send(source, {"id": "bad"}, key="a")
+        after = test.send(source, {"id": "after"}, key="a")
+        assert (await bad).state == "FAILED"
+        with pytest.raises(EventNotRunError, match="partition stopped at event"):
+            await after
+        release.set()
+        assert (await slow).state == "COMPLETED"  # in flight on another key: it ends as usual
         with pytest.raises(EventNotRunError, match="partition stopped"):
-            await test.publish(orders, {"id": "o1", "customer_id": "c1", "amount": 50})
+            await test.publish(source, {"id": "later"})
+        assert test.dead_letters(source) == []
+    assert "after" not in started
 
 
 async def test_retries_run_as_in_production() -> None:

@@ -3,11 +3,12 @@
 Every code block of docs/guides/testing.md with a title becomes that file;
 the untitled blocks that define tests become one more test module. pytest
 runs in a subprocess from the project's directory, with only the project's
-own configuration (the guide's), warnings as errors.
+own configuration (the guide's) and plugins, warnings as errors.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -38,9 +39,14 @@ def write_project(directory: Path) -> list[str]:
 def test_the_guide_runs_as_written_in_a_user_project(tmp_path: Path) -> None:
     tests = write_project(tmp_path)
     assert {"test_order_flow", "test_many_orders", "test_order_flow_sync"} <= set(tests)
+    # the plugins of a project that installed eventflow, pytest and pytest-asyncio,
+    # not the others of this environment
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "pytest_asyncio.plugin"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        [sys.executable, *command, "-W", "error"],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
