@@ -53,9 +53,8 @@ class TestApp:
     how long `publish` waits for a run to end (None: no bound), and the
     shutdown grace on exit. The app's settings apply, except that no metrics
     port is opened and the store is written from a thread rather than a child
-    process (it starts faster).
-    Each subscription reads from one partition in memory; the events'
-    `stream` is the original source's name.
+    process (it starts faster). Each subscription reads from one partition in
+    memory, named after the original source.
     """
 
     __test__ = False  # a harness, not a test class, for pytest
