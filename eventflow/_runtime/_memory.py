@@ -21,6 +21,9 @@ from ._source import Event, EventSink, Sink, Source
 _PAUSED_POLL = 0.005
 """Seconds between looks at a paused partition (Kafka's consumer polls too)."""
 
+_IDLE_POLL = 0.02
+"""Seconds between looks at `sink.stopping` while no event waits (a source ends only then)."""
+
 
 class EventNotRunError(EventflowError):
     """The event was not run: its partition stopped before it, or the app stopped."""
@@ -109,15 +112,16 @@ class MemorySource(Source):
     async def run(self, sink: EventSink) -> None:
         partition = (self.stream, 0)
         await sink.assigned([partition])
-        while not (sink.stopping or self._closing):
+        while not sink.stopping:
             if self._pending and self.stopped_at is None and not sink.paused([partition]):
                 # one at a time: the in-flight bound holds exactly (Kafka overshoots by a fetch)
                 await sink.deliver([self._pending.popleft()])
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                # paused: look again soon; otherwise sleep until an append or close
-                await asyncio.wait_for(self._wake.wait(), _PAUSED_POLL if self._pending else None)
+                await asyncio.wait_for(
+                    self._wake.wait(), _PAUSED_POLL if self._pending else _IDLE_POLL
+                )
 
     def settled(self, event: Event, finished: bool) -> None:
         outcome = self._outcomes.pop(event.id, None)
@@ -161,9 +165,8 @@ class MemorySource(Source):
         )
 
     def stop_taking(self) -> None:
-        """Stop taking events: `run` returns; what is in flight still ends (`abandon` after)."""
+        """Take no more events (the app is stopping); what is in flight still ends."""
         self._closing = True
-        self._wake.set()
 
     def abandon(self) -> None:
         """The app has stopped: the events that never ended never will."""
