@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
+from ._store._ephemeral import ephemeral_url
 
 DEFAULT_DATABASE_URL = "sqlite:///eventflow.db"
 
@@ -30,7 +31,12 @@ def parse_duration(text: str) -> float:
 
 
 def normalize_database_url(url: str) -> str:
-    """Map the URLs users write to the async drivers eventflow uses."""
+    """Map the URLs users write to the async drivers eventflow uses.
+
+    An in-memory SQLite URL becomes the process's ephemeral store file (see
+    eventflow/_store/_ephemeral.py).
+    """
+    url = ephemeral_url(url)
     if url.startswith("sqlite:"):
         return "sqlite+aiosqlite:" + url[len("sqlite:") :]
     for prefix in (

@@ -1,6 +1,7 @@
 import types
 
 import eventflow
+import eventflow.testing
 
 
 def test_all_public_names_are_exported() -> None:
@@ -12,3 +13,15 @@ def test_all_public_names_are_exported() -> None:
     assert public == set(eventflow.__all__) - {"__version__"}
     for name in eventflow.__all__:
         assert hasattr(eventflow, name), name
+
+
+def test_the_testing_module_exports_its_public_names() -> None:
+    module = eventflow.testing
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name).__module__.startswith("eventflow."), name

@@ -179,6 +179,14 @@ class Source(ABC):
     async def close(self) -> None:  # noqa: B027
         """Disconnect (Kafka: leave the group); called after the final commit."""
 
+    def settled(self, event: Event, finished: bool) -> None:  # noqa: B027 - optional hook
+        """The runtime is done with `event`: its outcome is recorded and its failure policy
+        applied, though perhaps not yet durable (`commit`/`ack` say that).
+
+        `finished` is False when the event stopped there (its partition stopped, or
+        the worker is stopping). For sources that report outcomes (eventflow.testing).
+        """
+
     def dead_letter_sink(self) -> Sink | None:
         """Where failed events go when the subscription does not name a sink."""
         return None

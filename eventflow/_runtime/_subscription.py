@@ -573,6 +573,7 @@ class SubscriptionRunner(FlowControls, EventSink):
 
         `chained` is False for an event that never entered its key's queue (debounced).
         """
+        self.source.settled(event, finished)
         self.in_flight -= 1
         partition: Partition | None = None
         closing = self._stopping

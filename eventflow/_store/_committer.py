@@ -28,6 +28,7 @@ import sys
 from typing import IO, Any, Protocol
 
 from .._errors import StoreError
+from .._settings import normalize_database_url
 from ._batch import RECORD_FIELDS, Batch, RemoteWriteError, is_transient, write_batch
 from ._engine import is_sqlite, make_sync_engine
 from ._pg_writes import PostgresWriter
@@ -80,7 +81,8 @@ class ProcessCommitter:
     refused, and dropped; anything else is retried as after a lost connection."""
 
     def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+        # normalized here: an in-memory URL must name the parent's store, not the child's
+        self.database_url = normalize_database_url(database_url)
         self._child: subprocess.Popen[bytes] | None = None
         self._socket: socket.socket | None = None
         self._reader: IO[bytes] | None = None

@@ -1,4 +1,9 @@
-"""Running Apps with flow controls against the real broker and store, for the tests."""
+"""Running Apps with flow controls, for the tests: on eventflow.testing, or a real broker.
+
+The controls' logic runs on `TestApp` (sources in memory, the real store of
+each kind); what needs Kafka itself (its consumer pausing, restarts, workers
+sharing a store) runs against the broker.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from typing import Any
 
 import orjson
 
+from connectors.kafka import KafkaSource
 from eventflow import App, Settings
 from eventflow._store import _schema as schema
+from eventflow.testing import TestApp
 from tests._kafka import Kafka, create_topic, produce
 from tests._store import flow_runs, rows
 
@@ -33,6 +40,18 @@ async def serving(app: App) -> AsyncIterator[App]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+def memory_topic(prefix: str) -> tuple[KafkaSource, str]:
+    """A Kafka source never connected (TestApp reads from memory in its place), and its group."""
+    topic, group = f"{prefix}-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    return KafkaSource(topic, bootstrap_servers="127.0.0.1:1", group_id=group), group
+
+
+def send_all(test: TestApp, source: KafkaSource, documents: Sequence[dict[str, Any]]) -> None:
+    """One event per document, without a key (no key ordering between them), not waited for."""
+    for document in documents:
+        test.send(source, document)
 
 
 async def new_topic(kafka: Kafka, prefix: str, partitions: int = 1) -> tuple[str, str]:

@@ -6,15 +6,12 @@ import asyncio
 from collections import Counter
 
 import pydantic
-import pytest
 
-from connectors.kafka import KafkaSource
 from eventflow import App, flow
-from tests._kafka import Kafka, wait_until
+from eventflow.testing import TestApp
+from tests._kafka import wait_until
 from tests._store import flow_runs
-from tests.controls._harness import committed, control_logs, new_topic, send, serving, settings
-
-pytestmark = pytest.mark.kafka
+from tests.controls._harness import committed, control_logs, memory_topic, send_all, settings
 
 
 class Reading(pydantic.BaseModel):
@@ -22,10 +19,8 @@ class Reading(pydantic.BaseModel):
     value: int
 
 
-async def test_batches_of_n_then_the_rest_after_the_timeout(
-    kafka: Kafka, database_url: str
-) -> None:
-    topic, group = await new_topic(kafka, "batch")
+async def test_batches_of_n_then_the_rest_after_the_timeout(database_url: str) -> None:
+    source, group = memory_topic("batch")
     sizes: list[int] = []
     last_may_end = asyncio.Event()
 
@@ -36,16 +31,11 @@ async def test_batches_of_n_then_the_rest_after_the_timeout(
             await last_may_end.wait()
         return sum(r.value for r in readings)
 
-    await send(kafka, topic, [{"id": f"r{i}", "value": i} for i in range(12)])
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        store_readings,
-        batch_size=5,
-        batch_timeout=1.0,
-    )
-    async with serving(app):
-        runner = app.runners[0]
+    app.subscribe(source, store_readings, batch_size=5, batch_timeout=1.0)
+    async with TestApp(app, database_url=database_url) as test:
+        send_all(test, source, [{"id": f"r{i}", "value": i} for i in range(12)])
+        runner = test.worker.runners[0]
         await wait_until(lambda: sizes == [5, 5, 2], timeout=60)
         await wait_until(lambda: runner.stats.completed == 10, timeout=30)
         await runner.commit()

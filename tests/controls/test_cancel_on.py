@@ -7,15 +7,12 @@ from collections import Counter
 from typing import Any
 
 import pydantic
-import pytest
 
-from connectors.kafka import KafkaSource
 from eventflow import App, flow
-from tests._kafka import Kafka, wait_until
+from eventflow.testing import TestApp
+from tests._kafka import wait_until
 from tests._store import flow_runs
-from tests.controls._harness import committed, control_logs, new_topic, send, serving, settings
-
-pytestmark = pytest.mark.kafka
+from tests.controls._harness import committed, control_logs, memory_topic, send_all, settings
 
 
 class Step(pydantic.BaseModel):
@@ -27,8 +24,8 @@ def cancel_signal(document: dict[str, Any]) -> str | None:
     return document.get("cancel")
 
 
-async def test_a_signal_cancels_the_runs_of_its_key(kafka: Kafka, database_url: str) -> None:
-    topic, group = await new_topic(kafka, "cancelon")
+async def test_a_signal_cancels_the_runs_of_its_key(database_url: str) -> None:
+    source, group = memory_topic("cancelon")
     never = asyncio.Event()
     ran: list[str] = []
     cancelled: list[str] = []
@@ -45,20 +42,14 @@ async def test_a_signal_cancels_the_runs_of_its_key(kafka: Kafka, database_url: 
         return step.id
 
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        step,
-        concurrency=1,
-        cancel_on=cancel_signal,
-        cancel_key="order",
-    )
-    async with serving(app):
-        runner = app.runners[0]
-        await send(kafka, topic, [{"id": "o1", "order": "A"}, {"id": "o2", "order": "A"}])
-        await send(kafka, topic, [{"id": "o3", "order": "B"}])
+    app.subscribe(source, step, concurrency=1, cancel_on=cancel_signal, cancel_key="order")
+    async with TestApp(app, database_url=database_url) as test:
+        runner = test.worker.runners[0]
+        send_all(test, source, [{"id": "o1", "order": "A"}, {"id": "o2", "order": "A"}])
+        send_all(test, source, [{"id": "o3", "order": "B"}])
         await wait_until(lambda: runner.stats.waiting["concurrency"] == 2, timeout=60)
         assert ran == ["o1"]
-        await send(kafka, topic, [{"id": "s1", "cancel": "A"}])
+        send_all(test, source, [{"id": "s1", "cancel": "A"}])
         await wait_until(lambda: runner.stats.completed == 1, timeout=30)  # o3, freed
         await runner.commit()
         assert await committed(database_url, group) == 4

@@ -6,15 +6,12 @@ import asyncio
 from collections import defaultdict
 
 import pydantic
-import pytest
 
-from connectors.kafka import KafkaSource
 from eventflow import App, flow
-from tests._kafka import Kafka, wait_until
+from eventflow.testing import TestApp
+from tests._kafka import wait_until
 from tests._store import flow_runs
-from tests.controls._harness import committed, control_logs, new_topic, send, serving, settings
-
-pytestmark = pytest.mark.kafka
+from tests.controls._harness import committed, control_logs, memory_topic, send_all, settings
 
 
 class Order(pydantic.BaseModel):
@@ -24,9 +21,9 @@ class Order(pydantic.BaseModel):
 
 
 async def test_concurrency_per_key_holds_back_one_key_without_blocking_others(
-    kafka: Kafka, database_url: str
+    database_url: str,
 ) -> None:
-    topic, group = await new_topic(kafka, "conc")
+    source, group = memory_topic("conc")
     release_a = asyncio.Event()
     running: dict[str, int] = defaultdict(int)
     most: dict[str, int] = defaultdict(int)
@@ -48,16 +45,11 @@ async def test_concurrency_per_key_holds_back_one_key_without_blocking_others(
     documents = [{"id": f"a{i}", "customer_id": "a"} for i in range(10)]
     documents[1:1] = [{"id": "b0", "customer_id": "b"}]
     documents[3:3] = [{"id": "b1", "customer_id": "b"}]
-    await send(kafka, topic, documents)
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        handle,
-        concurrency=2,
-        concurrency_key="customer_id",
-    )
-    async with serving(app):
-        runner = app.runners[0]
+    app.subscribe(source, handle, concurrency=2, concurrency_key="customer_id")
+    async with TestApp(app, database_url=database_url) as test:
+        send_all(test, source, documents)
+        runner = test.worker.runners[0]
         await wait_until(lambda: runner.stats.waiting["concurrency"] == 8, timeout=60)
         # customer b is not held behind a's waiting events
         await wait_until(lambda: runner.stats.completed == 2, timeout=30)
@@ -82,8 +74,8 @@ async def test_concurrency_per_key_holds_back_one_key_without_blocking_others(
     assert sum(m.startswith("started after waiting") for m in messages) == 8
 
 
-async def test_higher_priority_waiting_events_start_first(kafka: Kafka, database_url: str) -> None:
-    topic, group = await new_topic(kafka, "prio")
+async def test_higher_priority_waiting_events_start_first(database_url: str) -> None:
+    source, group = memory_topic("prio")
     first_may_end = asyncio.Event()
     started: list[str] = []
 
@@ -95,20 +87,15 @@ async def test_higher_priority_waiting_events_start_first(kafka: Kafka, database
         return order.id
 
     priorities = [0, 1, 5, 3, 5, 0, 9, 3]
-    await send(
-        kafka,
-        topic,
-        [{"id": f"e{i}", "customer_id": "c", "priority": p} for i, p in enumerate(priorities)],
-    )
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        handle,
-        concurrency=1,
-        priority="priority",
-    )
-    async with serving(app):
-        runner = app.runners[0]
+    app.subscribe(source, handle, concurrency=1, priority="priority")
+    async with TestApp(app, database_url=database_url) as test:
+        send_all(
+            test,
+            source,
+            [{"id": f"e{i}", "customer_id": "c", "priority": p} for i, p in enumerate(priorities)],
+        )
+        runner = test.worker.runners[0]
         await wait_until(lambda: runner.stats.waiting["concurrency"] == 7, timeout=60)
         assert started == ["e0"]
         first_may_end.set()

@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-import orjson
 import pydantic
-import pytest
 
 from connectors.kafka import KafkaSource
 from eventflow import App, flow
-from tests._kafka import Kafka, produce, wait_until
+from eventflow.testing import TestApp
+from tests._kafka import wait_until
 from tests._store import flow_runs
-from tests.controls._harness import committed, control_logs, new_topic, serving, settings
-
-pytestmark = pytest.mark.kafka
+from tests.controls._harness import committed, control_logs, memory_topic, settings
 
 
 class Update(pydantic.BaseModel):
@@ -23,13 +20,14 @@ class Update(pydantic.BaseModel):
     customer_id: str
 
 
-def updates(*ids: str) -> list[tuple[str, bytes]]:
+def publish_updates(test: TestApp, source: KafkaSource, *ids: str) -> None:
     """Keyed by customer in Kafka too: debouncing comes before per-key ordering."""
-    return [(i[0], orjson.dumps({"id": i, "customer_id": i[0]})) for i in ids]
+    for i in ids:
+        test.send(source, {"id": i, "customer_id": i[0]}, key=i[0])
 
 
-async def test_only_the_last_event_of_a_burst_runs(kafka: Kafka, database_url: str) -> None:
-    topic, group = await new_topic(kafka, "debounce")
+async def test_only_the_last_event_of_a_burst_runs(database_url: str) -> None:
+    source, group = memory_topic("debounce")
     ran: list[str] = []
 
     @flow(name="debounced-updates")
@@ -38,22 +36,17 @@ async def test_only_the_last_event_of_a_burst_runs(kafka: Kafka, database_url: s
         return update.id
 
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        sync_customer,
-        debounce=timedelta(seconds=2),
-        debounce_key="customer_id",
-    )
-    async with serving(app):
-        runner = app.runners[0]
-        await produce(kafka.bootstrap, topic, updates("a1", "a2", "a3", "b1"))
+    app.subscribe(source, sync_customer, debounce=timedelta(seconds=2), debounce_key="customer_id")
+    async with TestApp(app, database_url=database_url) as test:
+        runner = test.worker.runners[0]
+        publish_updates(test, source, "a1", "a2", "a3", "b1")
         await wait_until(lambda: runner.stats.waiting["debounce"] == 2, timeout=60)
         assert runner.stats.decisions == {("debounce", "superseded"): 2}
         assert ran == [] and runner.in_flight == 2  # a3 and b1 are held
         await runner.commit()
         assert await committed(database_url, group) == 2  # a1 and a2 are done with
         await wait_until(lambda: runner.stats.completed == 2, timeout=30)
-        await produce(kafka.bootstrap, topic, updates("a4"))  # a new burst
+        publish_updates(test, source, "a4")  # a new burst
         await wait_until(lambda: runner.stats.completed == 3, timeout=30)
     assert sorted(ran[:2]) == ["a3", "b1"] and ran[2:] == ["a4"]
     assert runner.stats.decisions == {("debounce", "superseded"): 2, ("debounce", "ran"): 3}

@@ -10,11 +10,18 @@ from prometheus_client import REGISTRY
 
 from connectors.kafka import KafkaSource
 from eventflow import App, flow
+from eventflow.testing import TestApp
 from tests._kafka import Kafka, wait_until
 from tests._store import flow_runs
-from tests.controls._harness import committed, new_topic, send, serving, settings
-
-pytestmark = pytest.mark.kafka
+from tests.controls._harness import (
+    committed,
+    memory_topic,
+    new_topic,
+    send,
+    send_all,
+    serving,
+    settings,
+)
 
 
 class Ping(pydantic.BaseModel):
@@ -22,6 +29,7 @@ class Ping(pydantic.BaseModel):
     customer_id: str = "c"
 
 
+@pytest.mark.kafka  # the Kafka consumer pausing at the bound
 async def test_global_rate_limit_spaces_runs_and_pauses_the_consumer(
     kafka: Kafka, database_url: str
 ) -> None:
@@ -85,10 +93,8 @@ async def test_global_rate_limit_spaces_runs_and_pauses_the_consumer(
     assert REGISTRY.get_sample_value("eventflow_events_waiting", labels) == 0
 
 
-async def test_rate_limit_per_key_throttles_only_the_busy_key(
-    kafka: Kafka, database_url: str
-) -> None:
-    topic, group = await new_topic(kafka, "ratekey")
+async def test_rate_limit_per_key_throttles_only_the_busy_key(database_url: str) -> None:
+    source, group = memory_topic("ratekey")
     started: list[str] = []
 
     @flow(name="ratekey-pings")
@@ -98,16 +104,11 @@ async def test_rate_limit_per_key_throttles_only_the_busy_key(
 
     documents = [{"id": f"a{i}", "customer_id": "a"} for i in range(5)]
     documents += [{"id": f"b{i}", "customer_id": "b"} for i in range(2)]
-    await send(kafka, topic, documents)
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        handle,
-        rate_limit="2/s",
-        rate_limit_key="customer_id",
-    )
-    async with serving(app):
-        runner = app.runners[0]
+    app.subscribe(source, handle, rate_limit="2/s", rate_limit_key="customer_id")
+    async with TestApp(app, database_url=database_url) as test:
+        send_all(test, source, documents)
+        runner = test.worker.runners[0]
         await wait_until(lambda: {"b0", "b1"} <= set(started), timeout=60, interval=0.02)
         assert runner.stats.waiting["rate_limit"] >= 1  # a's runs still wait for tokens
         await wait_until(lambda: runner.stats.completed == 7, timeout=60)

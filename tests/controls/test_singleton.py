@@ -6,15 +6,12 @@ import asyncio
 from collections import Counter
 
 import pydantic
-import pytest
 
-from connectors.kafka import KafkaSource
 from eventflow import App, flow
-from tests._kafka import Kafka, wait_until
+from eventflow.testing import TestApp
+from tests._kafka import wait_until
 from tests._store import flow_runs
-from tests.controls._harness import committed, control_logs, new_topic, send, serving, settings
-
-pytestmark = pytest.mark.kafka
+from tests.controls._harness import committed, control_logs, memory_topic, send_all, settings
 
 
 class Job(pydantic.BaseModel):
@@ -22,8 +19,8 @@ class Job(pydantic.BaseModel):
     account: str
 
 
-async def test_skip_mode_skips_events_while_the_key_runs(kafka: Kafka, database_url: str) -> None:
-    topic, group = await new_topic(kafka, "single")
+async def test_skip_mode_skips_events_while_the_key_runs(database_url: str) -> None:
+    source, group = memory_topic("single")
     release = asyncio.Event()
     ran: list[str] = []
 
@@ -35,21 +32,17 @@ async def test_skip_mode_skips_events_while_the_key_runs(kafka: Kafka, database_
         return job.id
 
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        refresh,
-        singleton_key="account",
-    )
-    async with serving(app):
-        runner = app.runners[0]
-        await send(kafka, topic, [{"id": i, "account": i[0]} for i in ("a1", "a2", "a3", "b1")])
+    app.subscribe(source, refresh, singleton_key="account")
+    async with TestApp(app, database_url=database_url) as test:
+        runner = test.worker.runners[0]
+        send_all(test, source, [{"id": i, "account": i[0]} for i in ("a1", "a2", "a3", "b1")])
         await wait_until(lambda: runner.stats.completed == 1, timeout=60)  # b1
         assert runner.stats.decisions == {("singleton", "ran"): 2, ("singleton", "skipped"): 2}
         await runner.commit()
         assert await committed(database_url, group) == 0  # a1 (offset 0) still runs
         release.set()
         await wait_until(lambda: runner.stats.completed == 2, timeout=30)
-        await send(kafka, topic, [{"id": "a4", "account": "a"}])  # the key is free again
+        send_all(test, source, [{"id": "a4", "account": "a"}])  # the key is free again
         await wait_until(lambda: runner.stats.completed == 3, timeout=30)
     assert sorted(ran) == ["a1", "a4", "b1"]
     runs = await flow_runs(database_url)
@@ -64,8 +57,8 @@ async def test_skip_mode_skips_events_while_the_key_runs(kafka: Kafka, database_
     assert await committed(database_url, group) == 5
 
 
-async def test_cancel_mode_cancels_the_run_in_flight(kafka: Kafka, database_url: str) -> None:
-    topic, group = await new_topic(kafka, "singlec")
+async def test_cancel_mode_cancels_the_run_in_flight(database_url: str) -> None:
+    source, group = memory_topic("singlec")
     never = asyncio.Event()
     cancelled: list[str] = []
     ran: list[str] = []
@@ -82,17 +75,12 @@ async def test_cancel_mode_cancels_the_run_in_flight(kafka: Kafka, database_url:
         return job.id
 
     app = App(settings(database_url))
-    app.subscribe(
-        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=group),
-        refresh,
-        singleton_key="account",
-        singleton_mode="cancel",
-    )
-    async with serving(app):
-        runner = app.runners[0]
-        await send(kafka, topic, [{"id": "a1", "account": "a"}])
+    app.subscribe(source, refresh, singleton_key="account", singleton_mode="cancel")
+    async with TestApp(app, database_url=database_url) as test:
+        runner = test.worker.runners[0]
+        send_all(test, source, [{"id": "a1", "account": "a"}])
         await wait_until(lambda: ran == ["a1"], timeout=60)
-        await send(kafka, topic, [{"id": "a2", "account": "a"}])
+        send_all(test, source, [{"id": "a2", "account": "a"}])
         await wait_until(lambda: runner.stats.completed == 1, timeout=30)
         await runner.commit()
         assert await committed(database_url, group) == 2  # the cancelled event is done with

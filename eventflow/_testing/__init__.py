@@ -1,0 +1,1 @@
+"""eventflow.testing's implementation: the harness, its run records, its sync form."""
