@@ -458,8 +458,10 @@ class App:
                 store_up=writer.healthy,
                 now=now,
             )
-            if source.failing and runner.health.state == "running":
-                source.record_ok()  # events arrive: whatever failed works again
+            if source.failing and runner.health.received_moved:
+                # events arrive: whatever failed works again (for a source that
+                # records its errors but never says when it recovered)
+                source.record_ok()
             source.outage.tick(now)
             for outage in runner.outages:
                 outage.tick(now)

@@ -138,6 +138,8 @@ class SubscriptionHealth:
         self.stopped = False
         self.lag = 0
         self._mark: tuple[int, int] = (-1, -1)
+        self.received_moved = False
+        """Whether the last `update` saw events received since the one before."""
         self._progress_at = time.monotonic()
 
     # -- what the supervisor says ------------------------------------------------------
@@ -180,6 +182,7 @@ class SubscriptionHealth:
         if lag is not None:
             self.lag = lag
         mark = (received, finished)
+        self.received_moved = received != self._mark[0] and self._mark[0] >= 0
         if mark != self._mark or self.lag == 0 or not store_up:
             self._mark, self._progress_at = mark, monotonic
         if stopping or self.stopped:

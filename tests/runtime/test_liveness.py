@@ -321,3 +321,21 @@ def test_a_store_outage_is_not_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
         clock[0] += 30
         assert health.update(lag=5, store_up=False, **update) == "running"
     assert health.verdict().alive
+
+
+def test_events_arriving_end_a_source_outage_it_never_ended_itself(sqlite_url: str) -> None:
+    """A third-party source that records errors but never calls record_ok."""
+
+    class Silent(Source):
+        name = "silent"
+
+        async def run(self, sink: EventSink) -> None:
+            await asyncio.Event().wait()
+
+    source = Silent()
+    source.record_error("HTTP 503")
+    health = SubscriptionHealth("s", stall_after=5, unhealthy_after=20)
+    update = {"finished": 0, "lag": 0, "stopping": False}
+    assert health.update(received=0, source_failing=source.failing, **update) == "reconnecting"
+    assert health.update(received=3, source_failing=source.failing, **update) == "reconnecting"
+    assert health.received_moved  # what App._check_health takes as the source being back
