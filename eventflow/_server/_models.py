@@ -84,9 +84,11 @@ class TaskRun(BaseModel):
     state_name: str
     run_count: int
     error: str | None = None
+    traceback: str | None = Field(None, description="The failure's traceback (bounded).")
     created_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    duration_seconds: float | None = None
 
 
 class Edge(BaseModel):
@@ -119,6 +121,10 @@ class TriggerEvent(BaseModel):
 
 
 class FlowRunDetail(FlowRun):
+    traceback: str | None = Field(None, description="The failure's traceback (bounded).")
+    error_task_run_id: str | None = Field(
+        None, description="The task run whose own error failed this run (its error is `error`)."
+    )
     parameters: Any = None
     result: Any = None
     event: TriggerEvent | None = None

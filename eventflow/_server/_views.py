@@ -74,6 +74,20 @@ def input_secrets(
     return masker.secret_values(_json_text(parameters_text)) | masker.secret_values(payload)
 
 
+def _failing_task(run: models.FlowRun, task_runs: list[models.TaskRun]) -> str | None:
+    """The task run whose own error the engine made `run`'s headline (see _tracebacks.py)."""
+    if run.state_type != "FAILED" or not run.error:
+        return None
+    for task_run in task_runs:
+        if (
+            task_run.state_type == "FAILED"
+            and task_run.state_name != "NotReady"
+            and task_run.error == run.error
+        ):
+            return task_run.id
+    return None
+
+
 def run_detail(
     run: dict[str, Any], replays: list[dict[str, Any]], masker: SecretMasker
 ) -> models.FlowRunDetail:
@@ -101,15 +115,25 @@ def run_detail(
             payload_encoding=encoding,  # type: ignore[arg-type]
         )
     summary = run_summary(run, masker, secrets)
+    task_runs = [
+        models.TaskRun(
+            **{
+                **t,
+                "error": redact(t.get("error"), secrets),
+                "traceback": redact(t.get("traceback"), secrets),
+                "duration_seconds": _duration(t),
+            }
+        )
+        for t in run["task_runs"]
+    ]
     return models.FlowRunDetail(
         **summary.model_dump(),
+        traceback=redact(run.get("traceback"), secrets),
+        error_task_run_id=_failing_task(summary, task_runs),
         parameters=masker.mask(parameters),
         result=masker.mask(result),
         event=event,
-        task_runs=[
-            models.TaskRun(**{**t, "error": redact(t.get("error"), secrets)})
-            for t in run["task_runs"]
-        ],
+        task_runs=task_runs,
         edges=[models.Edge(**e) for e in run["edges"]],
         logs=[
             models.LogEntry(

@@ -44,6 +44,7 @@ flow_runs = sa.Table(
     sa.Column("started_at", TIMESTAMP),
     sa.Column("ended_at", TIMESTAMP),
     sa.Column("linked_run_id", sa.String(32)),
+    sa.Column("traceback", sa.Text),  # bounded: eventflow/_tracebacks.py
     sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at"),
     sa.Index("ix_flow_runs_state_created", "state_type", "created_at"),
     sa.Index("ix_flow_runs_created", "created_at"),
@@ -66,6 +67,7 @@ task_runs = sa.Table(
     sa.Column("created_at", TIMESTAMP, nullable=False),
     sa.Column("started_at", TIMESTAMP),
     sa.Column("ended_at", TIMESTAMP),
+    sa.Column("traceback", sa.Text),
     sa.Index("ix_task_runs_flow_run", "flow_run_id"),
     sa.Index("ix_task_runs_name_state", "task_name", "state_type"),
 )

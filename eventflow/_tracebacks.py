@@ -1,0 +1,50 @@
+"""Root causes kept with failed runs: a bounded traceback, and which task run failed a flow."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+TRACEBACK_LIMIT = 16_000
+"""Characters of a traceback kept with a run: its head and its innermost frames."""
+
+_HEAD = 3_000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailure:
+    """The task run whose own error failed a flow, carried on that error."""
+
+    task_run_id: str
+    task_run_name: str
+    message: str | None
+
+
+_ATTRIBUTE = "__eventflow_task_failure__"
+
+
+def format_traceback(error: BaseException | None, limit: int = TRACEBACK_LIMIT) -> str | None:
+    """`error`'s traceback (with its causes), cut in the middle beyond `limit` characters."""
+    if error is None:
+        return None
+    text = "".join(traceback.format_exception(error))
+    if len(text) <= limit:
+        return text
+    tail = limit - _HEAD
+    cut = len(text) - _HEAD - tail
+    return f"{text[:_HEAD]}\n… {cut} characters cut …\n{text[-tail:]}"
+
+
+def mark_task_failure(error: BaseException, failure: TaskFailure) -> None:
+    """Record on `error` the task run it failed first (an error re-raised keeps its first)."""
+    if task_failure(error) is None:
+        try:
+            setattr(error, _ATTRIBUTE, failure)
+        except AttributeError:  # an exception type with __slots__ and no __dict__
+            pass
+
+
+def task_failure(error: BaseException | None) -> TaskFailure | None:
+    """The task run `error` came from, when a task run raised it (or failed its upstream)."""
+    found = getattr(error, _ATTRIBUTE, None)
+    return found if isinstance(found, TaskFailure) else None
