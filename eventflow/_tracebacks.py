@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from dataclasses import dataclass
 
@@ -38,10 +39,8 @@ def format_traceback(error: BaseException | None, limit: int = TRACEBACK_LIMIT) 
 def mark_task_failure(error: BaseException, failure: TaskFailure) -> None:
     """Record on `error` the task run it failed first (an error re-raised keeps its first)."""
     if task_failure(error) is None:
-        try:
+        with contextlib.suppress(AttributeError):  # a type with __slots__ and no __dict__
             setattr(error, _ATTRIBUTE, failure)
-        except AttributeError:  # an exception type with __slots__ and no __dict__
-            pass
 
 
 def task_failure(error: BaseException | None) -> TaskFailure | None:

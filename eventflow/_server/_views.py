@@ -49,7 +49,7 @@ def _json_text(text: str | None) -> Any:
         return text
 
 
-def _payload(raw: bytes | None) -> tuple[Any, str]:
+def decode_payload(raw: bytes | None) -> tuple[Any, str]:
     if raw is None:
         return None, "none"
     try:
@@ -70,7 +70,7 @@ def input_secrets(
     parameters_text: str | None, payload_raw: bytes | None, masker: SecretMasker
 ) -> set[str]:
     """The secret values a run's input holds, to redact from its error text."""
-    payload, _ = _payload(payload_raw)
+    payload, _ = decode_payload(payload_raw)
     return masker.secret_values(_json_text(parameters_text)) | masker.secret_values(payload)
 
 
@@ -92,7 +92,7 @@ def run_detail(
     run: dict[str, Any], replays: list[dict[str, Any]], masker: SecretMasker
 ) -> models.FlowRunDetail:
     """The whole run: secret fields masked, and their values redacted from free text."""
-    payload, encoding = _payload(run.get("event_payload"))
+    payload, encoding = decode_payload(run.get("event_payload"))
     parameters = _json_text(run.get("parameters"))
     if parameters is None and encoding == "json":
         parameters = payload  # an event's parameters are stored once, as its payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,9 @@ _FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 _ACTIVE_STATES = ("PENDING", "RUNNING", "RETRYING")
 
 _RUN_LIST_COLUMNS = [
-    c for c in schema.flow_runs.c if c.name not in ("event_payload", "parameters", "result")
+    c
+    for c in schema.flow_runs.c
+    if c.name not in ("event_payload", "parameters", "result", "traceback")
 ]
 
 
@@ -362,6 +365,145 @@ class RunReader:
         )
         async with self.engine.connect() as conn:
             return {row[0]: (row[1], row[2]) for row in (await conn.execute(query)).all()}
+
+    def _epoch(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """A timestamp column as epoch seconds, on either database."""
+        if self.engine.dialect.name == "postgresql":
+            return sa.extract("epoch", column)
+        return sa.type_coerce(column, sa.Float)  # SQLite stores epoch seconds
+
+    def _bucket(self, column: sa.ColumnElement[Any], seconds: int) -> sa.ColumnElement[Any]:
+        if self.engine.dialect.name == "postgresql":
+            return sa.func.floor(self._epoch(column) / seconds)
+        return sa.cast(self._epoch(column) / seconds, sa.Integer)  # a floor for positive times
+
+    async def ended_histogram_by_flow(
+        self, *, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[tuple[float, str, str, int]]:
+        """Runs that ended in `[since, until)`: (bucket start; flow; state type; count)."""
+        runs = schema.flow_runs
+        bucket = self._bucket(runs.c.ended_at, bucket_seconds)
+        query = (
+            sa.select(bucket, runs.c.flow_name, runs.c.state_type, sa.func.count())
+            .where(
+                runs.c.ended_at >= since,
+                runs.c.ended_at < until,
+                runs.c.state_type.in_(_FINAL_STATES),
+            )
+            .group_by(bucket, runs.c.flow_name, runs.c.state_type)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(float(b) * bucket_seconds, str(f), str(s), int(n)) for b, f, s, n in rows]
+
+    async def duration_percentiles(
+        self, *, since: datetime, until: datetime, quantiles: tuple[float, ...]
+    ) -> dict[float, float | None]:
+        """Nearest-rank quantiles of the durations of runs that ended in `[since, until)`."""
+        runs = schema.flow_runs
+        duration = self._epoch(runs.c.ended_at) - self._epoch(runs.c.started_at)
+        where = (
+            runs.c.ended_at >= since,
+            runs.c.ended_at < until,
+            runs.c.started_at.is_not(None),
+            runs.c.state_type.in_(_FINAL_STATES),
+        )
+        result: dict[float, float | None] = dict.fromkeys(quantiles)
+        async with self.engine.connect() as conn:
+            n = int(
+                (
+                    await conn.execute(sa.select(sa.func.count()).select_from(runs).where(*where))
+                ).scalar_one()
+            )
+            for q in quantiles if n else ():
+                rank = max(1, math.ceil(q * n))
+                value = (
+                    await conn.execute(
+                        sa.select(duration)
+                        .where(*where)
+                        .order_by(duration)
+                        .offset(rank - 1)
+                        .limit(1)
+                    )
+                ).scalar()
+                result[q] = None if value is None else max(0.0, float(value))
+        return result
+
+    async def events_by_source(
+        self, *, since: datetime, until: datetime
+    ) -> dict[tuple[str, str], int]:
+        """Runs created for an event in `[since, until)`, by (event source, flow)."""
+        runs = schema.flow_runs
+        query = (
+            sa.select(runs.c.event_source, runs.c.flow_name, sa.func.count())
+            .where(
+                runs.c.event_source.is_not(None),
+                runs.c.created_at >= since,
+                runs.c.created_at < until,
+            )
+            .group_by(runs.c.event_source, runs.c.flow_name)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(str(source), str(flow)): int(n) for source, flow, n in rows}
+
+    async def subscription_status(self, subscription: str) -> list[dict[str, Any]]:
+        """A subscription's status rows of every worker, with the worker's liveness columns."""
+        status, workers = schema.source_status, schema.workers
+        query = (
+            sa.select(status, workers.c.heartbeat_at, workers.c.stopped_at)
+            .join(workers, workers.c.id == status.c.worker_id)
+            .where(status.c.subscription == subscription)
+            .order_by(status.c.worker_id)
+        )
+        async with self.engine.connect() as conn:
+            return await _rows(conn, query)
+
+    async def events_histogram(
+        self, *, source: str, flow: str, since: datetime, until: datetime, bucket_seconds: int
+    ) -> list[tuple[float, int]]:
+        """Runs created for events of `source` into `flow`, per bucket: (bucket start; count)."""
+        runs = schema.flow_runs
+        bucket = self._bucket(runs.c.created_at, bucket_seconds)
+        query = (
+            sa.select(bucket, sa.func.count())
+            .where(
+                runs.c.event_source == source,
+                runs.c.flow_name == flow,
+                runs.c.created_at >= since,
+                runs.c.created_at < until,
+            )
+            .group_by(bucket)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(float(b) * bucket_seconds, int(n)) for b, n in rows]
+
+    async def failed_events(
+        self, *, source: str, flow: str, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """FAILED runs of `source`'s events into `flow` (what the default policy dead-letters):
+        how many, and the newest `limit` with their payload."""
+        runs = schema.flow_runs
+        where = (
+            runs.c.event_source == source,
+            runs.c.flow_name == flow,
+            runs.c.state_type == "FAILED",
+        )
+        async with self.engine.connect() as conn:
+            count = int(
+                (
+                    await conn.execute(sa.select(sa.func.count()).select_from(runs).where(*where))
+                ).scalar_one()
+            )
+            newest = await _rows(
+                conn,
+                sa.select(*_RUN_LIST_COLUMNS, runs.c.parameters, runs.c.event_payload)
+                .where(*where)
+                .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+                .limit(limit),
+            )
+        return count, newest
 
 
 async def _rows(conn: AsyncConnection, query: sa.Executable) -> list[dict[str, Any]]:
