@@ -1,5 +1,9 @@
 """The web UI in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium)
-over a store with real runs: lists, filters, live updates, graph, retry, charts, token."""
+over a store with real runs: lists, filters, live updates, graph, retry, charts, token.
+
+The page refreshes itself every 1.5 s. Tests never hold an element across a refresh on
+trust: they read in one step (`text`, `run_rows`), click through `click` (which looks the
+element up again if a refresh replaced it), and wait for what they assert."""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -55,6 +63,46 @@ def css(driver: WebDriver, selector: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, selector))
 
 
+def text(driver: WebDriver, selector: str) -> str | None:
+    """The text of the first element matching `selector` (None if there is none), in one step."""
+    found: str | None = driver.execute_script(
+        "const el = document.querySelector(arguments[0]); return el ? el.innerText : null",
+        selector,
+    )
+    return found
+
+
+def wait_text(driver: WebDriver, selector: str, expected: str) -> None:
+    wait(driver, lambda d: text(d, selector) == expected)
+
+
+def click(driver: WebDriver, selector: str) -> None:
+    """Click the element `selector` finds once it is there, finding it again if it went."""
+
+    def attempt(d: WebDriver) -> bool:
+        found = css(d, selector)
+        if not found:
+            return False
+        try:
+            found[0].click()
+        except (StaleElementReferenceException, ElementClickInterceptedException):
+            return False
+        return True
+
+    wait(driver, attempt)
+
+
+def refreshes(driver: WebDriver) -> int:
+    count: str | None = driver.execute_script("return document.body.dataset.refreshes || '0'")
+    return int(count or 0)
+
+
+def wait_refreshes(driver: WebDriver, n: int = 2) -> None:
+    """Wait until the page has refreshed itself `n` more times."""
+    start = refreshes(driver)
+    wait(driver, lambda d: refreshes(d) >= start + n)
+
+
 def run_rows(driver: WebDriver) -> list[str]:
     """The listed run ids, read in one step (the list is re-rendered while we look)."""
     ids: list[str] = driver.execute_script(
@@ -82,17 +130,21 @@ def test_runs_list_filters_and_live_updates(
     with serve(create_app(fresh_sqlite_store.url)) as base:
         browser.get(base + "/#/runs")
         wait_rows(browser, every)
-        assert css(browser, "#runs-total")[0].text == "1\u20137 of 7"
+        wait_text(browser, "#runs-total", "1\u20137 of 7")
         screenshot(browser, tmp_path, "runs")
 
-        summary = css(browser, "#state-summary")[0].text
-        assert summary.split() == ["completed", "5", "failed", "2"]
-        css(browser, '#state-summary a[data-state="FAILED"]')[0].click()
+        wait(
+            browser,
+            lambda d: (
+                (text(d, "#state-summary") or "").split()[:4] == ["completed", "5", "failed", "2"]
+            ),
+        )
+        click(browser, '#state-summary a[data-state="FAILED"]')
         wait_rows(browser, {runs.order_failed, runs.order_invalid})
         assert "state=FAILED" in browser.current_url  # filters live in the URL
         assert Select(css(browser, "#filter-state")[0]).first_selected_option.text == "FAILED"
         Select(css(browser, "#filter-state")[0]).select_by_value("")
-        key = css(browser, "#filter-key")[0]
+        key = css(browser, "#filter-key")[0]  # the filters are built once, never refreshed
         key.send_keys("c1", Keys.ENTER)
         wait_rows(browser, {runs.order_ok[1], runs.order_failed})
         key.clear()
@@ -103,10 +155,18 @@ def test_runs_list_filters_and_live_updates(
         Select(css(browser, "#filter-range")[0]).select_by_value("15m")
         wait_rows(browser, set(runs.etl_ok))
 
-        # a new run shows up without reloading the page
+        # a new run shows up without reloading the page, and the rows already there stay
         Select(css(browser, "#filter-flow")[0]).select_by_value("process-order")
         Select(css(browser, "#filter-range")[0]).select_by_value("all")
         wait(browser, lambda d: len(run_rows(d)) == 5)
+        browser.execute_script(
+            """const row = document.querySelector('#runs-body tr[data-run-id]:last-child');
+            row.__probe = true;
+            const range = document.createRange();
+            range.selectNodeContents(row.querySelector('td:nth-child(3)'));
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);"""
+        )
         created = httpx.post(f"{base}/api/flow-runs/{runs.order_failed}/retry", timeout=10)
         assert created.status_code == 201
         wait(browser, lambda d: run_rows(d)[:1] == [created.json()["id"]])
@@ -116,6 +176,11 @@ def test_runs_list_filters_and_live_updates(
             )
             == created.json()["id"]
         )
+        # the refresh patched the list: the old row is the same node, the selection intact
+        assert browser.execute_script(
+            "return document.querySelector('#runs-body tr[data-run-id]:last-child').__probe"
+        )
+        assert browser.execute_script("return getSelection().toString()") == "process-order"
 
 
 def test_run_detail_graph_timeline_event_and_retry(
@@ -125,37 +190,57 @@ def test_run_detail_graph_timeline_event_and_retry(
     with serve(create_app(fresh_sqlite_store.url)) as base:
         browser.get(f"{base}/#/runs/{runs.etl_ok[0]}")
         wait(browser, lambda d: len(css(d, "#task-graph g.node")) == 5)
-        edges = css(browser, "#task-graph path.edge")
-        assert len(edges) == 5
+        assert len(css(browser, "#task-graph path.edge")) == 5
         assert len(css(browser, "#task-graph path.edge.wait_for")) == 1
         assert len(css(browser, "#gantt rect.bar")) == 5
-        assert "extracting 3 rows" in css(browser, "#log-table")[0].text
+        assert "extracting 3 rows" in (text(browser, "#log-table") or "")
         assert not css(browser, "#retry-button")  # a completed run has no retry
+        # every label fits its node; every bar of the timeline is visible
+        assert browser.execute_script(
+            """return [...document.querySelectorAll('#task-graph g.node')].every((g) => {
+                const box = g.querySelector('rect').getBBox();
+                return [...g.querySelectorAll('text')].every((t) =>
+                    t.getBBox().x + t.getBBox().width <= box.width - 4);
+            })"""
+        )
+        widths = browser.execute_script(
+            "return [...document.querySelectorAll('#gantt rect.bar')].map((r) => r.getBBox().width)"
+        )
+        assert min(widths) >= 6
         screenshot(browser, tmp_path, "run-graph")
 
         browser.get(f"{base}/#/runs/{runs.order_failed}")
-        button = wait(browser, lambda d: (css(d, "#retry-button") or [None])[0])
-        payload = css(browser, "#event-payload")[0].text
+        wait(browser, lambda d: css(d, "#retry-button"))
+        payload = text(browser, "#event-payload") or ""
         assert '"password": "***"' in payload and SECRET not in browser.page_source
-        assert css(browser, "#run-error")[0].text.endswith("(password ***)")
+        assert (text(browser, "#run-error") or "").endswith("(password ***)")
+        # the flow failed in task run charge-0: its error is the headline, linked
+        assert text(browser, "#error-task-link") == "charge-0"
+        assert not css(browser, "#run-traceback")[0].get_attribute("open")  # folded
+        click(browser, "#run-traceback summary")
+        wait(browser, lambda d: "raise RuntimeError" in d.find_element(By.ID, "run-traceback").text)
+        wait_refreshes(browser)
+        assert css(browser, "#run-traceback")[0].get_attribute("open") is not None  # still open
         screenshot(browser, tmp_path, "run-failed")
-        button.click()
-        link = wait(browser, lambda d: (css(d, "#retry-link") or [None])[0])
-        new_id = link.text
+        click(browser, "#retry-button")
+        wait(browser, lambda d: text(d, "#retry-link"))
+        new_id = text(browser, "#retry-link")
         retry = httpx.get(f"{base}/api/flow-runs/{new_id}", timeout=10).json()
         assert (retry["retry_of"], retry["state_type"]) == (runs.order_failed, "PENDING")
 
-        link.click()
-        wait(browser, lambda d: css(d, "#retry-of"))
-        assert css(browser, "#run-state")[0].text == "AwaitingReplay"
-        css(browser, "#retry-of")[0].click()
+        click(browser, "#retry-link")
+        wait_text(browser, "#run-state", "AwaitingReplay")
+        # a pending run is refreshed on every tick: its nodes stay the same nodes
+        browser.execute_script("document.querySelector('#retry-of').__probe = true")
+        wait_refreshes(browser)
+        assert browser.execute_script("return document.querySelector('#retry-of').__probe")
+        click(browser, "#retry-of")
         wait(browser, lambda d: len(css(d, "#replays .replay-link")) == 1)
 
         # the flow's page replays the failed runs not yet retried: only the invalid one is left
         browser.get(f"{base}/#/flows/process-order")
-        wait(browser, lambda d: css(d, "#replay-failed"))[0].click()
-        notice = wait(browser, lambda d: css(d, "#replay-notice"))[0]
-        assert notice.text == "1 failed or crashed run(s) asked to run again."
+        click(browser, "#replay-failed")
+        wait_text(browser, "#replay-notice", "1 failed or crashed run(s) asked to run again.")
         pending = httpx.get(f"{base}/api/flow-runs", params={"state": "PENDING"}).json()
         assert {r["retry_of"] for r in pending["items"]} == {runs.order_failed, runs.order_invalid}
 
@@ -166,19 +251,20 @@ def test_flow_overview_charts_and_sources(
     with serve(create_app(sqlite_store.url, worker_lease=600)) as base:
         browser.get(base + "/#/flows/process-order")
         wait(browser, lambda d: css(d, "#throughput-chart rect.bar"))
-        assert len(css(browser, "#failure-chart circle.point")) >= 1
-        row = wait(browser, lambda d: css(d, '[data-subscription="orders->process-order"]'))[0]
-        assert row.find_element(By.CSS_SELECTOR, ".lag").text == "7"
+        wait(browser, lambda d: len(css(d, "#failure-chart circle.point")) >= 1)
+        # one mark per run that ran (the invalid one never started), failures as crosses
+        wait(browser, lambda d: len(css(d, "#duration-chart .point")) == 4)
+        assert len(css(browser, "#duration-chart .point.failed")) == 1
+        wait_text(browser, '[data-subscription="orders->process-order"] .lag', "7")
         screenshot(browser, tmp_path, "flow")
 
         browser.get(base + "/#/flows")
         wait(browser, lambda d: len(css(d, "#flows-body tr")) == 2)
-        assert "failed 2" in css(browser, "#flows-body")[0].text
+        assert "failed 2" in (text(browser, "#flows-body") or "")
 
         browser.get(base + "/#/workers")
         wait(browser, lambda d: len(css(d, "#workers-body tr[data-worker-id]")) == 2)
-        alive = css(browser, '[data-worker-id="w-alive"]')[0].text
-        assert "alive" in alive
+        assert "alive" in (text(browser, '[data-worker-id="w-alive"] .status') or "")
 
 
 def test_token_is_asked_for_once_and_kept_in_the_tab(

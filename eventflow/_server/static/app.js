@@ -219,7 +219,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
 // ---------------------------------------------------------------- live refresh
 
-const live = { paused: false, view: null, timer: null, busy: false, again: false };
+const live = { paused: false, view: null, timer: null, busy: false, again: false, count: 0 };
 
 function setStatus(kind, text) {
   const el = document.getElementById("live-status");
@@ -237,6 +237,8 @@ async function tick() {
   const view = live.view;
   try {
     await view.refresh();
+    live.count += 1;
+    document.body.dataset.refreshes = live.count; // tests wait on refreshes, not on time
     if (view === live.view) {
       setStatus(live.paused ? "paused" : "ok", `${live.paused ? "paused" : "live"} · ${new Date().toLocaleTimeString()}`);
     }
