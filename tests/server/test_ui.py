@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests._services import ROOT
 from tests.server._data import SECRET
 from tests.server._serve import serve
 from tests.server.conftest import Store
+from tests.server.test_dashboard import expected
 
 ARTIFACTS = ROOT / "artifacts"
 
@@ -280,3 +282,73 @@ def test_token_is_asked_for_once_and_kept_in_the_tab(
             "ui-token"
         )
         browser.execute_script("sessionStorage.clear()")
+
+
+def test_dashboard_is_the_landing_page_with_the_stores_figures(
+    browser: WebDriver, sqlite_store: Store, tmp_path: Path
+) -> None:
+    with serve(create_app(sqlite_store.url, worker_lease=600)) as base:
+        browser.get(base + "/")
+        wait_text(browser, "#stat-ended .value", "7")
+        api = httpx.get(f"{base}/api/dashboard", timeout=10).json()
+        want = expected(
+            sqlite_store,
+            datetime.fromisoformat(api["since"]),
+            datetime.fromisoformat(api["until"]),
+        )
+        assert sum(want["counts"].values()) == 7
+        wait_text(browser, "#stat-failed .value", str(want["counts"]["FAILED"]))
+        assert text(browser, "#stat-failed .note") == "28.6% failure rate"
+        for tile, figure in (("p50", want["p50"]), ("p95", want["p95"])):
+            shown = browser.execute_script("return fmtDuration(arguments[0])", figure)
+            assert text(browser, f"#stat-{tile} .value") == shown
+        assert text(browser, "#stat-workers .value") == "1 / 2"
+        assert len(css(browser, "#dashboard-runs-chart rect.bar")) >= 2  # completed and failed
+        row = '#dash-subscriptions-body tr[data-subscription="orders->process-order"]'
+        assert text(browser, f"{row} .lag") == "7"
+        assert text(browser, f"{row} .dead") == "2"
+        assert text(browser, f"{row} .state") == "running"  # the state in words, not only colour
+        flows = browser.execute_script(
+            "return [...document.querySelectorAll('#dash-flows-body tr')]"
+            ".map((r) => [r.dataset.flow, r.querySelector('.ended').innerText,"
+            " r.querySelector('.failed').innerText])"
+        )
+        assert flows == [["process-order", "5", "2"], ["etl", "2", "0"]]
+        screenshot(browser, tmp_path, "dashboard")
+
+        # keyboard: the rows are focusable, arrows move, Enter opens
+        browser.execute_script("document.querySelector('#dash-flows-body tr').focus()")
+        browser.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+        wait(browser, lambda d: d.switch_to.active_element.get_attribute("data-flow") == "etl")
+        browser.switch_to.active_element.send_keys(Keys.ENTER)
+        wait(browser, lambda d: d.current_url.endswith("#/flows/etl"))
+
+        browser.get(base + "/#/dashboard")
+        Select(wait(browser, lambda d: css(d, "#dashboard-window"))[0]).select_by_value("24h")
+        wait(browser, lambda d: "window=24h" in d.current_url)
+        wait_text(browser, "#stat-ended .note", "last day")
+        assert text(browser, "#stat-ended .value") == "7"
+
+
+def test_subscription_page_partitions_and_dead_letters_replay(
+    browser: WebDriver, fresh_sqlite_store: Store, tmp_path: Path
+) -> None:
+    runs = fresh_sqlite_store.runs
+    with serve(create_app(fresh_sqlite_store.url, worker_lease=600)) as base:
+        browser.get(base + "/")
+        click(browser, '#dash-subscriptions-body a[href*="subscriptions"]')
+        wait_text(browser, "#subscription-name", "orders->process-order")
+        wait(browser, lambda d: len(css(d, "#partitions-body tr")) == 2)
+        assert text(browser, "#sub-state .sub-state") == "running"
+        assert text(browser, "#sub-lag") == "7"
+        assert text(browser, '#partitions-body tr[data-partition="orders/0"] .stored') == "5"
+        assert text(browser, '#partitions-body tr[data-partition="orders/0"] .committed') == "4"
+        assert text(browser, "#sub-failed-events") == "2"
+        wait(browser, lambda d: len(css(d, "#dead-letters .dead-letter")) == 2)
+        assert SECRET not in browser.page_source
+        screenshot(browser, tmp_path, "subscription")
+
+        click(browser, "#replay-dead-letters")
+        wait_text(browser, "#dead-letter-notice", "2 dead letter(s) asked to run again.")
+        pending = httpx.get(f"{base}/api/flow-runs", params={"state": "PENDING"}).json()
+        assert {r["retry_of"] for r in pending["items"]} == {runs.order_failed, runs.order_invalid}
