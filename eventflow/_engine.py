@@ -23,6 +23,7 @@ from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedEr
 from ._futures import TaskFuture
 from ._ids import new_id
 from ._metrics import RECORDER
+from ._names import default_run_name
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
 from ._threads import Pool, run_sync, running_loop
@@ -514,7 +515,7 @@ async def run_flow(
     row: dict[str, Any] = {
         "id": run_id,
         "flow_name": flow.name,
-        "name": None,
+        "name": default_run_name(run_id),
         "state_type": _RUNNING,
         "state_name": "Running",
         "parameters": None,
