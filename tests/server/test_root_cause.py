@@ -93,3 +93,15 @@ def test_a_traceback_is_bounded_and_keeps_its_innermost_frames() -> None:
     assert text is not None and len(text) <= 5_100
     assert text.startswith("Traceback (most recent call last)")
     assert "characters cut" in text and text.rstrip().endswith("ValueError: the bottom")
+
+
+def test_a_traceback_leaves_out_eventflows_own_frames(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
+    upstream_id, _own_id = asyncio.run(_fill(url))
+    with serve(create_app(url)) as base:
+        run = httpx.get(f"{base}/api/flow-runs/{upstream_id}", timeout=10).json()
+    (load_run,) = [t for t in run["task_runs"] if t["task_name"] == "load"]
+    lines = load_run["traceback"].splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[1].startswith(f'  File "{__file__}", line ') and lines[1].endswith(", in load")
+    assert "eventflow/_engine.py" not in load_run["traceback"]
