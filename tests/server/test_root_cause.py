@@ -4,6 +4,7 @@ headlines that task run's own error (not "upstream did not complete") with its i
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -79,6 +80,8 @@ def test_a_flow_failed_by_a_task_headlines_its_error_with_tracebacks(tmp_path: P
     assert tasks["extract"]["traceback"] is None and tasks["extract"]["error"] is None
 
     assert own["error"] == "KeyError: 'customer'" and own["error_task_run_id"] is None
+    # a run without flow_run_name gets a generated name
+    assert all(re.fullmatch(r"[a-z]+-[a-z]+", r["name"]) for r in (run, own))
     assert 'raise KeyError("customer")' in own["traceback"]
 
 

@@ -68,7 +68,8 @@ def css(driver: WebDriver, selector: str) -> list[Any]:
 def text(driver: WebDriver, selector: str) -> str | None:
     """The text of the first element matching `selector` (None if there is none), in one step."""
     found: str | None = driver.execute_script(
-        "const el = document.querySelector(arguments[0]); return el ? el.innerText : null",
+        "const el = document.querySelector(arguments[0]);"
+        " return el ? el.innerText ?? el.textContent : null",  # SVG text has no innerText
         selector,
     )
     return found
@@ -103,6 +104,18 @@ def wait_refreshes(driver: WebDriver, n: int = 2) -> None:
     """Wait until the page has refreshed itself `n` more times."""
     start = refreshes(driver)
     wait(driver, lambda d: refreshes(d) >= start + n)
+
+
+def labels_fit(driver: WebDriver) -> bool:
+    """Whether every text of the task graph's nodes ends inside its box."""
+    fit: bool = driver.execute_script(
+        """return [...document.querySelectorAll('#task-graph g.node')].every((g) => {
+            const box = g.querySelector('rect').getBBox();
+            return [...g.querySelectorAll('text')].every((t) =>
+                t.getBBox().x + t.getBBox().width <= box.width - 4);
+        })"""
+    )
+    return fit
 
 
 def run_rows(driver: WebDriver) -> list[str]:
@@ -198,13 +211,7 @@ def test_run_detail_graph_timeline_event_and_retry(
         assert "extracting 3 rows" in (text(browser, "#log-table") or "")
         assert not css(browser, "#retry-button")  # a completed run has no retry
         # every label fits its node; every bar of the timeline is visible
-        assert browser.execute_script(
-            """return [...document.querySelectorAll('#task-graph g.node')].every((g) => {
-                const box = g.querySelector('rect').getBBox();
-                return [...g.querySelectorAll('text')].every((t) =>
-                    t.getBBox().x + t.getBBox().width <= box.width - 4);
-            })"""
-        )
+        assert labels_fit(browser)
         widths = browser.execute_script(
             "return [...document.querySelectorAll('#gantt rect.bar')].map((r) => r.getBBox().width)"
         )
@@ -216,6 +223,8 @@ def test_run_detail_graph_timeline_event_and_retry(
         payload = text(browser, "#event-payload") or ""
         assert '"password": "***"' in payload and SECRET not in browser.page_source
         assert (text(browser, "#run-error") or "").endswith("(password ***)")
+        assert text(browser, "#task-graph g.node .node-status") == "Failed · 2 attempts"
+        assert labels_fit(browser)
         # the flow failed in task run charge-0: its error is the headline, linked
         assert text(browser, "#error-task-link") == "charge-0"
         assert not css(browser, "#run-traceback")[0].get_attribute("open")  # folded

@@ -819,7 +819,7 @@ class FlowView {
     patch(this.sources, sourcesTable(sources.subscriptions));
     patch(this.recent, runs.items.map((r) => linkRow(`#/runs/${r.id}`, { "data-key": r.id },
       h("td", {}, badge(r.state_type, r.state_name)),
-      h("td", { class: "mono" }, h("a", { href: `#/runs/${r.id}` }, shortId(r.id))),
+      h("td", {}, h("a", { href: `#/runs/${r.id}` }, r.name || shortId(r.id))),
       h("td", {}, r.event_key || ""),
       h("td", {}, ago(r.created_at)),
       h("td", {}, fmtDuration(runDuration(r))),
