@@ -25,6 +25,10 @@ RATE_SECONDS = 60
 
 DASHBOARD_BUCKETS = 60
 RECENT_DEAD_LETTERS = 10
+DURATION_SAMPLE = 20_000
+"""p50/p95 are of the newest runs of the window, at most this many."""
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 _STATE_RANK = {"stalled": 3, "reconnecting": 2, "running": 1, "stopped": 0}
 """The worst state of a subscription's workers is the one it shows."""
@@ -43,6 +47,11 @@ def _settings(request: Request) -> ServerSettings:
 def _masker(request: Request) -> SecretMasker:
     masker: SecretMasker = request.app.state.masker
     return masker
+
+
+def nearest_rank(ordered: list[float], q: float) -> float | None:
+    """The `q` quantile of sorted values by nearest rank (a value that occurred)."""
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1] if ordered else None
 
 
 def _alive(row: dict[str, Any], cutoff: float) -> bool:
@@ -72,14 +81,15 @@ async def dashboard(
     request: Request,
     window: Annotated[models.Window, Query(description="The last hour, day or week.")] = "1h",
 ) -> models.Dashboard:
-    """Runs that ended in the window (per bucket, state and flow), failure rate, p50/p95
-    duration, runs in flight, each subscription's events/s, lag and dead letters, workers."""
+    """Runs created in the window (per bucket, state and flow), failure rate (failed and
+    crashed over finished), p50/p95 duration, runs in flight, each subscription's events/s,
+    lag and dead letters, workers alive."""
     reader = _reader(request)
     until = datetime.now(UTC)
     since = until - timedelta(seconds=models.WINDOW_SECONDS[window])
     size = bucket_size(models.WINDOW_SECONDS[window], DASHBOARD_BUCKETS)
     aligned = datetime.fromtimestamp(math.floor(since.timestamp() / size) * size, UTC)
-    counts = await reader.ended_histogram_by_flow(since=since, until=until, bucket_seconds=size)
+    counts = await reader.created_histogram_by_flow(since=since, until=until, bucket_seconds=size)
     all_flows = buckets(((b, s, n) for b, _f, s, n in counts), since=since, until=until, size=size)
     starts = [b.start.timestamp() for b in all_flows]
     per_flow: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -92,8 +102,11 @@ async def dashboard(
     for bucket in all_flows:
         for state, n in bucket.counts.items():
             totals[state] += n
-    percentiles = await reader.duration_percentiles(since=since, until=until, quantiles=(0.5, 0.95))
-    active = await reader.count_flow_runs_by_state()
+        bucket.failure_rate = _failure_rate(bucket.counts)
+    durations = sorted(
+        await reader.newest_durations(since=since, until=until, limit=DURATION_SAMPLE)
+    )
+    active = await reader.count_active_runs()
     events = await reader.events_by_source(
         since=until - timedelta(seconds=RATE_SECONDS), until=until
     )
@@ -104,7 +117,6 @@ async def dashboard(
     per_subscription: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in status:
         per_subscription[row["subscription"]].append(row)
-    ended = sum(totals.values())
     failed = sum(totals.get(s, 0) for s in FAILURE_STATES)
     return models.Dashboard(
         window=window,
@@ -112,19 +124,21 @@ async def dashboard(
         until=until,
         bucket_seconds=size,
         buckets=all_flows,
-        ended=ended,
+        runs=sum(totals.values()),
+        finished=_finished(totals),
         counts=dict(totals),
         failed=failed,
-        failure_rate=failed / ended if ended else None,
-        duration_p50=percentiles[0.5],
-        duration_p95=percentiles[0.95],
-        active={s: active[s] for s in ("PENDING", "RUNNING", "RETRYING") if active.get(s)},
+        failure_rate=_failure_rate(totals),
+        duration_p50=nearest_rank(durations, 0.5),
+        duration_p95=nearest_rank(durations, 0.95),
+        duration_runs=len(durations),
+        active=active,
         flows=sorted(
             (
                 _flow_summary(name, dict(states), [series[name].get(s, 0) for s in starts])
                 for name, states in per_flow.items()
             ),
-            key=lambda f: (-f.failed, -f.ended, f.name),
+            key=lambda f: (-f.failed, -f.runs, f.name),
         ),
         subscriptions=[
             _subscription_health(name, rows, events) for name, rows in per_subscription.items()
@@ -134,14 +148,22 @@ async def dashboard(
     )
 
 
+def _finished(counts: dict[str, int]) -> int:
+    return sum(counts.get(s, 0) for s in FINAL_STATES)
+
+
+def _failure_rate(counts: dict[str, int]) -> float | None:
+    finished = _finished(counts)
+    return sum(counts.get(s, 0) for s in FAILURE_STATES) / finished if finished else None
+
+
 def _flow_summary(name: str, counts: dict[str, int], series: list[int]) -> models.FlowSummary:
-    ended = sum(counts.values())
-    failed = sum(counts.get(s, 0) for s in FAILURE_STATES)
     return models.FlowSummary(
         name=name,
-        ended=ended,
-        failed=failed,
-        failure_rate=failed / ended if ended else None,
+        runs=sum(counts.values()),
+        finished=_finished(counts),
+        failed=sum(counts.get(s, 0) for s in FAILURE_STATES),
+        failure_rate=_failure_rate(counts),
         counts=counts,
         series=series,
     )

@@ -261,14 +261,15 @@ WINDOW_SECONDS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 
 
 class FlowSummary(BaseModel):
-    """One flow's runs that ended in the dashboard's window."""
+    """One flow's runs created in the dashboard's window."""
 
     name: str
-    ended: int
+    runs: int
+    finished: int = Field(description="Runs in a final state.")
     failed: int = Field(description="FAILED and CRASHED runs.")
-    failure_rate: float | None = None
-    counts: dict[str, int] = Field(description="Ended runs per final state.")
-    series: list[int] = Field(description="Ended runs per bucket, as the dashboard's buckets.")
+    failure_rate: float | None = Field(None, description="`failed` / `finished`.")
+    counts: dict[str, int] = Field(description="Runs per state.")
+    series: list[int] = Field(description="Runs per bucket, as the dashboard's buckets.")
 
 
 class SubscriptionHealth(BaseModel):
@@ -296,13 +297,17 @@ class Dashboard(BaseModel):
     since: datetime
     until: datetime
     bucket_seconds: int
-    buckets: list[HistoryBucket] = Field(description="Runs that ended per bucket, all flows.")
-    ended: int
-    counts: dict[str, int] = Field(description="Ended runs per final state, all flows.")
-    failed: int
-    failure_rate: float | None = None
+    buckets: list[HistoryBucket] = Field(
+        description="Runs created per bucket and state, all flows (failure rate over finished)."
+    )
+    runs: int = Field(description="Runs created in the window.")
+    finished: int = Field(description="Of those, runs in a final state.")
+    counts: dict[str, int] = Field(description="Runs per state, all flows.")
+    failed: int = Field(description="FAILED and CRASHED runs.")
+    failure_rate: float | None = Field(None, description="`failed` / `finished`.")
     duration_p50: float | None = Field(None, description="Seconds; nearest rank.")
     duration_p95: float | None = None
+    duration_runs: int = Field(description="The finished runs p50/p95 are of (the newest).")
     active: dict[str, int] = Field(description="Runs now pending, running or retrying.")
     flows: list[FlowSummary] = Field(description="Most failures first.")
     subscriptions: list[SubscriptionHealth]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
@@ -377,57 +376,56 @@ class RunReader:
             return sa.func.floor(self._epoch(column) / seconds)
         return sa.cast(self._epoch(column) / seconds, sa.Integer)  # a floor for positive times
 
-    async def ended_histogram_by_flow(
+    async def created_histogram_by_flow(
         self, *, since: datetime, until: datetime, bucket_seconds: int
     ) -> list[tuple[float, str, str, int]]:
-        """Runs that ended in `[since, until)`: (bucket start; flow; state type; count)."""
+        """Runs created in `[since, until)`: (bucket start; flow; state type; count).
+
+        By creation time, not end time: the range then reads the `created_at`
+        index, so a dashboard left open costs the store one hour's rows a refresh.
+        """
         runs = schema.flow_runs
-        bucket = self._bucket(runs.c.ended_at, bucket_seconds)
+        bucket = self._bucket(runs.c.created_at, bucket_seconds)
         query = (
             sa.select(bucket, runs.c.flow_name, runs.c.state_type, sa.func.count())
-            .where(
-                runs.c.ended_at >= since,
-                runs.c.ended_at < until,
-                runs.c.state_type.in_(_FINAL_STATES),
-            )
+            .where(runs.c.created_at >= since, runs.c.created_at < until)
             .group_by(bucket, runs.c.flow_name, runs.c.state_type)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [(float(b) * bucket_seconds, str(f), str(s), int(n)) for b, f, s, n in rows]
 
-    async def duration_percentiles(
-        self, *, since: datetime, until: datetime, quantiles: tuple[float, ...]
-    ) -> dict[float, float | None]:
-        """Nearest-rank quantiles of the durations of runs that ended in `[since, until)`."""
+    async def count_active_runs(self) -> dict[str, int]:
+        """Runs now pending, running or retrying, per state type (read from an index)."""
+        runs = schema.flow_runs
+        query = (
+            sa.select(runs.c.state_type, sa.func.count())
+            .where(runs.c.state_type.in_(_ACTIVE_STATES))
+            .group_by(runs.c.state_type)
+        )
+        async with self.engine.connect() as conn:
+            return {str(state): int(n) for state, n in (await conn.execute(query)).all()}
+
+    async def newest_durations(
+        self, *, since: datetime, until: datetime, limit: int
+    ) -> list[float]:
+        """Durations in seconds of the newest `limit` finished runs created in `[since, until)`."""
         runs = schema.flow_runs
         duration = self._epoch(runs.c.ended_at) - self._epoch(runs.c.started_at)
-        where = (
-            runs.c.ended_at >= since,
-            runs.c.ended_at < until,
-            runs.c.started_at.is_not(None),
-            runs.c.state_type.in_(_FINAL_STATES),
-        )
-        result: dict[float, float | None] = dict.fromkeys(quantiles)
-        async with self.engine.connect() as conn:
-            n = int(
-                (
-                    await conn.execute(sa.select(sa.func.count()).select_from(runs).where(*where))
-                ).scalar_one()
+        query = (
+            sa.select(duration)
+            .where(
+                runs.c.created_at >= since,
+                runs.c.created_at < until,
+                runs.c.state_type.in_(_FINAL_STATES),
+                runs.c.started_at.is_not(None),
+                runs.c.ended_at.is_not(None),
             )
-            for q in quantiles if n else ():
-                rank = max(1, math.ceil(q * n))
-                value = (
-                    await conn.execute(
-                        sa.select(duration)
-                        .where(*where)
-                        .order_by(duration)
-                        .offset(rank - 1)
-                        .limit(1)
-                    )
-                ).scalar()
-                result[q] = None if value is None else max(0.0, float(value))
-        return result
+            .order_by(runs.c.created_at.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [max(0.0, float(d)) for d in (await conn.execute(query)).scalars()]
 
     async def events_by_source(
         self, *, since: datetime, until: datetime

@@ -34,19 +34,21 @@ def nearest_rank(values: list[float], q: float) -> float | None:
 def expected(store: Store, since: datetime, until: datetime) -> dict[str, Any]:
     """The dashboard's figures, from the rows of the store."""
     runs = sync(rows(store.url, schema.flow_runs))
-    ended = [r for r in runs if r["state_type"] in FINAL and since <= r["ended_at"] < until]
+    window = [r for r in runs if since <= r["created_at"] < until]
     durations = [
-        (r["ended_at"] - r["started_at"]).total_seconds() for r in ended if r["started_at"]
+        (r["ended_at"] - r["started_at"]).total_seconds()
+        for r in window
+        if r["state_type"] in FINAL and r["started_at"] and r["ended_at"]
     ]
     per_flow: dict[str, Counter[str]] = {}
-    for r in ended:
+    for r in window:
         per_flow.setdefault(r["flow_name"], Counter())[r["state_type"]] += 1
     recent = until - timedelta(seconds=60)
     orders = [
         r for r in runs if r["event_source"] == "orders" and recent <= r["created_at"] < until
     ]
     return {
-        "counts": Counter(r["state_type"] for r in ended),
+        "counts": Counter(r["state_type"] for r in window),
         "p50": nearest_rank(durations, 0.5),
         "p95": nearest_rank(durations, 0.95),
         "flows": {name: dict(c) for name, c in per_flow.items()},
@@ -62,11 +64,12 @@ def test_dashboard_figures_equal_the_store(server: str, store: Store) -> None:
     want = expected(store, since, until)
 
     assert dashboard["counts"] == dict(want["counts"]) == {"COMPLETED": 5, "FAILED": 2}
-    assert dashboard["ended"] == 7 and dashboard["failed"] == 2
+    assert (dashboard["runs"], dashboard["finished"], dashboard["failed"]) == (7, 7, 2)
     assert dashboard["failure_rate"] == pytest.approx(2 / 7)
     assert sum(b["total"] for b in dashboard["buckets"]) == 7
     assert dashboard["duration_p50"] == pytest.approx(want["p50"], abs=2e-6)
     assert dashboard["duration_p95"] == pytest.approx(want["p95"], abs=2e-6)
+    assert dashboard["duration_runs"] == 6  # the invalid run never started
     assert dashboard["active"] == {}
     flows = {f["name"]: f for f in dashboard["flows"]}
     assert {name: f["counts"] for name, f in flows.items()} == want["flows"]
@@ -89,7 +92,7 @@ def test_dashboard_figures_equal_the_store(server: str, store: Store) -> None:
 def test_dashboard_windows(server: str) -> None:
     for window, bucket in (("24h", 1800), ("7d", 3 * 3600)):
         body = get(server, "/api/dashboard", window=window)
-        assert body["bucket_seconds"] == bucket and body["ended"] == 7
+        assert body["bucket_seconds"] == bucket and body["runs"] == 7
     assert httpx.get(server + "/api/dashboard?window=2h", timeout=10).status_code == 422
 
 

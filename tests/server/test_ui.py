@@ -298,7 +298,7 @@ def test_dashboard_is_the_landing_page_with_the_stores_figures(
 ) -> None:
     with serve(create_app(sqlite_store.url, worker_lease=600)) as base:
         browser.get(base + "/")
-        wait_text(browser, "#stat-ended .value", "7")
+        wait_text(browser, "#stat-runs .value", "7")
         api = httpx.get(f"{base}/api/dashboard", timeout=10).json()
         want = expected(
             sqlite_store,
@@ -307,7 +307,7 @@ def test_dashboard_is_the_landing_page_with_the_stores_figures(
         )
         assert sum(want["counts"].values()) == 7
         wait_text(browser, "#stat-failed .value", str(want["counts"]["FAILED"]))
-        assert text(browser, "#stat-failed .note") == "28.6% failure rate"
+        assert text(browser, "#stat-failed .note") == "28.6% of finished"
         for tile, figure in (("p50", want["p50"]), ("p95", want["p95"])):
             shown = browser.execute_script("return fmtDuration(arguments[0])", figure)
             assert text(browser, f"#stat-{tile} .value") == shown
@@ -319,7 +319,7 @@ def test_dashboard_is_the_landing_page_with_the_stores_figures(
         assert text(browser, f"{row} .state") == "running"  # the state in words, not only colour
         flows = browser.execute_script(
             "return [...document.querySelectorAll('#dash-flows-body tr')]"
-            ".map((r) => [r.dataset.flow, r.querySelector('.ended').innerText,"
+            ".map((r) => [r.dataset.flow, r.querySelector('.runs').innerText,"
             " r.querySelector('.failed').innerText])"
         )
         assert flows == [["process-order", "5", "2"], ["etl", "2", "0"]]
@@ -335,8 +335,8 @@ def test_dashboard_is_the_landing_page_with_the_stores_figures(
         browser.get(base + "/#/dashboard")
         Select(wait(browser, lambda d: css(d, "#dashboard-window"))[0]).select_by_value("24h")
         wait(browser, lambda d: "window=24h" in d.current_url)
-        wait_text(browser, "#stat-ended .note", "last day")
-        assert text(browser, "#stat-ended .value") == "7"
+        wait_text(browser, "#stat-runs .note", "last day · 7 finished")
+        assert text(browser, "#stat-runs .value") == "7"
 
 
 def test_subscription_page_partitions_and_dead_letters_replay(

@@ -868,7 +868,7 @@ function chartFrame(id, history, yMax, yLabel) {
   return { svg, plotH };
 }
 
-function throughputChart(history, id = "throughput-chart") {
+function throughputChart(history, id = "throughput-chart", noun = "ended") {
   const n = history.buckets.length || 1;
   const highest = Math.max(1, ...history.buckets.map((b) => b.total));
   const peak = highest <= 4 ? 4 : Math.ceil(highest / 4) * 4; // round ticks
@@ -876,7 +876,7 @@ function throughputChart(history, id = "throughput-chart") {
   const bw = (CHART_W - CHART_L) / n;
   history.buckets.forEach((b, i) => {
     let y = 8 + plotH;
-    for (const st of ["COMPLETED", "CANCELLED", "CRASHED", "FAILED"]) {
+    for (const st of ["COMPLETED", "CANCELLED", "CRASHED", "FAILED", "RETRYING", "RUNNING", "PENDING"]) {
       const count = b.counts[st] || 0;
       if (!count) continue;
       const hgt = (count / peak) * plotH;
@@ -886,7 +886,7 @@ function throughputChart(history, id = "throughput-chart") {
     }
   });
   const total = history.buckets.reduce((a, b) => a + b.total, 0);
-  return h("div", {}, svg, h("div", { class: "legend" }, `${total} runs ended in range, peak ${(highest / history.bucket_seconds).toFixed(2)} runs/s`));
+  return h("div", {}, svg, h("div", { class: "legend" }, `${total} runs ${noun} in range, peak ${(highest / history.bucket_seconds).toFixed(2)} runs/s`));
 }
 
 function failureChart(history, id = "failure-chart") {
@@ -1006,16 +1006,16 @@ class DashboardView {
     const inFlight = Object.values(d.active).reduce((a, b) => a + b, 0);
     patch(this.content,
       h("div", { class: "tiles", id: "tiles" },
-        tile("stat-ended", "Runs ended", d.ended, `${WINDOWS[d.window]}`),
-        tile("stat-failed", "Failed or crashed", d.failed, `${fmtPercent(d.failure_rate)} failure rate`),
-        tile("stat-p50", "p50 duration", fmtDuration(d.duration_p50)),
+        tile("stat-runs", "Runs", d.runs, `${WINDOWS[d.window]} · ${d.finished} finished`),
+        tile("stat-failed", "Failed or crashed", d.failed, `${fmtPercent(d.failure_rate)} of finished`),
+        tile("stat-p50", "p50 duration", fmtDuration(d.duration_p50), `of ${d.duration_runs} runs`),
         tile("stat-p95", "p95 duration", fmtDuration(d.duration_p95)),
         tile("stat-active", "In flight", inFlight, Object.entries(d.active).map(([k, v]) => `${k.toLowerCase()} ${v}`).join(" · ")),
         tile("stat-workers", "Workers alive", `${d.workers_alive} / ${d.workers_total}`)),
       h("div", { class: "grid2", id: "dashboard-charts" },
-        h("div", { class: "panel" }, h("h2", {}, `Runs ended per ${fmtBucket(d.bucket_seconds)}, by state`),
-          throughputChart(history, "dashboard-runs-chart"), stateLegend()),
-        h("div", { class: "panel" }, h("h2", {}, "Failure rate (failed + crashed / ended)"), failureChart(history, "dashboard-failure-chart"))),
+        h("div", { class: "panel" }, h("h2", {}, `Runs per ${fmtBucket(d.bucket_seconds)}, by state`),
+          throughputChart(history, "dashboard-runs-chart", "created"), stateLegend()),
+        h("div", { class: "panel" }, h("h2", {}, "Failure rate (failed + crashed / finished)"), failureChart(history, "dashboard-failure-chart"))),
       h("div", { class: "panel", id: "dashboard-subscriptions" }, h("h2", {}, "Subscriptions (live workers)"),
         d.subscriptions.length ? h("table", {},
           h("thead", {}, h("tr", {}, ["Subscription", "Flow", "State", "Events/s", "Lag", "In flight", "Dead-lettered", "Last event", "Last error"].map((t) => h("th", {}, t)))),
@@ -1033,22 +1033,22 @@ class DashboardView {
           : h("p", { class: "muted" }, "No live worker reports a subscription.")),
       h("div", { class: "panel", id: "dashboard-flows" }, h("h2", {}, `Flows, most failures first (${WINDOWS[d.window]})`),
         d.flows.length ? h("table", {},
-          h("thead", {}, h("tr", {}, ["Flow", "Ended", "Failed", "Failure rate", "Runs over time", "By state"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ["Flow", "Runs", "Failed", "Failure rate", "Runs over time", "By state"].map((t) => h("th", {}, t)))),
           h("tbody", { id: "dash-flows-body" }, d.flows.map((f) => linkRow(`#/flows/${encodeURIComponent(f.name)}`,
             { "data-key": f.name, "data-flow": f.name },
             h("td", {}, h("a", { href: `#/flows/${encodeURIComponent(f.name)}` }, f.name)),
-            h("td", { class: "ended" }, f.ended),
+            h("td", { class: "runs" }, f.runs),
             h("td", { class: "failed" }, f.failed),
             h("td", { class: "rate" }, fmtPercent(f.failure_rate)),
             h("td", {}, sparkline(f.series, f.failed > 0)),
             h("td", {}, stateChips(f.counts, f.name))))))
-          : h("p", { class: "muted" }, "No run ended in this window.")),
+          : h("p", { class: "muted" }, "No run in this window.")),
     );
   }
 }
 
 function stateLegend() {
-  return h("div", { class: "legend" }, ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"].map((st) =>
+  return h("div", { class: "legend" }, ["COMPLETED", "FAILED", "CRASHED", "CANCELLED", "RUNNING", "RETRYING", "PENDING"].map((st) =>
     h("span", {}, h("i", { style: `background:${STATE_COLORS[st]}` }), st.toLowerCase())));
 }
 
