@@ -954,6 +954,7 @@ class WorkersView {
 // ---------------------------------------------------------------- dashboard
 
 const WINDOWS = { "1h": "last hour", "24h": "last day", "7d": "last week" };
+const WINDOW_REFRESH_MS = { "1h": 0, "24h": 10000, "7d": 30000 }; // a week's scan is not redone every tick
 const SUBSCRIPTION_STATES = { running: "COMPLETED", reconnecting: "RETRYING", stalled: "FAILED", stopped: "CANCELLED" };
 
 function subscriptionHref(name) {
@@ -991,8 +992,10 @@ class DashboardView {
     this.window = WINDOWS[params.get("window")] ? params.get("window") : "1h";
     const select = h("select", { id: "dashboard-window", "aria-label": "time window" },
       Object.entries(WINDOWS).map(([w, label]) => h("option", { value: w, selected: w === this.window }, label)));
+    this.due = 0;
     select.addEventListener("change", () => {
       this.window = select.value;
+      this.due = 0;
       setHashParams("dashboard", { window: this.window === "1h" ? "" : this.window });
       tick();
     });
@@ -1001,7 +1004,9 @@ class DashboardView {
   }
 
   async refresh() {
+    if (Date.now() < this.due) return;
     const d = await api(`/api/dashboard${query({ window: this.window })}`);
+    this.due = Date.now() + WINDOW_REFRESH_MS[this.window];
     const history = { buckets: d.buckets, bucket_seconds: d.bucket_seconds };
     const inFlight = Object.values(d.active).reduce((a, b) => a + b, 0);
     patch(this.content,
