@@ -1005,8 +1005,10 @@ class DashboardView {
 
   async refresh() {
     if (Date.now() < this.due) return;
-    const d = await api(`/api/dashboard${query({ window: this.window })}`);
-    this.due = Date.now() + WINDOW_REFRESH_MS[this.window];
+    const asked = this.window;
+    const d = await api(`/api/dashboard${query({ window: asked })}`);
+    if (asked !== this.window) return; // changed meanwhile: the refresh that follows reads it
+    this.due = Date.now() + WINDOW_REFRESH_MS[asked];
     const history = { buckets: d.buckets, bucket_seconds: d.bucket_seconds };
     const inFlight = Object.values(d.active).reduce((a, b) => a + b, 0);
     patch(this.content,
