@@ -491,7 +491,7 @@ class RunView {
       run = await api(`/api/flow-runs/${encodeURIComponent(this.runId)}`);
     } catch (error) {
       if (error.status === 404) {
-        patch(this.root, h("div", { class: "notice bad", id: "not-found" }, `No flow run ${this.runId}.`));
+        if (this.current) patch(this.root, h("div", { class: "notice bad", id: "not-found" }, `No flow run ${this.runId}.`));
         return;
       }
       throw error;
@@ -500,7 +500,13 @@ class RunView {
     this.render();
   }
 
+  // This view draws straight into the page: never after another view took it over.
+  get current() {
+    return live.view === this;
+  }
+
   render() {
+    if (!this.current) return;
     const run = this.run;
     const names = Object.fromEntries(run.task_runs.map((t) => [t.id, t.name]));
     const failing = run.task_runs.find((t) => t.id === run.error_task_run_id);
