@@ -72,8 +72,18 @@ def _sum_lag(rows: list[dict[str, Any]]) -> int | None:
     return sum(lags) if lags else None
 
 
-def _rate(events: dict[tuple[str, str], int], source: str, flow: str) -> float:
-    return events.get((source, flow), 0) / RATE_SECONDS
+def _streams(rows: list[dict[str, Any]]) -> list[str]:
+    """What a subscription's runs have as `event_source`: the topics of its partitions
+    (Kafka: an event's stream), and the source's name (a source without streams)."""
+    streams = {row["source"] for row in rows}
+    for row in rows:
+        for partition in _partitions(row):
+            streams.add(partition.partition.rpartition("/")[0] or partition.partition)
+    return sorted(streams)
+
+
+def _rate(events: dict[tuple[str, str], int], streams: list[str], flow: str) -> float:
+    return sum(events.get((stream, flow), 0) for stream in streams) / RATE_SECONDS
 
 
 @router.get("/dashboard", response_model=models.Dashboard, summary="Everything at a glance")
@@ -181,7 +191,7 @@ def _subscription_health(
         state=worst.get("state") or "running",
         state_since=worst.get("state_since"),
         workers=len(rows),
-        events_per_second=_rate(events, first["source"], first["flow_name"]),
+        events_per_second=_rate(events, _streams(rows), first["flow_name"]),
         lag=_sum_lag(rows),
         in_flight=sum(r["in_flight"] for r in rows),
         dead_lettered=sum(r["dead_lettered"] for r in rows),
@@ -209,13 +219,13 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
     live = [r for r in rows if _alive(r, cutoff)]
     shown = live or rows  # no live worker: its last known state
     first, worst, error = rows[0], _worst_state(shown), _latest_error(rows)
-    source, flow = first["source"], first["flow_name"]
+    source, flow, streams = first["source"], first["flow_name"], _streams(rows)
     until = datetime.now(UTC)
     since = until - timedelta(hours=1)
     size = bucket_size(3600, DASHBOARD_BUCKETS)
     counts = dict(
         await reader.events_histogram(
-            source=source, flow=flow, since=since, until=until, bucket_seconds=size
+            streams=streams, flow=flow, since=since, until=until, bucket_seconds=size
         )
     )
     first_bucket = math.floor(since.timestamp() / size) * size
@@ -227,7 +237,7 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
         since=until - timedelta(seconds=RATE_SECONDS), until=until
     )
     failed_count, failed_runs = await reader.failed_events(
-        source=source, flow=flow, limit=RECENT_DEAD_LETTERS
+        streams=streams, flow=flow, limit=RECENT_DEAD_LETTERS
     )
     masker = _masker(request)
     return models.SubscriptionDetail(
@@ -238,7 +248,7 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
         state_since=worst.get("state_since"),
         store_up=all(r.get("store_up", True) for r in shown),
         lag=_sum_lag(live),
-        events_per_second=_rate(events, source, flow),
+        events_per_second=_rate(events, streams, flow),
         last_error=error["last_error"] if error else None,
         last_error_at=error["last_error_at"] if error else None,
         workers=[models.SubscriptionWorker(**{**r, "alive": _alive(r, cutoff)}) for r in rows],

@@ -458,15 +458,22 @@ class RunReader:
             return await _rows(conn, query)
 
     async def events_histogram(
-        self, *, source: str, flow: str, since: datetime, until: datetime, bucket_seconds: int
+        self,
+        *,
+        streams: list[str],
+        flow: str,
+        since: datetime,
+        until: datetime,
+        bucket_seconds: int,
     ) -> list[tuple[float, int]]:
-        """Runs created for events of `source` into `flow`, per bucket: (bucket start; count)."""
+        """Runs of `flow` created for events of `streams` (topics, or the source's name),
+        per bucket: (bucket start; count)."""
         runs = schema.flow_runs
         bucket = self._bucket(runs.c.created_at, bucket_seconds)
         query = (
             sa.select(bucket, sa.func.count())
             .where(
-                runs.c.event_source == source,
+                runs.c.event_source.in_(streams),
                 runs.c.flow_name == flow,
                 runs.c.created_at >= since,
                 runs.c.created_at < until,
@@ -478,13 +485,13 @@ class RunReader:
         return [(float(b) * bucket_seconds, int(n)) for b, n in rows]
 
     async def failed_events(
-        self, *, source: str, flow: str, limit: int
+        self, *, streams: list[str], flow: str, limit: int
     ) -> tuple[int, list[dict[str, Any]]]:
-        """FAILED runs of `source`'s events into `flow` (what the default policy dead-letters):
-        how many, and the newest `limit` with their payload."""
+        """FAILED runs of `flow` for events of `streams` (what the default policy
+        dead-letters): how many, and the newest `limit` with their payload."""
         runs = schema.flow_runs
         where = (
-            runs.c.event_source == source,
+            runs.c.event_source.in_(streams),
             runs.c.flow_name == flow,
             runs.c.state_type == "FAILED",
         )
