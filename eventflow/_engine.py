@@ -23,9 +23,11 @@ from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedEr
 from ._futures import TaskFuture
 from ._ids import new_id
 from ._metrics import RECORDER
+from ._names import default_run_name
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
 from ._threads import Pool, run_sync, running_loop
+from ._tracebacks import TaskFailure, format_traceback, mark_task_failure, task_failure
 
 if TYPE_CHECKING:
     from ._flows import Flow
@@ -249,10 +251,14 @@ class _TaskRunRecord(_Attempts):
         row = self.row
         state.run_id = row["id"]
         ended = time.time()
+        error = _failure(state)
+        if error is not None:  # the flow it fails will headline this task run's error
+            mark_task_failure(error, TaskFailure(row["id"], row["name"], state.message))
         row.update(
             state_type=_TEXT[state.type],
             state_name=state.name,
             error=None if state.type is StateType.COMPLETED else state.message,
+            traceback=None if error is None or state.name == "NotReady" else _traceback(error),
             ended_at=ended,
         )
         self.writer.put_task_run(row)
@@ -320,6 +326,7 @@ async def run_task(
         "created_at": time.time(),
         "started_at": None,
         "ended_at": None,
+        "traceback": None,
     }
     record = _TaskRunRecord(task, row, writer, args, kwargs)
     upstream: list[TaskFuture[Any]] = []
@@ -382,12 +389,17 @@ async def _wait_upstream(
             }
         )
     failed = []
+    root: TaskFailure | None = None
     for future, _kind in dependencies:
-        if not (await future.wait_async()).is_completed():
+        upstream_state = await future.wait_async()
+        if not upstream_state.is_completed():
             failed.append(future.task_name)
+            root = root or task_failure(_failure(upstream_state))
     if not failed:
         return None
     error = UpstreamFailedError(f"upstream task run(s) did not complete: {', '.join(failed)}")
+    if root is not None:
+        mark_task_failure(error, root)
     return Failed(error, "NotReady")
 
 
@@ -459,9 +471,14 @@ class _FlowRunRecord(_Attempts):
                 result=result,
             )
         else:
-            state_type = _TEXT[state.type]
+            error = _failure(state)
+            cause = task_failure(error)  # a task run's own error, not "upstream did not complete"
             row.update(
-                state_type=state_type, state_name=state.name, ended_at=ended, error=state.message
+                state_type=_TEXT[state.type],
+                state_name=state.name,
+                ended_at=ended,
+                error=cause.message if cause is not None and cause.message else state.message,
+                traceback=None if error is None else _traceback(error),
             )
         self.writer.put_flow_run(row)
         started = row["started_at"]
@@ -498,7 +515,7 @@ async def run_flow(
     row: dict[str, Any] = {
         "id": run_id,
         "flow_name": flow.name,
-        "name": None,
+        "name": default_run_name(run_id),
         "state_type": _RUNNING,
         "state_name": "Running",
         "parameters": None,
@@ -518,6 +535,7 @@ async def run_flow(
         "created_at": now,
         "started_at": now,
         "ended_at": None,
+        "traceback": None,
     }
     try:
         if raw_parameters is not None:
@@ -569,6 +587,20 @@ async def run_flow(
     if hooks:
         await _run_hooks(hooks, flow, record.info(), state)
     return state
+
+
+def _failure(state: State) -> BaseException | None:
+    """The exception of a FAILED state (not of a crash: that one's cause is outside the run)."""
+    if state.type is StateType.FAILED and isinstance(state.data, BaseException):
+        return state.data
+    return None
+
+
+def _traceback(error: BaseException) -> str | None:
+    """A bounded traceback, or None where it only shows eventflow's own frames."""
+    if isinstance(error, ParameterValidationError):
+        return None
+    return format_traceback(error)
 
 
 async def _finish_forgotten(context: FlowRunContext) -> None:

@@ -19,6 +19,7 @@ from .._settings import normalize_database_url
 from .._store._migrate import upgrade
 from .._store._reader import RunReader
 from ._auth import BearerTokenMiddleware
+from ._dashboard import router as dashboard_router
 from ._masking import SecretMasker
 from ._routes import router
 from ._settings import ServerSettings
@@ -75,6 +76,7 @@ def create_app(
     app.state.masker = SecretMasker(settings.secret_fields)
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(dashboard_router)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -84,9 +84,11 @@ class TaskRun(BaseModel):
     state_name: str
     run_count: int
     error: str | None = None
+    traceback: str | None = Field(None, description="The failure's traceback (bounded).")
     created_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    duration_seconds: float | None = None
 
 
 class Edge(BaseModel):
@@ -119,6 +121,10 @@ class TriggerEvent(BaseModel):
 
 
 class FlowRunDetail(FlowRun):
+    traceback: str | None = Field(None, description="The failure's traceback (bounded).")
+    error_task_run_id: str | None = Field(
+        None, description="The task run whose own error failed this run (its error is `error`)."
+    )
     parameters: Any = None
     result: Any = None
     event: TriggerEvent | None = None
@@ -248,3 +254,120 @@ class ReplayResponse(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+Window = Literal["1h", "24h", "7d"]
+WINDOW_SECONDS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+class FlowSummary(BaseModel):
+    """One flow's runs created in the dashboard's window."""
+
+    name: str
+    runs: int
+    finished: int = Field(description="Runs in a final state.")
+    failed: int = Field(description="FAILED and CRASHED runs.")
+    failure_rate: float | None = Field(None, description="`failed` / `finished`.")
+    counts: dict[str, int] = Field(description="Runs per state.")
+    series: list[int] = Field(description="Runs per bucket, as the dashboard's buckets.")
+
+
+class SubscriptionHealth(BaseModel):
+    """A subscription as the dashboard shows it, over its live workers."""
+
+    subscription: str
+    source: str
+    flow_name: str
+    state: str = Field(description="running, reconnecting, stalled or stopped; the worst of all.")
+    state_since: datetime | None = None
+    workers: int
+    events_per_second: float = Field(
+        description="Runs created for its events in the last minute / 60."
+    )
+    lag: int | None = None
+    in_flight: int
+    dead_lettered: int
+    last_event_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class Dashboard(BaseModel):
+    window: Window
+    since: datetime
+    until: datetime
+    bucket_seconds: int
+    buckets: list[HistoryBucket] = Field(
+        description="Runs created per bucket and state, all flows (failure rate over finished)."
+    )
+    runs: int = Field(description="Runs created in the window.")
+    finished: int = Field(description="Of those, runs in a final state.")
+    counts: dict[str, int] = Field(description="Runs per state, all flows.")
+    failed: int = Field(description="FAILED and CRASHED runs.")
+    failure_rate: float | None = Field(None, description="`failed` / `finished`.")
+    duration_p50: float | None = Field(None, description="Seconds; nearest rank.")
+    duration_p95: float | None = None
+    duration_runs: int = Field(description="The finished runs p50/p95 are of (the newest).")
+    active: dict[str, int] = Field(description="Runs now pending, running or retrying.")
+    flows: list[FlowSummary] = Field(description="Most failures first.")
+    subscriptions: list[SubscriptionHealth]
+    workers_alive: int
+    workers_total: int
+
+
+class PartitionHealth(BaseModel):
+    partition: str = Field(description="topic/partition")
+    worker_id: str
+    lag: int | None = None
+    position: int | None = None
+    stored: int | None = Field(None, description="The next offset stored with the runs.")
+    committed: int | None = Field(None, description="The offset committed to the broker.")
+
+
+class SubscriptionWorker(BaseModel):
+    worker_id: str
+    alive: bool
+    state: str
+    state_since: datetime | None = None
+    store_up: bool
+    received: int
+    completed: int
+    failed: int
+    dead_lettered: int
+    in_flight: int
+    lag: int | None = None
+    last_event_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    updated_at: datetime
+
+
+class DeadLetter(BaseModel):
+    """A FAILED run of one of the subscription's events, with what a dead-letter record holds."""
+
+    run: FlowRun
+    headers: dict[str, str | None]
+    payload: Any = None
+    payload_encoding: Literal["json", "text", "base64", "none"] = "none"
+
+
+class SubscriptionDetail(BaseModel):
+    subscription: str
+    source: str
+    flow_name: str
+    state: str
+    state_since: datetime | None = None
+    store_up: bool
+    lag: int | None = None
+    events_per_second: float
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    workers: list[SubscriptionWorker]
+    partitions: list[PartitionHealth]
+    since: datetime
+    until: datetime
+    bucket_seconds: int
+    throughput: list[float] = Field(description="Events per second in each bucket from `since`.")
+    dead_lettered: int = Field(description="Counted by the live workers (since they started).")
+    failed_events: int = Field(description="FAILED runs of its events in the store, in all.")
+    recent_dead_letters: list[DeadLetter]

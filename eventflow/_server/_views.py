@@ -49,7 +49,7 @@ def _json_text(text: str | None) -> Any:
         return text
 
 
-def _payload(raw: bytes | None) -> tuple[Any, str]:
+def decode_payload(raw: bytes | None) -> tuple[Any, str]:
     if raw is None:
         return None, "none"
     try:
@@ -70,15 +70,29 @@ def input_secrets(
     parameters_text: str | None, payload_raw: bytes | None, masker: SecretMasker
 ) -> set[str]:
     """The secret values a run's input holds, to redact from its error text."""
-    payload, _ = _payload(payload_raw)
+    payload, _ = decode_payload(payload_raw)
     return masker.secret_values(_json_text(parameters_text)) | masker.secret_values(payload)
+
+
+def _failing_task(run: models.FlowRun, task_runs: list[models.TaskRun]) -> str | None:
+    """The task run whose own error the engine made `run`'s headline (see _tracebacks.py)."""
+    if run.state_type != "FAILED" or not run.error:
+        return None
+    for task_run in task_runs:
+        if (
+            task_run.state_type == "FAILED"
+            and task_run.state_name != "NotReady"
+            and task_run.error == run.error
+        ):
+            return task_run.id
+    return None
 
 
 def run_detail(
     run: dict[str, Any], replays: list[dict[str, Any]], masker: SecretMasker
 ) -> models.FlowRunDetail:
     """The whole run: secret fields masked, and their values redacted from free text."""
-    payload, encoding = _payload(run.get("event_payload"))
+    payload, encoding = decode_payload(run.get("event_payload"))
     parameters = _json_text(run.get("parameters"))
     if parameters is None and encoding == "json":
         parameters = payload  # an event's parameters are stored once, as its payload
@@ -101,15 +115,25 @@ def run_detail(
             payload_encoding=encoding,  # type: ignore[arg-type]
         )
     summary = run_summary(run, masker, secrets)
+    task_runs = [
+        models.TaskRun(
+            **{
+                **t,
+                "error": redact(t.get("error"), secrets),
+                "traceback": redact(t.get("traceback"), secrets),
+                "duration_seconds": _duration(t),
+            }
+        )
+        for t in run["task_runs"]
+    ]
     return models.FlowRunDetail(
         **summary.model_dump(),
+        traceback=redact(run.get("traceback"), secrets),
+        error_task_run_id=_failing_task(summary, task_runs),
         parameters=masker.mask(parameters),
         result=masker.mask(result),
         event=event,
-        task_runs=[
-            models.TaskRun(**{**t, "error": redact(t.get("error"), secrets)})
-            for t in run["task_runs"]
-        ],
+        task_runs=task_runs,
         edges=[models.Edge(**e) for e in run["edges"]],
         logs=[
             models.LogEntry(

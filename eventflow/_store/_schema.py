@@ -61,6 +61,7 @@ flow_runs = sa.Table(
     sa.Column("started_at", TIMESTAMP),
     sa.Column("ended_at", TIMESTAMP),
     sa.Column("linked_run_id", sa.String(32)),
+    sa.Column("traceback", sa.Text),  # bounded: eventflow/_tracebacks.py
     # Only what a query needs: every index costs each run's insert (migration 0006).
     # (state_type last: counts by flow and state read these indexes alone)
     sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at", "state_type"),
@@ -95,6 +96,7 @@ task_runs = sa.Table(
     sa.Column("created_at", TIMESTAMP, nullable=False),
     sa.Column("started_at", TIMESTAMP),
     sa.Column("ended_at", TIMESTAMP),
+    sa.Column("traceback", sa.Text),
     sa.Index("ix_task_runs_flow_run", "flow_run_id"),
 )
 

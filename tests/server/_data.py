@@ -18,6 +18,12 @@ from eventflow._store._writer import RunWriter
 
 SECRET = "hunter2-very-secret"
 
+PARTITIONS = {
+    "orders/0": {"lag": 4, "position": 5, "stored": 5, "committed": 4},
+    "orders/1": {"lag": 3, "position": 2, "stored": 2, "committed": 2},
+}
+"""Each worker's partitions of the "orders" subscription (lags sum to its lag, 7)."""
+
 
 @task
 def extract(n: int) -> list[int]:
@@ -145,6 +151,10 @@ async def _fill(url: str) -> Runs:
                     "last_error": "card declined",
                     "last_error_at": heartbeat,
                     "updated_at": heartbeat,
+                    "state": "running" if worker_id == "w-alive" else "stalled",
+                    "state_since": heartbeat - 30,
+                    "store_up": True,
+                    "partitions": orjson.dumps(PARTITIONS).decode(),
                 }
             )
         await writer.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -64,6 +65,23 @@ async def test_worker_sources_and_a_retry_run_by_the_worker(tmp_path: Path) -> N
 
                 status = await wait_until(reported, timeout=30)  # written every 5 s
                 assert (status["workers"], status["completed"], status["failed"]) == (1, 2, 1)
+
+                # the subscription's page and the dashboard, from what the worker wrote
+                name = quote(status["subscription"], safe="")
+                sub = await get(f"/api/subscriptions/{name}")
+                # (a JSONL source returns at the file's end and is restarted: "reconnecting")
+                assert sub["state"] in {"running", "reconnecting"} and sub["store_up"]
+                assert (sub["source"], sub["failed_events"]) == (status["source"], 1)
+                assert [d["run"]["id"] for d in sub["recent_dead_letters"]] == [failed["id"]]
+                assert [(w["worker_id"], w["alive"]) for w in sub["workers"]] == [
+                    (app.worker_id, True)
+                ]
+                assert [p["partition"] for p in sub["partitions"]] == ["orders.jsonl/0"]
+                assert sub["partitions"][0]["stored"] is not None
+                dashboard = await get("/api/dashboard")
+                [health] = dashboard["subscriptions"]
+                assert health["subscription"] == status["subscription"]
+                assert dashboard["workers_alive"] == 1 and dashboard["runs"] == 3
 
                 retry = await client.post(f"/api/flow-runs/{failed['id']}/retry")
                 assert retry.status_code == 201
