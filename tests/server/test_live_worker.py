@@ -69,8 +69,8 @@ async def test_worker_sources_and_a_retry_run_by_the_worker(tmp_path: Path) -> N
                 # the subscription's page and the dashboard, from what the worker wrote
                 name = quote(status["subscription"], safe="")
                 sub = await get(f"/api/subscriptions/{name}")
-                # (a JSONL source returns at the file's end and is restarted: "reconnecting")
-                assert sub["state"] in {"running", "reconnecting"} and sub["store_up"]
+                # a JSONL source is finite: at the file's end it is done, "stopped"
+                assert sub["state"] in {"running", "stopped"} and sub["store_up"]
                 assert (sub["source"], sub["failed_events"]) == (status["source"], 1)
                 assert [d["run"]["id"] for d in sub["recent_dead_letters"]] == [failed["id"]]
                 assert [(w["worker_id"], w["alive"]) for w in sub["workers"]] == [

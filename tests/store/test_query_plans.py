@@ -225,6 +225,16 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     await reader.list_source_status(alive_since=hour_ago)
     await reader.list_replays(failed_id)
     await reader.run_inputs([some_id, failed_id])
+    # the dashboard and the subscription page
+    await reader.created_histogram_by_flow(since=hour_ago, until=now, bucket_seconds=60)
+    await reader.count_active_runs()
+    await reader.newest_durations(since=hour_ago, until=now, limit=20_000)
+    await reader.events_by_source(since=hour_ago, until=now)
+    await reader.subscription_status("kafka:orders->flow-0")
+    await reader.events_histogram(
+        streams=["orders"], flow="flow-0", since=hour_ago, until=now, bucket_seconds=60
+    )
+    await reader.failed_events(streams=["orders"], flow="flow-0", limit=10)
     # replay
     await request_retry(engine, failed_id)
     await request_replay(engine, state_types=["FAILED", "CRASHED"], flow_name="flow-3", limit=5)
