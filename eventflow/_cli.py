@@ -21,9 +21,9 @@ import click
 from ._errors import ConfigurationError, EventflowError
 from ._loading import load_object
 from ._metrics import mark_worker_dead, serve_multiprocess
-from ._settings import Settings
+from ._settings import Settings, check_database_url
 from ._states import StateType
-from ._store._migrate import upgrade
+from ._store._migrate import ensure_initialised, upgrade
 from ._store._reader import RunNotFoundError, RunReader
 
 T = TypeVar("T")
@@ -45,7 +45,18 @@ def _database_option(fn: Any) -> Any:
 
 
 def _database_url(value: str | None) -> str:
-    return Settings.from_env({"EVENTFLOW_DATABASE_URL": value} if value else None).database_url
+    """The store's URL from --database-url (or its variable), else the settings' default."""
+    if not value:
+        return Settings.from_env().database_url
+    from_env = os.environ.get("EVENTFLOW_DATABASE_URL") == value
+    return check_database_url(value, "EVENTFLOW_DATABASE_URL" if from_env else "--database-url")
+
+
+def _reader(database_url: str | None) -> RunReader:
+    """A reader of an existing store; never creates one (StoreNotInitialisedError)."""
+    url = _database_url(database_url)
+    _run(ensure_initialised(url))
+    return RunReader(url)
 
 
 def _jsonable(value: Any) -> Any:
@@ -92,9 +103,46 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@click.group()
+class _Main(click.Group):
+    """The top command: what a user's mistake raises ends as one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                raise
+            message = _user_error(error)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def _user_error(error: Exception) -> str | None:
+    """The one-line message of an error a user can cause, None for a bug (a traceback)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(error, EventflowError):
+        return str(error)
+    if isinstance(error, OperationalError | DBAPIError):
+        cause = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        return f"the store could not be used: {cause} (run with --debug for the details)"
+    if isinstance(error, OSError):
+        return f"{error} (run with --debug for the details)"
+    return None
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="eventflow")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="EVENTFLOW_DEBUG",
+    help="Show the whole traceback of an error (also: EVENTFLOW_DEBUG=1).",
+)
+def main(debug: bool) -> None:
     """eventflow: every event a tracked flow run."""
 
 
@@ -123,7 +171,7 @@ def runs_list(
     database_url: str | None,
 ) -> None:
     """List flow runs, newest first."""
-    reader = RunReader(_database_url(database_url))
+    reader = _reader(database_url)
 
     async def query() -> list[dict[str, Any]]:
         try:
@@ -164,7 +212,7 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
 
     RUN_ID may be a unique prefix or suffix of the id.
     """
-    reader = RunReader(_database_url(database_url))
+    reader = _reader(database_url)
 
     async def query() -> dict[str, Any]:
         try:
@@ -241,7 +289,7 @@ def runs_retry(run_id: str, database_url: str | None) -> None:
     """
     from ._store._replay import ReplayError, request_retry
 
-    reader = RunReader(_database_url(database_url))
+    reader = _reader(database_url)
 
     async def retry() -> str:
         try:
@@ -292,7 +340,7 @@ def runs_replay(
     """Run again every run matching the filter (each at most once)."""
     from ._store._replay import ReplayError, request_replay
 
-    reader = RunReader(_database_url(database_url))
+    reader = _reader(database_url)
 
     async def replay() -> list[str]:
         try:
@@ -328,7 +376,7 @@ def flows() -> None:
 @_database_option
 def flows_list(as_json: bool, database_url: str | None) -> None:
     """List flows with their run counts by state."""
-    reader = RunReader(_database_url(database_url))
+    reader = _reader(database_url)
 
     async def query() -> list[dict[str, Any]]:
         try:
@@ -366,31 +414,74 @@ def db_upgrade(database_url: str | None) -> None:
     click.echo(f"store at {_redact(url)} is up to date")
 
 
+def _cutoff(text: str) -> float:
+    """Epoch seconds of `--older-than`: a duration with its unit, or an ISO date (UTC)."""
+    from ._settings import parse_duration
+
+    try:
+        return time.time() - parse_duration(text, require_unit=True)
+    except ConfigurationError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration with a unit (7d, 12h, 30m) "
+            "nor an ISO date (2026-11-01)",
+            param_hint="--older-than",
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 @db.command("prune")
 @click.option(
     "--older-than",
     required=True,
-    help="Delete finished runs created longer ago than this (e.g. 7d, 12h, 30m).",
+    help="Delete finished runs created before this: a duration with its unit "
+    "(7d, 12h, 30m) or an ISO date (2026-11-01, UTC unless it says otherwise).",
 )
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @_database_option
-def db_prune(older_than: str, database_url: str | None) -> None:
-    """Delete finished runs (with their task runs, edges and logs) older than --older-than."""
-    from ._settings import parse_duration
-    from ._store._retention import prune
+def db_prune(older_than: str, dry_run: bool, yes: bool, database_url: str | None) -> None:
+    """Delete finished runs (with their task runs, edges and logs) older than --older-than.
 
-    try:
-        seconds = parse_duration(older_than)
-    except ConfigurationError as error:
-        raise click.BadParameter(str(error), param_hint="--older-than") from None
-    reader = RunReader(_database_url(database_url))
+    Runs still active are never deleted. On a terminal it asks before deleting.
+    """
+    from ._store._retention import count_prunable, prune
 
-    async def delete() -> int:
+    before = _cutoff(older_than)
+    reader = _reader(database_url)
+    cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    async def count() -> dict[tuple[str, str], int]:
         try:
-            return await prune(reader.engine, time.time() - seconds)
+            return await count_prunable(reader.engine, before)
         finally:
             await reader.close()
 
-    click.echo(f"deleted {_run(delete())} runs older than {older_than}")
+    counts = _run(count())
+    total = sum(counts.values())
+    if total == 0:
+        click.echo(f"no finished runs created before {cutoff}: nothing to delete")
+        return
+    if dry_run or (not yes and sys.stdin.isatty()):
+        click.echo(f"{total} finished runs created before {cutoff}:")
+        for (flow_name, state), n in sorted(counts.items()):
+            click.echo(f"  {flow_name:<30} {state:<10} {n}")
+    if dry_run:
+        click.echo("dry run: nothing deleted")
+        return
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"delete these {total} runs?", abort=True)
+
+    async def delete() -> int:
+        try:
+            return await prune(reader.engine, before)
+        finally:
+            await reader.close()
+
+    click.echo(f"deleted {_run(delete())} runs created before {cutoff}")
 
 
 @main.command("server")

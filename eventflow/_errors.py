@@ -41,3 +41,11 @@ class ConfigurationError(EventflowError, ValueError):
 
 class WorkerStoppingError(EventflowError, RuntimeError):
     """Events were offered to a worker that is shutting down; they were not taken."""
+
+
+class StoreNotInitialisedError(StoreError):
+    """The store has no eventflow schema yet: nothing has run against it."""
+
+
+class MissingExtraError(EventflowError, ImportError):
+    """A feature needs a package of an optional extra that is not installed."""

@@ -1,33 +1,42 @@
-"""Configuration from environment variables, read once into a frozen dataclass."""
+"""Configuration: one frozen dataclass, built in code or read from `EVENTFLOW_*` variables.
+
+Each field declares its environment variable, how the variable's text is read,
+and a sentence for the configuration reference (docs/reference/configuration.md
+is generated from these fields). To add a setting, add one field with
+`setting(...)`; `from_env` and the reference pick it up.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ._errors import ConfigurationError
 from ._store._ephemeral import ephemeral_url
 
 DEFAULT_DATABASE_URL = "sqlite:///eventflow.db"
+SUPPORTED_DATABASES = "sqlite:///path/to/runs.db or postgresql://user:password@host/database"
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a duration written like `90`, `45s`, `30m`, `12h`, `7d` or `2w`."""
-    value = text.strip().lower()
-    unit = _DURATION_UNITS.get(value[-1:])
-    number = value[:-1] if unit is not None else value
-    try:
-        seconds = float(number) * (unit or 1)
-    except ValueError:
+def parse_duration(text: str, *, require_unit: bool = False) -> float:
+    """Seconds in a duration written like `45s`, `30m`, `12h`, `7d` or `2w`.
+
+    A bare number means seconds unless `require_unit` (where a forgotten unit
+    would delete or keep far more than meant).
+    """
+    match = _DURATION.match(text)
+    if match is None or (require_unit and not match.group(2)):
         raise ConfigurationError(
-            f"invalid duration {text!r}: write a number with s, m, h, d or w (e.g. 7d)"
-        ) from None
-    if seconds < 0:
-        raise ConfigurationError(f"invalid duration {text!r}: it is negative")
-    return seconds
+            f"invalid duration {text!r}: write a number with a unit s, m, h, d or w (e.g. 7d)"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
 
 
 def normalize_database_url(url: str) -> str:
@@ -50,89 +59,175 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything eventflow reads from the environment.
+def check_database_url(url: str, origin: str = "EVENTFLOW_DATABASE_URL") -> str:
+    """`url` normalised, or a ConfigurationError naming `origin` and what is supported."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    `EVENTFLOW_DATABASE_URL` picks the store (default: `eventflow.db` in the
-    working directory); `EVENTFLOW_FLUSH_INTERVAL` is the longest a finished
-    record waits before its group commit; `EVENTFLOW_LOG_FORMAT` is `text` or
-    `json`; `EVENTFLOW_LOG_LEVEL` the level of run logs; `EVENTFLOW_MAX_THREADS`
-    bounds the threads that run sync user code. For workers:
-    `EVENTFLOW_COMMIT_INTERVAL` (seconds between offset commits),
-    `EVENTFLOW_WORKER_LEASE` (seconds without a heartbeat after which a worker
-    is dead and its runs CRASHED), `EVENTFLOW_SHUTDOWN_GRACE` (seconds runs in
-    flight get to finish on SIGTERM), `EVENTFLOW_WRITER_PROCESS` (`1`, the
-    default: a worker writes runs from a child process, off its GIL; `0`: from
-    a thread). Liveness: `EVENTFLOW_STALL_SECONDS` (default 30: events wait
-    and none was consumed for that long, the subscription shows `stalled`),
-    `EVENTFLOW_HEALTH_STALL_SECONDS` (default 120: stalled that long, or its
-    source down that long, `/healthz` answers 503 so a liveness probe restarts
-    the worker).
-    """
-
-    database_url: str = normalize_database_url(DEFAULT_DATABASE_URL)
-    flush_interval: float = 0.05
-    log_format: str = "text"
-    log_level: str = "INFO"
-    max_threads: int = 256
-    commit_interval: float = 0.5
-    worker_lease: float = 10.0
-    shutdown_grace: float = 30.0
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9464
-    retention: float | None = None
-    writer_process: bool = True
-    stall_seconds: float = 30.0
-    health_stall_seconds: float = 120.0
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        log_format = env.get("EVENTFLOW_LOG_FORMAT", "text").lower()
-        if log_format not in ("text", "json"):
-            raise ConfigurationError(
-                f"EVENTFLOW_LOG_FORMAT must be 'text' or 'json', not {log_format!r}"
-            )
-        try:
-            flush_interval = float(env.get("EVENTFLOW_FLUSH_INTERVAL", "0.05"))
-            max_threads = int(env.get("EVENTFLOW_MAX_THREADS", "256"))
-            commit_interval = float(env.get("EVENTFLOW_COMMIT_INTERVAL", "0.5"))
-            worker_lease = float(env.get("EVENTFLOW_WORKER_LEASE", "10"))
-            shutdown_grace = float(env.get("EVENTFLOW_SHUTDOWN_GRACE", "30"))
-            metrics_port = int(env.get("EVENTFLOW_METRICS_PORT", "9464"))
-            retention_text = env.get("EVENTFLOW_RETENTION", "").strip()
-            retention = parse_duration(retention_text) if retention_text else None
-            stall_seconds = float(env.get("EVENTFLOW_STALL_SECONDS", "30"))
-            health_stall_seconds = float(env.get("EVENTFLOW_HEALTH_STALL_SECONDS", "120"))
-        except ValueError as error:
-            raise ConfigurationError(f"invalid numeric setting: {error}") from None
-        return cls(
-            database_url=normalize_database_url(
-                env.get("EVENTFLOW_DATABASE_URL", DEFAULT_DATABASE_URL)
-            ),
-            flush_interval=flush_interval,
-            log_format=log_format,
-            log_level=env.get("EVENTFLOW_LOG_LEVEL", "INFO").upper(),
-            max_threads=max_threads,
-            commit_interval=commit_interval,
-            worker_lease=worker_lease,
-            shutdown_grace=shutdown_grace,
-            metrics_host=env.get("EVENTFLOW_METRICS_HOST", "127.0.0.1"),
-            metrics_port=metrics_port,
-            retention=retention,
-            writer_process=_flag(env, "EVENTFLOW_WRITER_PROCESS", default=True),
-            stall_seconds=stall_seconds,
-            health_stall_seconds=health_stall_seconds,
+    normalized = normalize_database_url(url.strip())
+    try:
+        parsed = make_url(normalized)
+    except (ArgumentError, ValueError):
+        shown = url if len(url) <= 60 else url[:57] + "..."
+        raise ConfigurationError(
+            f"{origin}={shown!r} is not a database URL; use {SUPPORTED_DATABASES}"
+        ) from None
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigurationError(
+            f"{origin} names the database {parsed.drivername.split('+')[0]!r}, which eventflow "
+            f"does not support; use {SUPPORTED_DATABASES}"
         )
+    return normalized
 
 
-def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    text = env.get(name, "").strip().lower()
-    if not text:
-        return default
+def _text(value: str) -> str:
+    return value
+
+
+def _float(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, not {value!r}") from None
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number, not {value!r}") from None
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigurationError(f"{name} must be 1 or 0 (true/false), not {text!r}")
+    raise ValueError(f"must be 1 or 0 (true/false), not {text!r}")
+
+
+def _log_format(value: str) -> str:
+    text = value.strip().lower()
+    if text not in ("text", "json"):
+        raise ValueError(f"must be 'text' or 'json', not {text!r}")
+    return text
+
+
+def _retention(value: str) -> float | None:
+    return parse_duration(value, require_unit=True) if value.strip() else None
+
+
+def setting(default: Any, env: str, doc: str, parse: Callable[[str], Any] = _text) -> Any:
+    """A Settings field read from the environment variable `env` with `parse`."""
+    return dataclasses.field(default=default, metadata={"env": env, "doc": doc, "parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything eventflow reads from the environment, also passable in code.
+
+    `App(settings=Settings(database_url=...))` uses the values given (the
+    others keep their defaults); `Settings.from_env()` reads the `EVENTFLOW_*`
+    variables, and is what `App()` and the command line use. Every field and
+    its variable are listed in the configuration reference.
+    """
+
+    database_url: str = setting(
+        normalize_database_url(DEFAULT_DATABASE_URL),
+        "EVENTFLOW_DATABASE_URL",
+        "The store: `sqlite:///path/to/runs.db` or `postgresql://user:password@host/db`. "
+        "Default: `eventflow.db` in the working directory.",
+        lambda value: check_database_url(value),
+    )
+    flush_interval: float = setting(
+        0.05,
+        "EVENTFLOW_FLUSH_INTERVAL",
+        "Longest time (seconds) a finished record waits before its group commit.",
+        _float,
+    )
+    log_format: str = setting(
+        "text", "EVENTFLOW_LOG_FORMAT", "`text` or `json` (one object per line).", _log_format
+    )
+    log_level: str = setting(
+        "INFO", "EVENTFLOW_LOG_LEVEL", "Level of run logs (`DEBUG`, `INFO`, ...).", str.upper
+    )
+    max_threads: int = setting(
+        256, "EVENTFLOW_MAX_THREADS", "Most threads running sync flows and tasks at once.", _int
+    )
+    commit_interval: float = setting(
+        0.5, "EVENTFLOW_COMMIT_INTERVAL", "Seconds between a worker's offset commits.", _float
+    )
+    worker_lease: float = setting(
+        10.0,
+        "EVENTFLOW_WORKER_LEASE",
+        "Seconds without a heartbeat after which a worker counts as dead and its runs CRASHED.",
+        _float,
+    )
+    shutdown_grace: float = setting(
+        30.0,
+        "EVENTFLOW_SHUTDOWN_GRACE",
+        "Seconds runs in flight get to finish on SIGTERM before they are cancelled.",
+        _float,
+    )
+    metrics_host: str = setting(
+        "127.0.0.1", "EVENTFLOW_METRICS_HOST", "Address of the Prometheus `/metrics` endpoint."
+    )
+    metrics_port: int = setting(
+        9464, "EVENTFLOW_METRICS_PORT", "Port of the `/metrics` endpoint (0: none).", _int
+    )
+    retention: float | None = setting(
+        None,
+        "EVENTFLOW_RETENTION",
+        "Workers delete finished runs older than this (`7d`, `12h`; a unit is required). "
+        "Default: keep everything.",
+        _retention,
+    )
+    writer_process: bool = setting(
+        True,
+        "EVENTFLOW_WRITER_PROCESS",
+        "`1`: a worker writes runs from a child process, off its GIL; `0`: from a thread.",
+        _flag,
+    )
+    stall_seconds: float = setting(
+        30.0,
+        "EVENTFLOW_STALL_SECONDS",
+        "Events wait and none was consumed for this long (seconds): the subscription "
+        "shows `stalled`.",
+        _float,
+    )
+    health_stall_seconds: float = setting(
+        120.0,
+        "EVENTFLOW_HEALTH_STALL_SECONDS",
+        "A subscription stalled, or its source down, this long (seconds): `/healthz` "
+        "answers 503, so a liveness probe restarts the worker.",
+        _float,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The defaults, overridden by each `EVENTFLOW_*` variable that is set (not empty)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = field.metadata["env"]
+            text = env.get(name, "")
+            if not text.strip():
+                continue
+            try:
+                values[field.name] = field.metadata["parse"](text)
+            except ConfigurationError:
+                raise
+            except ValueError as error:
+                raise ConfigurationError(f"{name} {error}") from None
+        return cls(**values)
+
+
+def settings_reference() -> list[tuple[str, str, str, str]]:
+    """(field, environment variable, default, description) of every setting, for the docs."""
+    rows = []
+    for field in dataclasses.fields(Settings):
+        default = field.default
+        shown = "eventflow.db here" if field.name == "database_url" else repr(default)
+        rows.append((field.name, field.metadata["env"], shown, field.metadata["doc"]))
+    return rows

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .._settings import normalize_database_url
+from .._errors import ConfigurationError
+from .._extras import require
+from .._settings import check_database_url, normalize_database_url
 
 
 def is_sqlite(url: str) -> bool:
@@ -25,15 +29,42 @@ def make_engine(url: str, *, statement_timeout: float | None = 60.0, **kwargs: A
     the process (what a worker's `kill -9` is) while sparing an fsync per group
     commit; several worker processes can then write to one file.
     """
-    url = normalize_database_url(url)
+    url = check_database_url(url, "database_url")
     kwargs.setdefault("hide_parameters", True)  # errors must not log payloads and secrets
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    require("asyncpg", "postgres", "a PostgreSQL store")
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("connect_args", {"timeout": 10, "command_timeout": statement_timeout})
     return create_async_engine(url, **kwargs)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store (None: not SQLite, or in memory)."""
+    parsed = make_url(normalize_database_url(url))
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def check_sqlite_directory(url: str) -> None:
+    """Refuse a SQLite file whose directory is missing, rather than create it silently."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    parent = path.absolute().parent
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists() and not ancestor.is_dir():
+            raise ConfigurationError(
+                f"the SQLite store {path} cannot be created: {ancestor} is a file, not a directory"
+            )
+    if not parent.is_dir():
+        raise ConfigurationError(
+            f"the directory of the SQLite store {path} does not exist: "
+            f"create it (mkdir -p {parent}) or point EVENTFLOW_DATABASE_URL elsewhere"
+        )
 
 
 def make_sync_engine(url: str) -> Engine:

@@ -15,8 +15,9 @@ from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
+from .._errors import StoreNotInitialisedError
 from .._settings import normalize_database_url
-from ._engine import make_engine
+from ._engine import check_sqlite_directory, make_engine, sqlite_path
 
 T = TypeVar("T")
 
@@ -46,8 +47,43 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     thread it does the work on a thread of its own; in async code prefer
     `await asyncio.to_thread(upgrade, url)`.
     """
+    check_sqlite_directory(database_url)
     with _sqlite_file_lock(database_url):
         _run_blocking(_upgrade(database_url, revision))
+
+
+async def ensure_initialised(database_url: str) -> None:
+    """Raise StoreNotInitialisedError unless the store has eventflow's schema.
+
+    Never creates anything: a SQLite file that does not exist is not opened.
+    """
+    path = sqlite_path(database_url)
+    if path is not None and not path.is_file():
+        raise _not_initialised(str(path))
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            revision = await conn.run_sync(_read_revision_if_any)
+    finally:
+        await engine.dispose()
+    if revision is None:
+        where = str(path) if path is not None else make_url(database_url).render_as_string()
+        raise _not_initialised(where)
+
+
+def _not_initialised(where: str) -> StoreNotInitialisedError:
+    return StoreNotInitialisedError(
+        f"no eventflow store at {where} yet (nothing has run with this EVENTFLOW_DATABASE_URL): "
+        "start a worker with `eventflow run app.py:app`, or create it with `eventflow db upgrade`"
+    )
+
+
+def _read_revision_if_any(connection: Connection) -> str | None:
+    from sqlalchemy import inspect
+
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return _read_revision(connection)
 
 
 @contextlib.contextmanager
@@ -58,7 +94,6 @@ def _sqlite_file_lock(database_url: str) -> Iterator[None]:
         yield
         return
     lock_path = Path(path).with_name(Path(path).name + ".migrate-lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

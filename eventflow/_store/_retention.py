@@ -58,3 +58,15 @@ async def prune(engine: AsyncEngine, before: float, *, batch_size: int = 5_000) 
             )
         )
     return deleted
+
+
+async def count_prunable(engine: AsyncEngine, before: float) -> dict[tuple[str, str], int]:
+    """How many runs `prune(engine, before)` would delete, by (flow name, state type)."""
+    runs = schema.flow_runs
+    query = (
+        sa.select(runs.c.flow_name, runs.c.state_type, sa.func.count())
+        .where(runs.c.state_type.in_(PRUNABLE_STATES), runs.c.created_at < before)
+        .group_by(runs.c.flow_name, runs.c.state_type)
+    )
+    async with engine.connect() as conn:
+        return {(flow, state): n for flow, state, n in (await conn.execute(query)).all()}
