@@ -22,6 +22,7 @@ from ._context import FlowRunContext, TaskRunContext, current_flow_run, current_
 from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedError
 from ._futures import TaskFuture
 from ._ids import new_id
+from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
 from ._retries import RetryPolicy
@@ -236,6 +237,13 @@ class _TaskRunRecord(_Attempts):
         row.update(state_type=_RETRYING, state_name=name, error=state.message)
         self.writer.put_task_run(row)
         RECORDER.retried("task", row["task_name"])
+        get_run_logger().info(
+            "task run %s failed (attempt %d), retrying in %gs: %s",
+            row["name"],
+            attempt,
+            delay,
+            state.message,
+        )
 
     def retry_allowed(self, state: State) -> bool:
         condition = self.task.retry_policy.condition
@@ -359,6 +367,8 @@ async def run_task(
         if flow_token is not None:
             current_flow_run.reset(flow_token)
     record.finish(state)
+    if state.type is StateType.FAILED:
+        _log_failed_task(flow_run, row, state)
     hooks = task.on_completion if state.type is StateType.COMPLETED else task.on_failure
     if hooks:
         await _run_hooks(hooks, task, record.info(), state)
@@ -427,7 +437,49 @@ def submit_task(
     return task_future
 
 
+def _log_failed_task(flow_run: FlowRunContext, row: dict[str, Any], state: State) -> None:
+    """A task run's failure in the worker's log and the run's stored logs."""
+    flow_logger(flow_run.flow_name).warning(
+        "task run %s ended %s after %d attempt(s): %s",
+        row["name"],
+        state.name,
+        row["run_count"],
+        state.message,
+        extra={
+            "flow_run_id": flow_run.flow_run_id,
+            "flow_name": flow_run.flow_name,
+            "task_run_id": row["id"],
+            "task_name": row["task_name"],
+            "eventflow_writer": flow_run.writer,
+        },
+    )
+
+
 # -- flow runs -------------------------------------------------------------------------
+
+
+def _log_failed_run(row: dict[str, Any], writer: RunWriter, state: State) -> None:
+    """One line per flow run that ends FAILED (WARNING) or CRASHED (ERROR), with its event."""
+    if row["event_offset"] is not None:
+        event = f" on {row['event_source']} partition {row['event_partition']} offset "
+        event += str(row["event_offset"])
+    elif row["event_id"] is not None:
+        event = f" on {row['event_source']} event {row['event_id']}"
+    else:
+        event = ""
+    flow_logger(row["flow_name"]).log(
+        logging.ERROR if state.type is StateType.CRASHED else logging.WARNING,
+        "flow run %s %s%s: %s",
+        row["id"],
+        state.type.value,
+        event,
+        state.message,
+        extra={
+            "flow_run_id": row["id"],
+            "flow_name": row["flow_name"],
+            "eventflow_writer": writer,
+        },
+    )
 
 
 class _FlowRunRecord(_Attempts):
@@ -456,6 +508,9 @@ class _FlowRunRecord(_Attempts):
         row.update(state_type=_RETRYING, state_name=name, error=state.message)
         self.writer.put_flow_run(row)
         RECORDER.retried("flow", row["flow_name"])
+        get_run_logger().info(
+            "flow run failed (attempt %d), retrying in %gs: %s", attempt, delay, state.message
+        )
 
     def finish(self, state: State) -> None:
         row = self.row
@@ -480,6 +535,8 @@ class _FlowRunRecord(_Attempts):
                 error=cause.message if cause is not None and cause.message else state.message,
                 traceback=None if error is None else _traceback(error),
             )
+            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+                _log_failed_run(row, self.writer, state)
         self.writer.put_flow_run(row)
         started = row["started_at"]
         RECORDER.run_finished(

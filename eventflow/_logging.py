@@ -1,12 +1,20 @@
-"""Run logs: `get_run_logger()` writes to stdout and into the store with the run."""
+"""Run logs: `get_run_logger()` writes to stdout and into the store with the run.
+
+Run logs go through the standard `logging` hierarchy, one logger per flow
+(`eventflow.runs.<flow name>`), so handlers a user attaches anywhere on the way
+to the root see them. eventflow prints to stdout itself only when the process
+has no logging set up of its own; the worker's live status line is cleared
+before such a record is printed and redrawn after it.
+"""
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
@@ -47,6 +55,49 @@ class _TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class StatusLine:
+    """One line on stderr rewritten in place, which log lines never share.
+
+    eventflow's log handler writes each record inside `suspended()`: the line
+    is erased first and drawn again after the record.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._text = ""
+
+    def show(self, text: str) -> None:
+        with self._lock:
+            self._text = text
+            sys.stderr.write(f"\r\x1b[K{text}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        """Leave the last status where it is and end its line."""
+        with self._lock:
+            if self._text:
+                sys.stderr.write("\n")
+                sys.stderr.flush()
+            self._text = ""
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        with self._lock:
+            if not self._text:
+                yield
+                return
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            try:
+                yield
+            finally:
+                sys.stderr.write(self._text)
+                sys.stderr.flush()
+
+
+STATUS_LINE = StatusLine()
+
+
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stdout` is at the time, not the one seen at set-up."""
 
@@ -57,6 +108,10 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with STATUS_LINE.suspended():
+            super().emit(record)
 
 
 class StoreLogHandler(logging.Handler):
@@ -85,28 +140,51 @@ class StoreLogHandler(logging.Handler):
 
 
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
-    """Send eventflow's own logs and run logs to stdout, run logs to the store too; once."""
+    """Store run logs with their runs, and print eventflow's logs unless the user does; once.
+
+    Records propagate to the root logger as usual. If the root logger has
+    handlers (the user set logging up, e.g. `logging.basicConfig()`), those
+    print them; otherwise eventflow adds its own stdout handler to `eventflow`.
+    """
     global _is_configured
     with _configured:
         if _is_configured:
             return
-        stream = _StdoutHandler()
-        if log_format == "json":
-            stream.setFormatter(JsonFormatter())
-        else:
-            stream.setFormatter(
-                _TextFormatter("%(asctime)s | %(levelname)-7s | %(run_prefix)s%(message)s")
-            )
         runs = logging.getLogger(RUN_LOGGER_NAME)
         runs.setLevel(level)
-        runs.propagate = False
-        runs.addHandler(stream)
         runs.addHandler(StoreLogHandler())
         package = logging.getLogger("eventflow")
-        if not package.handlers:
+        if package.level == logging.NOTSET:
             package.setLevel(logging.INFO)
+        if not package.handlers and not _user_configured_logging():
+            stream = _StdoutHandler()
+            if log_format == "json":
+                stream.setFormatter(JsonFormatter())
+            else:
+                stream.setFormatter(
+                    _TextFormatter("%(asctime)s | %(levelname)-7s | %(run_prefix)s%(message)s")
+                )
             package.addHandler(stream)
         _is_configured = True
+
+
+def _user_configured_logging() -> bool:
+    """Whether the root logger has handlers of the user's (pytest's capturing ones are not)."""
+    return any(
+        not type(handler).__module__.startswith("_pytest")
+        for handler in logging.getLogger().handlers
+    )
+
+
+_flow_loggers: dict[str, logging.Logger] = {}
+
+
+def flow_logger(flow_name: str) -> logging.Logger:
+    """The logger of a flow's runs, `eventflow.runs.<flow_name>`."""
+    logger = _flow_loggers.get(flow_name)
+    if logger is None:
+        logger = _flow_loggers[flow_name] = logging.getLogger(f"{RUN_LOGGER_NAME}.{flow_name}")
+    return logger
 
 
 class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -124,8 +202,9 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 def get_run_logger() -> logging.LoggerAdapter:  # type: ignore[type-arg]
     """The logger of the current flow run or task run.
 
-    Its records go to stdout and are stored with the run (level, time, flow run,
-    task run).
+    Its records are stored with the run (level, time, flow run, task run) and
+    go through `logging` as `eventflow.runs.<flow name>`: to stdout, or to the
+    handlers of the user's own logging set-up.
     """
     flow_run = current_flow_run.get()
     if flow_run is None:
@@ -142,7 +221,7 @@ def get_run_logger() -> logging.LoggerAdapter:  # type: ignore[type-arg]
     if task_run is not None:
         extra["task_run_id"] = task_run.task_run_id
         extra["task_name"] = task_run.task_name
-    return RunLogger(logging.getLogger(RUN_LOGGER_NAME), extra)
+    return RunLogger(flow_logger(flow_run.flow_name), extra)
 
 
 _original_print = builtins.print

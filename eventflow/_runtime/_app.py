@@ -19,7 +19,7 @@ import orjson
 
 from .._errors import EventflowError
 from .._flows import Flow
-from .._logging import configure_logging
+from .._logging import STATUS_LINE, configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
 from .._notify import Notification
 from .._retries import Backoff
@@ -422,10 +422,9 @@ class App:
                         + ("" if state == "running" else f", {state.upper()}")
                     )
                 store = "store ok" if writer.healthy else "STORE UNAVAILABLE"
-                sys.stderr.write(f"\r\x1b[K{' | '.join(parts)} | {store}")
-                sys.stderr.flush()
+                STATUS_LINE.show(f"{' | '.join(parts)} | {store}")
         finally:
-            sys.stderr.write("\n")
+            STATUS_LINE.close()
 
     async def _publish(self, exporter: MetricsExporter, writer: RunWriter) -> None:
         """Every second: liveness and metrics; the subscriptions' states into the store every 5."""
