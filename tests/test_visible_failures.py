@@ -87,9 +87,7 @@ def test_a_failed_event_names_its_position(
     assert "offset 2: ParameterValidationError" in message
 
 
-def test_a_crashed_run_logs_an_error(
-    default_store: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_crashed_run_logs_an_error(default_store: str, caplog: pytest.LogCaptureFixture) -> None:
     async def interrupted() -> None:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.5):

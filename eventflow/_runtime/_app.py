@@ -31,6 +31,7 @@ from .._store._recovery import Sweep, sweep_crashed
 from .._store._replay import claim_replays
 from .._store._retention import prune
 from .._store._writer import RunWriter
+from ._checks import check_subscription
 from ._controls import Controls, KeyFunction, SingletonMode
 from ._liveness import HealthVerdict, Outage, SubscriptionHealth
 from ._source import Event, Sink, Source
@@ -78,7 +79,7 @@ class App:
         source: Source,
         flow: Flow[Any, Any],
         *,
-        on_failure: FailurePolicy = "dead_letter",
+        on_failure: FailurePolicy | None = None,
         dead_letter: Sink | None = None,
         max_in_flight: int = 1024,
         max_in_flight_per_partition: int = 256,
@@ -107,7 +108,10 @@ class App:
         `on_failure` says where an event goes after its run failed (retries
         spent, or a poison message): `"dead_letter"` (to `dead_letter`, else the
         source's default, a Kafka source's `<topic>.dlq`), `"skip"`, or `"stop"`
-        (the partition stops there until a restart). `params` overrides or
+        (the partition stops there until a restart); left out, it is
+        `"dead_letter"` where there is a destination and `"skip"` where there is
+        none. A subscription that cannot work is refused here (ConfigurationError).
+        `params` overrides or
         replaces the parameters decoded from the event. `notifiers` (with the
         app's) are told of every run that ends FAILED or CRASHED.
 
@@ -128,6 +132,14 @@ class App:
         gives a key is a signal, not run: it cancels the runs in flight (or
         waiting) whose `cancel_key` is that key. Waiting events count as in flight.
         """
+        on_failure = check_subscription(
+            source,
+            flow,
+            on_failure=on_failure,
+            dead_letter=dead_letter,
+            params=params,
+            batch_size=batch_size,
+        )
         if on_failure not in ("dead_letter", "skip", "stop"):
             raise ValueError(
                 f"on_failure must be 'dead_letter', 'skip' or 'stop', not {on_failure!r}"
