@@ -21,11 +21,15 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import httpx
-
 from eventflow import ConfigurationError, EventflowError
+from eventflow._extras import missing_extra
 from eventflow._retries import Backoff, parse_retry_after
 from eventflow.runtime import Event, EventSink, Source
+
+try:
+    import httpx
+except ImportError as error:  # without the `http` extra
+    raise missing_extra("httpx", "http", "HttpPollSource and PrometheusScrapeSource") from error
 
 logger = logging.getLogger("eventflow.polling")
 

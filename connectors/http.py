@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 
 from eventflow import ConfigurationError
+from eventflow._extras import missing_extra
 from eventflow.runtime import Backoff, Event, EventSink
 
 from ._polling import (
@@ -50,6 +50,11 @@ from ._polling import (
     PollStatusError,
     url_for_names,
 )
+
+try:
+    import httpx
+except ImportError as error:  # without the `http` extra
+    raise missing_extra("httpx", "http", "HttpPollSource") from error
 
 logger = logging.getLogger("eventflow.polling")
 

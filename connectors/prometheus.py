@@ -35,14 +35,19 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventflow import ConfigurationError
+from eventflow._extras import missing_extra
 from eventflow.runtime import Backoff, Event
 
 from ._polling import PollBodyError, PollingSource, url_for_names
+
+try:
+    import httpx
+except ImportError as error:  # without the `http` extra
+    raise missing_extra("httpx", "http", "PrometheusScrapeSource") from error
 
 __all__ = ["Backoff", "PrometheusScrapeSource"]
 

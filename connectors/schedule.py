@@ -24,10 +24,15 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from croniter import croniter
 
 from eventflow import ConfigurationError
+from eventflow._extras import missing_extra
 from eventflow.runtime import Event, EventSink, Source
+
+try:
+    from croniter import croniter
+except ImportError:  # the `schedules` extra: CronSchedule says so when it is built
+    croniter = None  # type: ignore[assignment,misc]
 
 logger = logging.getLogger("eventflow.schedule")
 
@@ -237,6 +242,8 @@ class CronSchedule(Schedule):
         lease_ttl: float = 10.0,
         max_batch: int = 500,
     ) -> None:
+        if croniter is None:
+            raise missing_extra("croniter", "schedules", "CronSchedule")
         if not croniter.is_valid(expression):
             raise ConfigurationError(f"invalid cron expression: {expression!r}")
         try:

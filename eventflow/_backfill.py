@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from ._errors import EventflowError
+from ._extras import require
 from ._flows import Flow
 from ._runtime._app import App
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
@@ -342,6 +343,7 @@ class _ProgressBar:
     """A tqdm bar on stderr: done/total, rate, failures."""
 
     def __init__(self, flow_name: str) -> None:
+        require("tqdm", "backfill", "the backfill progress bar (without it: --no-progress)")
         self._bar: tqdm[Any] | None = None
         self._flow_name = flow_name
         self._shown = 0

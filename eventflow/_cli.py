@@ -496,8 +496,10 @@ def db_prune(older_than: str, dry_run: bool, yes: bool, database_url: str | None
 @_database_option
 def server_command(host: str, port: int, token: str | None, database_url: str | None) -> None:
     """Serve the REST API (/api, OpenAPI at /api/openapi.json) and the web UI (/)."""
-    import uvicorn
+    from ._extras import require
 
+    require("fastapi", "server", "eventflow server")
+    uvicorn = require("uvicorn", "server", "eventflow server")
     from ._server import create_app
 
     url = _database_url(database_url)

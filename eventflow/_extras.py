@@ -11,7 +11,7 @@ from ._errors import MissingExtraError
 def missing_extra(module: str, extra: str, feature: str) -> MissingExtraError:
     """The error for `feature` needing `module`, installed by `eventflow[extra]`."""
     return MissingExtraError(
-        f"{feature} needs the package {module!r}, which is not installed: "
+        f"{feature} cannot be used without the package {module!r}, which is not installed: "
         f"pip install 'eventflow[{extra}]'"
     )
 

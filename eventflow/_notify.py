@@ -19,9 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import httpx
-
+from ._extras import missing_extra
 from ._retries import parse_retry_after
+
+try:
+    import httpx
+except ImportError:  # the `http` extra: WebhookNotifier says so when it is built
+    httpx = None  # type: ignore[assignment]
 
 logger = logging.getLogger("eventflow.notify")
 
@@ -76,6 +80,8 @@ class WebhookNotifier:
         max_queued: int = 1000,
         ui_url: str | None = None,
     ) -> None:
+        if httpx is None:
+            raise missing_extra("httpx", "http", "WebhookNotifier")
         self.url = url
         self.headers = dict(headers or {})
         self.body = body

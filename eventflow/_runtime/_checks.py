@@ -33,9 +33,8 @@ def check_subscription(
     destination when there is one (`dead_letter`, else the source's own, such
     as a Kafka topic's `<topic>.dlq`), and are skipped otherwise.
     """
-    if params is None or isinstance(params, Mapping):
-        if batch_size is None:
-            check_event_parameters(flow, set(params or ()))
+    if (params is None or isinstance(params, Mapping)) and batch_size is None:
+        check_event_parameters(flow, set(params or ()))
     return failure_policy(source, on_failure, dead_letter)
 
 
