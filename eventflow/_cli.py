@@ -402,7 +402,7 @@ def flows_list(as_json: bool, database_url: str | None) -> None:
 
 @main.group()
 def db() -> None:
-    """Manage the store's schema."""
+    """Manage the store: its schema and retention."""
 
 
 @db.command("upgrade")
