@@ -65,6 +65,15 @@ def test_a_postgres_database_without_the_schema_is_not_an_initialised_store(
     assert "no eventflow store at postgresql" in short_error(done)
 
 
+def test_a_store_that_does_not_answer_is_named_without_its_password(tmp_path: Path) -> None:
+    url = "postgresql://eventflow:hunter2@127.0.0.1:1/runs"
+    message = short_error(eventflow(tmp_path, "runs", "list", EVENTFLOW_DATABASE_URL=url))
+    assert (
+        "cannot reach the store at postgresql+asyncpg://eventflow:***@127.0.0.1:1/runs" in message
+    )
+    assert "hunter2" not in message
+
+
 def test_a_database_url_that_is_no_url_names_the_variable(tmp_path: Path) -> None:
     message = short_error(eventflow(tmp_path, "runs", "list", EVENTFLOW_DATABASE_URL="notaurl"))
     assert "EVENTFLOW_DATABASE_URL='notaurl' is not a database URL" in message

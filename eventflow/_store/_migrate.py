@@ -14,8 +14,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from .._errors import StoreNotInitialisedError
+from .._errors import StoreError, StoreNotInitialisedError
 from .._settings import normalize_database_url
 from ._engine import check_sqlite_directory, make_engine, sqlite_path
 
@@ -61,13 +62,19 @@ async def ensure_initialised(database_url: str) -> None:
     if path is not None and not path.is_file():
         raise _not_initialised(str(path))
     engine = make_engine(database_url)
+    where = str(path) if path is not None else make_url(database_url).render_as_string()
     try:
         async with engine.connect() as conn:
             revision = await conn.run_sync(_read_revision_if_any)
+    except (OSError, DBAPIError) as error:
+        cause = getattr(error, "orig", None) or error
+        raise StoreError(
+            f"cannot reach the store at {where}: {str(cause).strip().splitlines()[0]} "
+            "(is the database running, and is EVENTFLOW_DATABASE_URL right?)"
+        ) from error
     finally:
         await engine.dispose()
     if revision is None:
-        where = str(path) if path is not None else make_url(database_url).render_as_string()
         raise _not_initialised(where)
 
 
