@@ -171,3 +171,18 @@ def test_module_and_file_targets_both_load_from_the_current_directory(tmp_path: 
         assert done.returncode == 0, done.stderr
     listed = eventflow(tmp_path, "runs", "list", EVENTFLOW_DATABASE_URL="sqlite:///runs.db")
     assert listed.stdout.count("Completed") == 4
+
+
+def test_a_subscription_that_cannot_work_stops_the_worker_at_start(tmp_path: Path) -> None:
+    (tmp_path / "myapp.py").write_text(
+        "import socket\n"
+        "from connectors.jsonl import JsonlSource\n"
+        "from eventflow import App, flow\n\n\n"
+        "@flow\n"
+        "def uses_a_socket(conn: socket.socket) -> None: ...\n\n\n"
+        "app = App()\n"
+        "app.subscribe(JsonlSource('in.jsonl'), uses_a_socket)\n"
+    )
+    message = short_error(eventflow(tmp_path, "run", "myapp:app"))
+    assert "cannot import myapp: flow 'uses-a-socket' cannot run from events" in message
+    assert f"({tmp_path / 'myapp.py'}, line 11)" in message
