@@ -503,6 +503,7 @@ def server_command(host: str, port: int, token: str | None, database_url: str | 
     from ._server import create_app
 
     url = _database_url(database_url)
+    _run(ensure_initialised(url))  # serves a store, never creates one
     click.echo(f"eventflow server: store {_redact(url)}, http://{host}:{port}/")
     uvicorn.run(create_app(url, token=token or None), host=host, port=port, log_level="info")
 

@@ -50,6 +50,12 @@ def test_runs_list_in_a_new_directory_says_there_is_no_store_and_creates_none(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_server_refuses_a_store_that_does_not_exist_and_creates_none(tmp_path: Path) -> None:
+    message = short_error(eventflow(tmp_path, "server", "--port", "1"))
+    assert "no eventflow store at eventflow.db yet" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_empty_sqlite_file_is_not_an_initialised_store(tmp_path: Path) -> None:
     (tmp_path / "empty.db").touch()
     done = eventflow(tmp_path, "flows", "list", EVENTFLOW_DATABASE_URL="sqlite:///empty.db")

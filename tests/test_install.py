@@ -175,6 +175,7 @@ def free_port() -> int:
 @pytest.fixture
 def server(venv: Venv) -> Iterator[str]:
     venv.install("server")
+    assert venv.run(str(venv.python), "quickstart.py").returncode == 0  # a run to show
     port = free_port()
     process = subprocess.Popen(
         [str(venv.path / "bin" / "eventflow"), "server", "--port", str(port)],
