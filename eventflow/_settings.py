@@ -31,6 +31,8 @@ def parse_duration(text: str, *, require_unit: bool = False) -> float:
     A bare number means seconds unless `require_unit` (where a forgotten unit
     would delete or keep far more than meant).
     """
+    if text.strip().startswith("-"):
+        raise ConfigurationError(f"invalid duration {text!r}: it is negative")
     match = _DURATION.match(text)
     if match is None or (require_unit and not match.group(2)):
         raise ConfigurationError(

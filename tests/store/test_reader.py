@@ -50,7 +50,12 @@ async def test_filters_pagination_and_detail(any_default_store: str) -> None:
         assert [t["state_type"] for t in detail["task_runs"]] == ["FAILED", "FAILED"]
         assert detail["task_runs"][1]["state_name"] == "NotReady"
         assert len(detail["edges"]) == 1
-        assert [entry["message"] for entry in detail["logs"]] == ["step -1"]
+        assert sorted(entry["message"] for entry in detail["logs"]) == [
+            f"flow run {detail['id']} FAILED: UpstreamFailedError: "
+            "upstream task run(s) did not complete: step",
+            "step -1",
+            "task run step-0 ended Failed after 1 attempt(s): ValueError: negative",
+        ]
 
         flows = {f["name"]: f for f in await reader.list_flows()}
         assert flows["reader-flow"]["runs"] == 4
