@@ -7,11 +7,11 @@ child process, with `write_batch`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 
 from .._errors import StoreError
@@ -124,7 +124,8 @@ def is_transient(error: BaseException) -> bool:
     orig = getattr(error, "orig", error)
     if isinstance(error, sa.exc.ProgrammingError) and "binding parameter" in str(orig):
         return False  # sqlite3: a value of a type it cannot store
-    if isinstance(orig, asyncpg.DataError):
+    asyncpg = sys.modules.get("asyncpg")  # loaded if the error is its (an optional extra)
+    if asyncpg is not None and isinstance(orig, asyncpg.DataError):
         return False  # asyncpg: a value it cannot encode for its column
     # asyncpg's data errors reach SQLAlchemy unclassified; SQLSTATE tells:
     # class 22 (data exception: NUL byte, value too long) and 23 (constraint)

@@ -31,7 +31,6 @@ from .._errors import StoreError
 from .._settings import normalize_database_url
 from ._batch import RECORD_FIELDS, Batch, RemoteWriteError, is_transient, write_batch
 from ._engine import is_sqlite, make_sync_engine
-from ._pg_writes import PostgresWriter
 
 logger = logging.getLogger("eventflow.store")
 
@@ -54,7 +53,11 @@ class LocalCommitter:
         # sqlite3 in this thread, not aiosqlite's: every hand-off between threads
         # waits for the GIL, and a batch would take several.
         self._sqlite = make_sync_engine(database_url) if is_sqlite(database_url) else None
-        self._postgres = None if self._sqlite is not None else PostgresWriter(database_url)
+        self._postgres = None
+        if self._sqlite is None:
+            from ._pg_writes import PostgresWriter  # asyncpg: installed with eventflow[postgres]
+
+            self._postgres = PostgresWriter(database_url)
 
     async def commit(self, batch: Batch) -> None:
         if self._sqlite is not None:
