@@ -33,9 +33,15 @@ from .._store._retention import prune
 from .._store._writer import RunWriter
 from ._checks import check_subscription
 from ._controls import Controls, KeyFunction, SingletonMode
-from ._liveness import HealthVerdict, Outage, SubscriptionHealth
+from ._liveness import Outage, SubscriptionHealth, WorkerHealth
 from ._source import Event, Sink, Source
-from ._subscription import FailurePolicy, Notifier, Subscription, SubscriptionRunner
+from ._subscription import (
+    SOURCE_CALL_TIMEOUT,
+    FailurePolicy,
+    Notifier,
+    Subscription,
+    SubscriptionRunner,
+)
 
 logger = logging.getLogger("eventflow.runtime")
 
@@ -380,12 +386,14 @@ class App:
         """Store offsets and commit them to the source, every `commit_interval`.
 
         Each round is bounded: while the store is away a round gives up after
-        30 s (the offsets wait in the writer's queue) and the next one tries again.
+        60 s (the offsets wait in the writer's queue) and the next one tries again.
+        (Longer than the source's own commit bound, SOURCE_CALL_TIMEOUT, so a broker
+        that hangs is seen and logged there, not cut off silently here.)
         """
         while True:
             await asyncio.sleep(settings.commit_interval)
             try:
-                await asyncio.wait_for(runner.commit(), 30)
+                await asyncio.wait_for(runner.commit(), 2 * SOURCE_CALL_TIMEOUT)
             except TimeoutError:
                 continue  # the store is away: the writer logs it, the next round retries
             except Exception:
@@ -612,56 +620,6 @@ class App:
 
 class SourceEndedError(EventflowError):
     """A source's `run()` returned while the worker was not shutting down."""
-
-
-class WorkerHealth:
-    """The worker's last health check, published once a second for the probe endpoint.
-
-    The endpoint runs on its own thread and only reads `read()`; a check older
-    than `STALE_AFTER` seconds means the event loop itself is stuck: not alive.
-    """
-
-    STALE_AFTER = 30.0
-
-    def __init__(self) -> None:
-        self._verdicts: tuple[HealthVerdict, ...] = ()
-        self._store_up = True
-        self._checked_at: float | None = None
-
-    def publish(self, verdicts: list[HealthVerdict], *, store_up: bool, now: float) -> None:
-        self._verdicts, self._store_up, self._checked_at = tuple(verdicts), store_up, now
-
-    def read(self) -> dict[str, Any]:
-        """`{"alive": bool, "ready": bool, "store_up": bool, "subscriptions": [...]}`.
-
-        Alive unless a subscription is stalled or its source down past
-        `EVENTFLOW_HEALTH_STALL_SECONDS`, or the loop stopped checking. A store
-        outage makes the worker not ready but keeps it alive: a restart would not
-        bring the database back, and the worker resumes by itself.
-        """
-        checked_at = self._checked_at
-        verdicts = self._verdicts
-        stale = checked_at is not None and time.time() - checked_at > self.STALE_AFTER
-        alive = not stale and all(v.alive for v in verdicts)
-        ready = (
-            checked_at is not None and alive and self._store_up and all(v.ready for v in verdicts)
-        )
-        return {
-            "alive": alive,
-            "ready": ready,
-            "store_up": self._store_up,
-            "checked_at": checked_at,
-            "reason": "the event loop stopped checking" if stale else None,
-            "subscriptions": [
-                {
-                    "subscription": v.subscription,
-                    "state": v.state,
-                    "alive": v.alive,
-                    "reason": v.reason,
-                }
-                for v in verdicts
-            ],
-        }
 
 
 def _partitions_json(runner: SubscriptionRunner, lag: Mapping[tuple[str, int], int]) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger("eventflow.runtime")
 
@@ -232,6 +232,56 @@ class SubscriptionHealth:
             )
         elif previous == "stalled" and state == "running":
             logger.info("%s: consuming again", self.name)
+
+
+class WorkerHealth:
+    """The worker's last health check, published once a second for the probe endpoint.
+
+    The endpoint runs on its own thread and only reads `read()`; a check older
+    than `STALE_AFTER` seconds means the event loop itself is stuck: not alive.
+    """
+
+    STALE_AFTER = 30.0
+
+    def __init__(self) -> None:
+        self._verdicts: tuple[HealthVerdict, ...] = ()
+        self._store_up = True
+        self._checked_at: float | None = None
+
+    def publish(self, verdicts: list[HealthVerdict], *, store_up: bool, now: float) -> None:
+        self._verdicts, self._store_up, self._checked_at = tuple(verdicts), store_up, now
+
+    def read(self) -> dict[str, Any]:
+        """`{"alive": bool, "ready": bool, "store_up": bool, "subscriptions": [...]}`.
+
+        Alive unless a subscription is stalled or its source down past
+        `EVENTFLOW_HEALTH_STALL_SECONDS`, or the loop stopped checking. A store
+        outage makes the worker not ready but keeps it alive: a restart would not
+        bring the database back, and the worker resumes by itself.
+        """
+        checked_at = self._checked_at
+        verdicts = self._verdicts
+        stale = checked_at is not None and time.time() - checked_at > self.STALE_AFTER
+        alive = not stale and all(v.alive for v in verdicts)
+        ready = (
+            checked_at is not None and alive and self._store_up and all(v.ready for v in verdicts)
+        )
+        return {
+            "alive": alive,
+            "ready": ready,
+            "store_up": self._store_up,
+            "checked_at": checked_at,
+            "reason": "the event loop stopped checking" if stale else None,
+            "subscriptions": [
+                {
+                    "subscription": v.subscription,
+                    "state": v.state,
+                    "alive": v.alive,
+                    "reason": v.reason,
+                }
+                for v in verdicts
+            ],
+        }
 
 
 class RepeatFilter(logging.Filter):
