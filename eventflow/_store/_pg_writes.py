@@ -9,12 +9,21 @@ once per connection, and the executor runs once per table per batch.
 
 Timestamps travel as epoch seconds (`float8`) and become `timestamptz` in the
 statement (`to_timestamp`), sparing the writer a `datetime` per value.
+
+Rows that cannot exist yet (most runs: started and ended between two commits)
+go by binary `COPY` instead (`ArrayUpsert.copy`): asyncpg then encodes each
+value with its column's codec, where an array parameter costs it two
+`isinstance(value, collections.abc.Iterable)` checks per element, and
+PostgreSQL inserts them in bulk. bench/store_writes.py, 60,000 events in
+batches of 1,000: the writer 13.1 -> 6.9 µs per event, PostgreSQL 21 -> 19.
+For COPY, the writer's connection encodes `timestamptz` from epoch seconds
+(`_encode_timestamptz`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -53,6 +62,7 @@ class ArrayUpsert:
         self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None
     ) -> None:
         columns = [c for c in table.columns if c.autoincrement is not True]
+        self.table = table.name
         self.columns = tuple(c.name for c in columns)
         self.timestamps = tuple(isinstance(c.type, Timestamp) for c in columns)
         if update is None:
@@ -67,8 +77,6 @@ class ArrayUpsert:
             f'INSERT INTO "{table.name}" ({names}) SELECT {values} '
             f"FROM unnest({arrays}) AS u({names})"
         )
-        self.insert_sql = sql
-        """Without ON CONFLICT: for rows that cannot exist yet (see `PostgresWriter`)."""
         if keys:
             conflict = ", ".join(f'"{k}"' for k in keys)
             if update:
@@ -91,8 +99,15 @@ class ArrayUpsert:
     async def execute(self, conn: asyncpg.Connection, rows: Iterable[Row]) -> None:
         await conn.execute(self.sql, *self.arguments(rows))
 
-    async def insert(self, conn: asyncpg.Connection, rows: Iterable[Row]) -> None:
-        await conn.execute(self.insert_sql, *self.arguments(rows))
+    async def copy(self, conn: asyncpg.Connection, rows: Iterable[Row]) -> None:
+        """Insert rows that cannot exist yet (a unique violation if one does), by binary COPY."""
+        columns = self.columns
+        records = [tuple([row.get(c) for c in columns]) for row in rows]
+        try:
+            await conn.copy_records_to_table(self.table, records=records, columns=columns)
+        except (TypeError, ValueError, OverflowError) as error:
+            # what `execute` reports as a DataError: a value its column cannot take
+            raise asyncpg.DataError(f"invalid input for {self.table}: {error}") from error
 
 
 _FLOWS = ArrayUpsert(schema.flows, ("name",), ("version",))
@@ -114,13 +129,27 @@ _SETTLE_CLAIMS = (
 )
 
 
+_POSTGRES_EPOCH = 946684800.0
+"""2000-01-01 UTC in Unix seconds: PostgreSQL counts timestamps from there."""
+
+
+def _encode_timestamptz(value: float | datetime) -> tuple[int]:
+    """A `timestamptz` for binary COPY: microseconds since 2000-01-01 UTC."""
+    seconds = value if type(value) is float else _epoch(value)
+    return (round((seconds - _POSTGRES_EPOCH) * 1_000_000),)
+
+
+def _decode_timestamptz(value: tuple[int]) -> datetime:
+    return datetime.fromtimestamp(value[0] / 1_000_000 + _POSTGRES_EPOCH, UTC)
+
+
 FINAL_STATES = frozenset(("COMPLETED", "FAILED", "CRASHED", "CANCELLED"))
 
 
 async def _write_runs(
     conn: asyncpg.Connection, table: ArrayUpsert, rows: dict[str, Row], stored: set[str] | None
 ) -> None:
-    """Upsert the rows `stored` holds (or all, if None); insert the others plainly."""
+    """Upsert the rows `stored` holds (or all, if None); copy the others in."""
     if stored is None:
         await table.execute(conn, rows.values())
         return
@@ -128,7 +157,7 @@ async def _write_runs(
     if len(fresh) < len(rows):
         await table.execute(conn, [row for key, row in rows.items() if key in stored])
     if fresh:
-        await table.insert(conn, fresh)
+        await table.copy(conn, fresh)
 
 
 async def write_batch_postgres(
@@ -148,7 +177,7 @@ async def write_batch_postgres(
     if batch.edges:
         await _EDGES.execute(conn, batch.edges.values())
     if batch.logs:
-        await _LOGS.execute(conn, batch.logs)
+        await _LOGS.copy(conn, batch.logs)
     if batch.offsets:
         await _OFFSETS.execute(conn, batch.offsets.values())
     if batch.checkpoints:
@@ -181,7 +210,7 @@ class PostgresWriter:
     """Commits batches on one asyncpg connection, opened on first use and after a failure.
 
     Most runs start and end between two commits: their rows are written once,
-    final. Inserting those without ON CONFLICT spares PostgreSQL a speculative
+    final. Copying those in, without ON CONFLICT, spares PostgreSQL a speculative
     insertion per row (bench/store_writes.py: about a quarter of its CPU per
     event). The writer remembers the ids it stored in a state that will
     change (`_unfinished`) and upserts those; a row it does not know that
@@ -206,6 +235,13 @@ class PostgresWriter:
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
                 server_settings={"application_name": "eventflow-writer"},
+            )
+            await self._conn.set_type_codec(
+                "timestamptz",
+                schema="pg_catalog",
+                encoder=_encode_timestamptz,
+                decoder=_decode_timestamptz,
+                format="tuple",
             )
         return self._conn
 

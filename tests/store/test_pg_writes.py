@@ -1,8 +1,9 @@
-"""The PostgreSQL write path: plain inserts for fresh runs, upserts for the others."""
+"""The PostgreSQL write path: binary COPY for fresh runs and logs, upserts for the others."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -87,3 +88,32 @@ async def test_a_value_asyncpg_cannot_encode_is_refused_not_retried(url: str) ->
     finally:
         await writer.close()
     assert [r["id"] for r in await rows(url, schema.flow_runs)] == ["e" * 32]
+
+
+async def test_copied_rows_keep_their_timestamps_to_the_microsecond(url: str) -> None:
+    """Fresh rows go by binary COPY, timestamps encoded from epoch seconds or datetimes."""
+    created = 1_764_590_400.123456  # 2025-12-01T12:00:00.123456Z
+    ended = datetime(2026, 12, 1, 8, 30, 15, 654321, tzinfo=UTC)
+    run = run_row("f" * 32, "COMPLETED", "3") | {"created_at": created, "ended_at": ended}
+    batch = batch_of(run)
+    batch.logs.append(
+        {
+            "flow_run_id": "f" * 32,
+            "task_run_id": None,
+            "level": 20,
+            "logger": "eventflow.runs.f",
+            "message": "hello",
+            "timestamp": created,
+        }
+    )
+    writer = PostgresWriter(url)
+    try:
+        await writer.commit(batch)
+    finally:
+        await writer.close()
+    [stored] = await rows(url, schema.flow_runs)
+    assert stored["created_at"] == datetime(2025, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert stored["ended_at"] == ended
+    assert stored["started_at"] is None and stored["result"] == "3"
+    [log] = await rows(url, schema.logs)
+    assert (log["message"], log["timestamp"]) == ("hello", stored["created_at"])
