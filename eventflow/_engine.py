@@ -51,6 +51,8 @@ class EventInfo:
     offset: int | None = None
     payload: bytes | None = None
     timestamp: float | None = None
+    group: str | None = None
+    """The consumer group that read the event (redeliveries are recognised per group)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +589,7 @@ async def run_flow(
         "event_offset": None if event is None else event.offset,
         "event_id": None if event is None else event.id,
         "event_key": None if event is None else event.key,
+        "event_group": None if event is None else event.group,
         "event_payload": None if event is None else event.payload,
         "event_time": None if event is None else event.timestamp,
         "created_at": now,

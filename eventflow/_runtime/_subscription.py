@@ -221,7 +221,7 @@ class SubscriptionRunner(FlowControls, EventSink):
                     stored = await load_offsets(self.engine, group, list(partitions))
                 done = {
                     p: await finished_events(
-                        self.engine, self.flow.name, p[0], p[1], stored.get(p, 0)
+                        self.engine, self.flow.name, p[0], p[1], stored.get(p, 0), group
                     )
                     for p in partitions
                 }
@@ -528,6 +528,7 @@ class SubscriptionRunner(FlowControls, EventSink):
             offset=event.offset,
             payload=event.value,
             timestamp=event.timestamp,
+            group=self.source.group_id,
         )
         params = self.subscription.params
         if params is None:

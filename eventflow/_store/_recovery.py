@@ -42,9 +42,18 @@ async def load_offsets(
 
 
 async def finished_events(
-    engine: AsyncEngine, flow_name: str, stream: str, partition: int, from_offset: int
+    engine: AsyncEngine,
+    flow_name: str,
+    stream: str,
+    partition: int,
+    from_offset: int,
+    group: str | None = None,
 ) -> dict[int, FinishedRun]:
-    """Events at or after `from_offset` whose run of `flow_name` already ended (not crashed)."""
+    """Events at or after `from_offset` whose run of `flow_name` already ended (not crashed).
+
+    Only runs of consumer group `group` count (and runs stored without a group,
+    before migration 0009): another group reading the same topic runs its events.
+    """
     runs = schema.flow_runs
     query = sa.select(runs.c.event_offset, runs.c.id, runs.c.state_type, runs.c.error).where(
         runs.c.event_source == stream,
@@ -52,6 +61,7 @@ async def finished_events(
         runs.c.event_offset >= from_offset,
         runs.c.flow_name == flow_name,
         runs.c.state_type.in_(DONE_STATES),
+        sa.or_(runs.c.event_group.is_(None), runs.c.event_group == group),
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()

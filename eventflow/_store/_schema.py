@@ -55,6 +55,7 @@ flow_runs = sa.Table(
     sa.Column("event_offset", sa.BigInteger),
     sa.Column("event_id", sa.String(500)),
     sa.Column("event_key", sa.String(500)),
+    sa.Column("event_group", sa.String(255)),
     sa.Column("event_payload", sa.LargeBinary),
     sa.Column("event_time", TIMESTAMP),
     sa.Column("created_at", TIMESTAMP, nullable=False),

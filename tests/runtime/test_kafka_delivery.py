@@ -154,3 +154,44 @@ async def test_poison_and_failed_events_go_to_the_dead_letter_topic(
     assert sorted(r["state_type"] for r in runs) == ["COMPLETED"] * 20 + ["FAILED"] * 4
     offsets = await rows(sqlite_url, schema.consumer_offsets)
     assert sum(o["next_offset"] for o in offsets) == 24  # the stream went on past them
+
+
+async def test_a_new_consumer_group_runs_the_events_another_group_already_ran(
+    kafka: Kafka, sqlite_url: str
+) -> None:
+    """Reprocessing a topic under a new group id: redeliveries are recognised per group."""
+    topic = f"regroup-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka.bootstrap, topic, partitions=2)
+    await produce(kafka.bootstrap, topic, orders(200, keys=10))
+
+    @flow(name="regroup")
+    def handle(order: Order) -> str:
+        return order.id
+
+    for group in ("first", "second"):
+        app = App(settings(sqlite_url))
+        app.subscribe(
+            KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=f"{group}-{topic}"),
+            handle,
+        )
+        stop, serve = await serving(app)
+
+        async def group_done(group: str = group) -> bool:
+            done = await flow_runs(
+                sqlite_url, state_type="COMPLETED", event_group=f"{group}-{topic}"
+            )
+            return len(done) >= 200
+
+        await wait_until(group_done, timeout=60, interval=0.2)
+        stop.set()
+        await serve
+
+    runs = await flow_runs(sqlite_url)
+    assert len(runs) == 400 and {r["state_type"] for r in runs} == {"COMPLETED"}
+    for group in ("first", "second"):
+        positions = {
+            (r["event_partition"], r["event_offset"])
+            for r in runs
+            if r["event_group"] == f"{group}-{topic}"
+        }
+        assert len(positions) == 200  # every event once per group
