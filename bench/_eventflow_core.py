@@ -8,15 +8,18 @@ Prints one JSON line.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 workdir = Path(tempfile.mkdtemp(prefix="eventflow-bench-"))
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)
 os.environ["EVENTFLOW_DATABASE_URL"] = f"sqlite:///{workdir / 'bench.db'}"
 
 from eventflow import flow, task  # noqa: E402

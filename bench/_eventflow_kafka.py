@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -106,6 +108,7 @@ async def measure(
 ) -> dict[str, Any]:
     if database_url is None:
         workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)
         database_url = f"sqlite:///{workdir / 'bench.db'}"
     url = database_url
     settings = Settings.from_env(

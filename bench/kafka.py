@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -256,8 +257,9 @@ def main() -> None:
             print(table([latency]))
     finally:
         subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", data_dir], check=False)
+        shutil.rmtree(data_dir, ignore_errors=True)
         if postgres is not None:
-            postgres.stop()
+            postgres.remove()
 
 
 if __name__ == "__main__":

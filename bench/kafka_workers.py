@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -167,7 +168,8 @@ def main() -> None:
             )
     finally:
         subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", kafka_dir], check=False)
-        postgres.stop()
+        shutil.rmtree(kafka_dir, ignore_errors=True)
+        postgres.remove()
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def main() -> None:
                 label = f"schema {revision}" + (" without " + ",".join(dropped) if dropped else "")
                 print(f"round {round_ + 1}, {label}: {result}", flush=True)
     finally:
-        server.stop()
+        server.remove()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -45,8 +47,19 @@ class Kafka:
     @classmethod
     def start_new(cls) -> Kafka:
         broker = cls(Path(tempfile.mkdtemp(prefix="eventflow-kafka-")), free_port_pair())
+        atexit.register(broker.remove)
         broker.start()
         return broker
+
+    def remove(self) -> None:
+        """Stop the broker if it runs and delete its data."""
+        subprocess.run(
+            [str(ROOT / "scripts" / "kafka.sh"), "stop", str(self.data_dir)],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     @property
     def bootstrap(self) -> str:

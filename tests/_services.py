@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -33,8 +35,19 @@ class Postgres:
         data_dir = Path(tempfile.mkdtemp(prefix="eventflow-pg-"))
         data_dir.chmod(0o755)
         server = cls(data_dir, free_port())
+        atexit.register(server.remove)
         server.start()
         return server
+
+    def remove(self) -> None:
+        """Stop the server if it runs and delete its data (a test store can hold gigabytes)."""
+        subprocess.run(
+            [str(ROOT / "scripts" / "postgres.sh"), "stop", str(self.data_dir)],
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _script(self, *args: str) -> None:
         subprocess.run(
