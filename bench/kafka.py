@@ -219,6 +219,8 @@ def main() -> None:
                     url = postgres.create_database()
                     tree = [f"postgres={postmaster_pid(postgres.data_dir)}"]
                 result = measure_eventflow(bootstrap, topic, args.events, "none", url, watch, tree)
+                if postgres is not None and url is not None:
+                    postgres.drop_database(url)  # rounds do not write out each other's pages
                 by_store[store].append(result)
                 print(
                     f"round {round_ + 1} {store}: {result.get('events_per_s', 'error')} events/s,"

@@ -72,6 +72,17 @@ class Postgres:
     def create_database(self) -> str:
         """A new empty database; its URL."""
         name = f"t_{uuid.uuid4().hex[:12]}"
+        self.sql(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop a database `create_database` made, and checkpoint: the next user of
+        the server does not pay for writing out this one's pages."""
+        name = url.rsplit("/", 1)[1]
+        self.sql(f"DROP DATABASE {name} WITH (FORCE)")
+        self.sql("CHECKPOINT")
+
+    def sql(self, statement: str) -> None:
         subprocess.run(
             [
                 "psql",
@@ -86,10 +97,9 @@ class Postgres:
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-qc",
-                f"CREATE DATABASE {name}",
+                statement,
             ],
             check=True,
             capture_output=True,
-            timeout=60,
+            timeout=120,
         )
-        return self.url(name)
