@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import orjson
 from pydantic_core import to_jsonable_python
 
+from ._caching import cache_key, keep, lookup
 from ._context import FlowRunContext, TaskRunContext, current_flow_run, current_task_run
 from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedError
 from ._futures import TaskFuture
@@ -26,6 +27,7 @@ from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
 from ._results import decode_result, encode_result
+from ._resume import KeptResult
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
 from ._threads import Pool, run_sync, running_loop
@@ -33,7 +35,7 @@ from ._tracebacks import TaskFailure, format_traceback, mark_task_failure, task_
 
 if TYPE_CHECKING:
     from ._flows import Flow
-    from ._resume import KeptResult, Resume
+    from ._resume import Resume
     from ._store._writer import RunWriter
     from ._tasks import Task
 
@@ -367,7 +369,15 @@ async def run_task(
     if flow_run.resume is not None:
         kept = flow_run.resume.take(position, task.name, flow_run.flow_run_id)
         if kept is not None:
-            reused = _reuse(task, row, writer, kept)
+            reused = _reuse(task, row, writer, kept, "Reused")
+            if reused is not None:
+                return reused.result() if unwrap else reused
+    key = None
+    if task.cache_key_fn is not None:
+        key = cache_key(task, flow_run, run_id, record.info().parameters)
+        hit = None if key is None else await lookup(writer.database_url, key, task.name)
+        if hit is not None:
+            reused = _reuse(task, row, writer, KeptResult(hit[0], task.name, hit[1]), "Cached")
             if reused is not None:
                 return reused.result() if unwrap else reused
 
@@ -385,6 +395,8 @@ async def run_task(
         if flow_token is not None:
             current_flow_run.reset(flow_token)
     record.finish(state)
+    if key is not None and row["result"] is not None and state.type is StateType.COMPLETED:
+        await keep(task, writer.database_url, key, row["result"], run_id, flow_run.flow_run_id)
     if state.type is StateType.FAILED:
         _log_failed_task(flow_run, row, state)
     hooks = task.on_completion if state.type is StateType.COMPLETED else task.on_failure
@@ -394,9 +406,12 @@ async def run_task(
 
 
 def _reuse(
-    task: Task[Any, Any], row: dict[str, Any], writer: RunWriter, kept: KeptResult
+    task: Task[Any, Any], row: dict[str, Any], writer: RunWriter, kept: KeptResult, name: str
 ) -> State | None:
-    """End this task run with the kept result of `kept`; None if it cannot be read back."""
+    """End this task run with the result `kept` (state `name`: Reused or Cached).
+
+    None if the result does not read back as the task's return type: the task runs.
+    """
     try:
         value = decode_result(task, kept.result)
     except Exception as error:
@@ -411,14 +426,14 @@ def _reuse(
     now = time.time()
     row.update(
         state_type=_COMPLETED,
-        state_name="Reused",
+        state_name=name,
         started_at=now,
         ended_at=now,
         result=kept.result,
         reused_from=kept.task_run_id,
     )
     writer.put_task_run(row)
-    state = State(StateType.COMPLETED, "Reused", None, value, now)
+    state = State(StateType.COMPLETED, name, None, value, now)
     state.run_id = row["id"]
     return state
 
