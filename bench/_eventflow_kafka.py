@@ -114,6 +114,8 @@ async def measure(
             "EVENTFLOW_LOG_LEVEL": "WARNING",
             # EVENTFLOW_WRITER_PROCESS=0 measures the writer thread instead
             "EVENTFLOW_WRITER_PROCESS": os.environ.get("EVENTFLOW_WRITER_PROCESS", "1"),
+            # EVENTFLOW_PERSIST_RESULTS=0 measures without task results kept (bench/kafka.py)
+            "EVENTFLOW_PERSIST_RESULTS": os.environ.get("EVENTFLOW_PERSIST_RESULTS", "1"),
         }
     )
     app = App(settings)
