@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -104,6 +105,7 @@ async def measure(
     database_url: str | None = None,
     watch: dict[str, tuple[list[int], bool]] | None = None,
 ) -> dict[str, Any]:
+    workdir = None
     if database_url is None:
         workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
         database_url = f"sqlite:///{workdir / 'bench.db'}"
@@ -182,6 +184,8 @@ async def measure(
             ).all()
         )
     await engine.dispose()
+    if workdir is not None:  # a bench store is ~100 MB per 100,000 runs: not kept in /tmp
+        shutil.rmtree(workdir, ignore_errors=True)
     p50 = latencies[len(latencies) // 2] if latencies else None
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else None
     return {

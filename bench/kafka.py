@@ -159,7 +159,7 @@ def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
     """Events/s and CPU µs per event per process, median over the rounds of each store."""
     processes = ("worker", "writer", "postgres", "broker")
     lines = [
-        f"{'store':<11} {'events/s median (range)':>26} {'vs sqlite':>9} "
+        f"{'store':<16} {'events/s median (range)':>26} {'vs sqlite':>9} "
         + " ".join(f"{p + ' us/ev':>15}" for p in processes)
     ]
     sqlite = [r["events_per_s"] for r in by_store.get("sqlite", []) if "error" not in r]
@@ -175,7 +175,7 @@ def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
         for p in processes:
             values = [r["cpu_us_per_event"][p] for r in ok if p in r.get("cpu_us_per_event", {})]
             cells.append(f"{statistics.median(values):>15.1f}" if values else f"{'-':>15}")
-        lines.append(f"{store:<11} {median_range(rates):>26} {ratio:>9} " + " ".join(cells))
+        lines.append(f"{store:<16} {median_range(rates):>26} {ratio:>9} " + " ".join(cells))
         for r in runs:
             if "error" in r:
                 lines.append(f"  error: {str(r['error'])[-300:]}")
