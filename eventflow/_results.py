@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,7 +28,10 @@ logger = logging.getLogger("eventflow.engine")
 
 _limits: tuple[bool, int] | None = None
 _warned: set[str] = set()
-_adapters: dict[int, TypeAdapter[Any] | None] = {}
+_adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each task function's return-type adapter (None: the plain JSON value), built on first use."""
 
 
 def _settings() -> tuple[bool, int]:
@@ -67,7 +72,7 @@ def decode_result(task: Task[Any, Any], text: str) -> Any:
 
 
 def _adapter(task: Task[Any, Any]) -> TypeAdapter[Any] | None:
-    key = id(task.fn)
+    key = task.fn
     if key not in _adapters:
         annotation = task.signature.return_annotation
         adapter = None
