@@ -236,6 +236,7 @@ def test_run_detail_graph_timeline_event_and_retry(
 
         browser.get(f"{base}/#/runs/{runs.order_failed}")
         wait(browser, lambda d: css(d, "#retry-button"))
+        assert text(browser, "#full-retry-button") == "Full re-run"  # Retry resumes
         payload = text(browser, "#event-payload") or ""
         assert '"password": "***"' in payload and SECRET not in browser.page_source
         assert (text(browser, "#run-error") or "").endswith("(password ***)")

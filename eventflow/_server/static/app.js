@@ -513,7 +513,7 @@ class RunView {
     // Retry resumes: completed task runs are reused; a full re-run calls every task again
     const retry = REPLAYABLE.has(run.state_type)
       ? [h("button", { class: "primary", id: "retry-button", title: "Run again from the task that did not complete", onclick: (e) => this.retry(e.target) }, "Retry"),
-        h("button", { id: "full-retry-button", title: "Run every task again", onclick: (e) => this.retry(e.target, true) }, "Full re-run")]
+        h("button", { class: "secondary", id: "full-retry-button", title: "Run every task again", onclick: (e) => this.retry(e.target, true) }, "Full re-run")]
       : null;
     patch(this.root,
       h("h1", {},
