@@ -532,7 +532,8 @@ class SubscriptionRunner(FlowControls, EventSink):
         retry_of: str | None = None,
         resume: Resume | None = None,
     ) -> State:
-        resume = resume or self._resume.take(event.stream, event.partition, event.offset)
+        if retry_of is None:  # a delivery, not a replay: resume its unfinished run, if any
+            resume = self._resume.take(event.stream, event.partition, event.offset)
         info = EventInfo(
             source=event.stream or self.source.name,
             id=event.id,

@@ -3,7 +3,7 @@
 `charge` appends to the file CHARGES (one line per call: the side effect that must
 not happen twice), `ship` takes SHIP_SECONDS, or SLOW_SHIP_SECONDS for odd-numbered
 orders. FLOW picks the flow's form: `sync`, `async` or `map` (two charges per
-order, `map` then `submit`).
+order, `map` then `submit`); CONCURRENCY, if set, bounds runs with that control.
 """
 
 from __future__ import annotations
@@ -110,4 +110,6 @@ app.subscribe(
     FLOWS[os.environ.get("FLOW", "sync")],
     max_in_flight=int(os.environ.get("MAX_IN_FLIGHT", "100")),
     revoke_grace_seconds=5,
+    # a flow control: runs go through the controlled path (admission) to the engine
+    concurrency=int(os.environ["CONCURRENCY"]) if "CONCURRENCY" in os.environ else None,
 )

@@ -40,7 +40,7 @@ def _order_of(run: dict[str, Any]) -> str:
 
 
 async def _run_crash(
-    kafka: Kafka, url: str, tmp_path: Path, form: str, total: int
+    kafka: Kafka, url: str, tmp_path: Path, form: str, total: int, **extra: str
 ) -> dict[str, Any]:
     """Kill the worker while many runs are in `ship`, restart it, let it finish."""
     topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
@@ -57,6 +57,7 @@ async def _run_crash(
         "CHARGES": str(charges),
         "FLOW": form,
         "MAX_IN_FLIGHT": "100",
+        **extra,
     }
     # odd-numbered orders stay in `ship` for a minute: the kill lands while they are there
     slow = {"SHIP_SECONDS": "0.05", "SLOW_SHIP_SECONDS": "60"}
@@ -138,7 +139,8 @@ async def test_a_killed_sync_flow_resumes_after_its_completed_tasks(
 async def test_a_killed_async_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, sqlite_url: str, tmp_path: Path
 ) -> None:
-    result = await _run_crash(kafka, sqlite_url, tmp_path, "async", 400)
+    # with a flow control too: its runs take the controlled path to the engine
+    result = await _run_crash(kafka, sqlite_url, tmp_path, "async", 400, CONCURRENCY="300")
     _check(result, "async", 400, 1)
 
 
