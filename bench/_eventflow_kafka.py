@@ -106,6 +106,7 @@ async def measure(
     database_url: str | None = None,
     watch: dict[str, tuple[list[int], bool]] | None = None,
 ) -> dict[str, Any]:
+    workdir = None
     if database_url is None:
         workdir = Path(tempfile.mkdtemp(prefix="eventflow-kbench-"))
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
@@ -117,6 +118,8 @@ async def measure(
             "EVENTFLOW_LOG_LEVEL": "WARNING",
             # EVENTFLOW_WRITER_PROCESS=0 measures the writer thread instead
             "EVENTFLOW_WRITER_PROCESS": os.environ.get("EVENTFLOW_WRITER_PROCESS", "1"),
+            # EVENTFLOW_PERSIST_RESULTS=0 measures without task results kept (bench/kafka.py)
+            "EVENTFLOW_PERSIST_RESULTS": os.environ.get("EVENTFLOW_PERSIST_RESULTS", "1"),
         }
     )
     app = App(settings)
@@ -183,6 +186,8 @@ async def measure(
             ).all()
         )
     await engine.dispose()
+    if workdir is not None:  # a bench store is ~100 MB per 100,000 runs: not kept in /tmp
+        shutil.rmtree(workdir, ignore_errors=True)
     p50 = latencies[len(latencies) // 2] if latencies else None
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else None
     return {

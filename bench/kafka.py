@@ -1,6 +1,7 @@
 """Benchmark: Kafka order events through a two-task flow, every run tracked, beside baselines.
 
     .venv/bin/python bench/kafka.py [--events 200000] [--store both|sqlite|postgresql]
+        [--results both|on|off]
         [--rounds 3] [--skip-faststream] [--latency-rate 5000]
 
 Starts a local broker (scripts/kafka.sh) and, for PostgreSQL, a local server
@@ -11,7 +12,9 @@ topic contents with a fresh consumer group each:
   stored with the runs and committed to Kafka; with `--store both` (the
   default) the two stores alternate for `--rounds` rounds each and are printed
   side by side, with CPU µs per event per process (worker, writer process,
-  PostgreSQL server, broker) read from /proc over each run's window;
+  PostgreSQL server, broker) read from /proc over each run's window; with
+  `--results both` (the default) each store also runs with task results not
+  kept (rows `<store>-nores`), alternating, and the ratio is printed;
 - a raw aiokafka `getmany` loop doing the same work untracked, committing per batch;
 - a FastStream subscriber doing the same work (its default ack policy).
 Then, for latency, events are produced at a steady rate while eventflow consumes
@@ -62,6 +65,7 @@ def measure_eventflow(
     database_url: str | None = None,
     watch: tuple[str, ...] | list[str] = (),
     watch_tree: tuple[str, ...] | list[str] = (),
+    persist_results: bool = True,
 ) -> dict[str, Any]:
     child = [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)]
     if database_url is not None:
@@ -73,6 +77,7 @@ def measure_eventflow(
         text=True,
         cwd=ROOT,
         timeout=1800,
+        env={**os.environ, "EVENTFLOW_PERSIST_RESULTS": "1" if persist_results else "0"},
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -155,7 +160,7 @@ def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
     """Events/s and CPU µs per event per process, median over the rounds of each store."""
     processes = ("worker", "writer", "postgres", "broker")
     lines = [
-        f"{'store':<11} {'events/s median (range)':>26} {'vs sqlite':>9} "
+        f"{'store':<16} {'events/s median (range)':>26} {'vs sqlite':>9} "
         + " ".join(f"{p + ' us/ev':>15}" for p in processes)
     ]
     sqlite = [r["events_per_s"] for r in by_store.get("sqlite", []) if "error" not in r]
@@ -171,10 +176,29 @@ def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
         for p in processes:
             values = [r["cpu_us_per_event"][p] for r in ok if p in r.get("cpu_us_per_event", {})]
             cells.append(f"{statistics.median(values):>15.1f}" if values else f"{'-':>15}")
-        lines.append(f"{store:<11} {median_range(rates):>26} {ratio:>9} " + " ".join(cells))
+        lines.append(f"{store:<16} {median_range(rates):>26} {ratio:>9} " + " ".join(cells))
         for r in runs:
             if "error" in r:
                 lines.append(f"  error: {str(r['error'])[-300:]}")
+    return "\n".join(lines)
+
+
+def _label(store: str, persist_results: bool) -> str:
+    """A row of the side-by-side table: the store, and `-nores` without task results kept."""
+    return store if persist_results else f"{store}-nores"
+
+
+def results_ratio(by_store: dict[str, list[dict[str, Any]]], stores: tuple[str, ...]) -> str:
+    """Events/s with task results kept over without, per store (median of the rounds)."""
+    lines = ["task results kept vs not (events/s, median):"]
+    for store in stores:
+        on = [r["events_per_s"] for r in by_store[store] if "error" not in r]
+        off = [r["events_per_s"] for r in by_store[_label(store, False)] if "error" not in r]
+        if on and off:
+            kept, not_kept = statistics.median(on), statistics.median(off)
+            lines.append(
+                f"  {store}: {kept:,.0f} with, {not_kept:,.0f} without: {kept / not_kept:.2f}x"
+            )
     return "\n".join(lines)
 
 
@@ -193,6 +217,13 @@ def main() -> None:
         help="comma-separated flow controls to measure eventflow with (bench/_eventflow_kafka.py"
         " CONTROLS), e.g. concurrency,rate_limit,idempotency; 'all' for every one",
     )
+    parser.add_argument(
+        "--results",
+        choices=("on", "off", "both"),
+        default="both",
+        help="task results kept (the default) or not; 'both' alternates them in each store's"
+        " rounds and prints both figures",
+    )
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="eventflow-kbench-broker-")
@@ -210,27 +241,34 @@ def main() -> None:
         print(f"produced {args.events} orders in {produced_s:.1f}s", flush=True)
         print("load before the runs:", os.getloadavg(), flush=True)
         watch = [f"broker={broker_pid(data_dir)}"]
-        by_store: dict[str, list[dict[str, Any]]] = {store: [] for store in stores}
+        persist = {"on": (True,), "off": (False,), "both": (True, False)}[args.results]
+        kinds = [(store, keep) for store in stores for keep in persist]
+        by_store: dict[str, list[dict[str, Any]]] = {_label(*kind): [] for kind in kinds}
         for round_ in range(args.rounds):
-            for store in stores if round_ % 2 == 0 else stores[::-1]:
+            for store, keep in kinds if round_ % 2 == 0 else kinds[::-1]:
                 url, tree = None, []
                 if store == "postgresql":
                     assert postgres is not None
                     url = postgres.create_database()
                     tree = [f"postgres={postmaster_pid(postgres.data_dir)}"]
-                result = measure_eventflow(bootstrap, topic, args.events, "none", url, watch, tree)
+                result = measure_eventflow(
+                    bootstrap, topic, args.events, "none", url, watch, tree, persist_results=keep
+                )
                 if postgres is not None and url is not None:
                     postgres.drop_database(url)  # rounds do not write out each other's pages
-                by_store[store].append(result)
+                by_store[_label(store, keep)].append(result)
                 print(
-                    f"round {round_ + 1} {store}: {result.get('events_per_s', 'error')} events/s,"
+                    f"round {round_ + 1} {_label(store, keep)}: "
+                    f"{result.get('events_per_s', 'error')} events/s,"
                     f" CPU us/event {result.get('cpu_us_per_event', result.get('error'))}",
                     flush=True,
                 )
         print("load after the runs:", os.getloadavg(), flush=True)
         print(f"\neventflow, {args.rounds} alternating round(s) per store, the same topic:")
         print(side_by_side(by_store))
-        results = [by_store[stores[0]][0]]
+        if args.results == "both":
+            print(results_ratio(by_store, stores))
+        results = [by_store[_label(*kinds[0])][0]]
         if args.skip_baselines:
             return
         controls = [c for c in args.controls.split(",") if c]

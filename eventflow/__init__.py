@@ -12,6 +12,7 @@ from ._backfill import (
     backfill,
     backfill_async,
 )
+from ._caching import task_input_hash
 from ._context import FlowRunContext, TaskRunContext
 from ._engine import EventInfo, RunInfo
 from ._errors import (
@@ -72,5 +73,6 @@ __all__ = [
     "get_run_logger",
     "slack_body",
     "task",
+    "task_input_hash",
     "unmapped",
 ]

@@ -280,12 +280,17 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
 
 @runs.command("retry")
 @click.argument("run_id")
+@click.option(
+    "--full", is_flag=True, help="Run every task again, not only those that did not complete."
+)
 @_database_option
-def runs_retry(run_id: str, database_url: str | None) -> None:
+def runs_retry(run_id: str, full: bool, database_url: str | None) -> None:
     """Run a FAILED, CRASHED or CANCELLED run again from its stored event.
 
-    A worker running the flow picks the new run up; it links to the old one.
-    RUN_ID may be a unique prefix or suffix of the id.
+    The new run resumes the old one: task calls whose task run completed return
+    the kept result without running again (`--full`: everything runs). A worker
+    running the flow picks the new run up; it links to the old one. RUN_ID may
+    be a unique prefix or suffix of the id.
     """
     from ._store._replay import ReplayError, request_retry
 
@@ -293,7 +298,8 @@ def runs_retry(run_id: str, database_url: str | None) -> None:
 
     async def retry() -> str:
         try:
-            return await request_retry(reader.engine, await reader.resolve_run_id(run_id))
+            full_id = await reader.resolve_run_id(run_id)
+            return await request_retry(reader.engine, full_id, full=full)
         finally:
             await reader.close()
 

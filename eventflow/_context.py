@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._futures import TaskFuture
+    from ._resume import Resume
     from ._store._writer import RunWriter
 
 
@@ -29,6 +30,10 @@ class FlowRunContext:
     log_prints: bool = False
     futures: list[TaskFuture[Any]] = field(default_factory=list)
     task_counters: dict[str, itertools.count[int]] = field(default_factory=dict)
+    resume: Resume | None = None
+    """The kept task results this run reuses by position (see eventflow/_resume.py)."""
+    positions: itertools.count[int] = field(default_factory=itertools.count)
+    """Each task call's position: its call order in the run (submission order)."""
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import orjson
 from pydantic_core import to_jsonable_python
 
+from ._caching import cache_key, keep, lookup
 from ._context import FlowRunContext, TaskRunContext, current_flow_run, current_task_run
 from ._errors import ParameterValidationError, RunTimeoutError, UpstreamFailedError
 from ._futures import TaskFuture
@@ -25,6 +26,8 @@ from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
+from ._results import decode_result, encode_result
+from ._resume import KeptResult
 from ._retries import RetryPolicy
 from ._states import Completed, Crashed, Failed, State, StateType
 from ._threads import Pool, run_sync, running_loop
@@ -32,6 +35,7 @@ from ._tracebacks import TaskFailure, format_traceback, mark_task_failure, task_
 
 if TYPE_CHECKING:
     from ._flows import Flow
+    from ._resume import Resume
     from ._store._writer import RunWriter
     from ._tasks import Task
 
@@ -264,6 +268,8 @@ class _TaskRunRecord(_Attempts):
         error = _failure(state)
         if error is not None:  # the flow it fails will headline this task run's error
             mark_task_failure(error, TaskFailure(row["id"], row["name"], state.message))
+        if state.type is StateType.COMPLETED:
+            row["result"] = encode_result(self.task, state.data)
         row.update(
             state_type=_TEXT[state.type],
             state_name=state.name,
@@ -289,6 +295,7 @@ async def run_task(
     kwargs: dict[str, Any],
     wait_for: tuple[TaskFuture[Any], ...] = (),
     task_run_id: str | None = None,
+    position: int | None = None,
     *,
     unwrap: Literal[False] = False,
 ) -> State: ...
@@ -302,6 +309,7 @@ async def run_task(
     kwargs: dict[str, Any],
     wait_for: tuple[TaskFuture[Any], ...] = (),
     task_run_id: str | None = None,
+    position: int | None = None,
     *,
     unwrap: bool,
 ) -> Any: ...
@@ -314,6 +322,7 @@ async def run_task(
     kwargs: dict[str, Any],
     wait_for: tuple[TaskFuture[Any], ...] = (),
     task_run_id: str | None = None,
+    position: int | None = None,
     *,
     unwrap: bool = False,
 ) -> Any:
@@ -324,6 +333,8 @@ async def run_task(
     """
     writer = flow_run.writer
     run_id = task_run_id or new_id()
+    if position is None:
+        position = next(flow_run.positions)
     row: dict[str, Any] = {
         "id": run_id,
         "flow_run_id": flow_run.flow_run_id,
@@ -337,6 +348,9 @@ async def run_task(
         "started_at": None,
         "ended_at": None,
         "traceback": None,
+        "result": None,
+        "position": position,
+        "reused_from": None,
     }
     record = _TaskRunRecord(task, row, writer, args, kwargs)
     upstream: list[TaskFuture[Any]] = []
@@ -354,6 +368,20 @@ async def run_task(
         record.kwargs = kwargs = _resolve(kwargs)
     if task.task_run_name is not None:
         row["name"] = task.format_run_name(record.info().parameters)
+    if flow_run.resume is not None:
+        kept = flow_run.resume.take(position, task.name, flow_run.flow_run_id)
+        if kept is not None:
+            reused = _reuse(task, row, writer, kept, "Reused")
+            if reused is not None:
+                return reused.result() if unwrap else reused
+    key = None
+    if task.cache_key_fn is not None:
+        key = cache_key(task, flow_run, run_id, record.info().parameters)
+        hit = None if key is None else await lookup(writer.database_url, key, task.name)
+        if hit is not None:
+            reused = _reuse(task, row, writer, KeptResult(hit[0], task.name, hit[1]), "Cached")
+            if reused is not None:
+                return reused.result() if unwrap else reused
 
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
     task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
@@ -369,12 +397,47 @@ async def run_task(
         if flow_token is not None:
             current_flow_run.reset(flow_token)
     record.finish(state)
+    if key is not None and row["result"] is not None and state.type is StateType.COMPLETED:
+        await keep(task, writer.database_url, key, row["result"], run_id, flow_run.flow_run_id)
     if state.type is StateType.FAILED:
         _log_failed_task(flow_run, row, state)
     hooks = task.on_completion if state.type is StateType.COMPLETED else task.on_failure
     if hooks:
         await _run_hooks(hooks, task, record.info(), state)
     return state.result() if unwrap else state
+
+
+def _reuse(
+    task: Task[Any, Any], row: dict[str, Any], writer: RunWriter, kept: KeptResult, name: str
+) -> State | None:
+    """End this task run with the result `kept` (state `name`: Reused or Cached).
+
+    None if the result does not read back as the task's return type: the task runs.
+    """
+    try:
+        value = decode_result(task, kept.result)
+    except Exception as error:
+        logger.warning(
+            "task run %s: the kept result of %s does not read back as its return type (%s);"
+            " the task runs again",
+            row["name"],
+            kept.task_run_id,
+            error,
+        )
+        return None
+    now = time.time()
+    row.update(
+        state_type=_COMPLETED,
+        state_name=name,
+        started_at=now,
+        ended_at=now,
+        result=kept.result,
+        reused_from=kept.task_run_id,
+    )
+    writer.put_task_run(row)
+    state = State(StateType.COMPLETED, name, None, value, now)
+    state.run_id = row["id"]
+    return state
 
 
 async def _wait_upstream(
@@ -426,7 +489,8 @@ def submit_task(
     global _submitted
     _submitted = True
     run_id = new_id()
-    coroutine = run_task(task, flow_run, args, kwargs, tuple(wait_for), run_id)
+    position = next(flow_run.positions)  # now: the order of submission, not of starting
+    coroutine = run_task(task, flow_run, args, kwargs, tuple(wait_for), run_id, position)
     loop = flow_run.loop
     on_loop = running_loop() is loop
     future: asyncio.Future[State] | Any
@@ -561,12 +625,14 @@ async def run_flow(
     worker_id: str | None = None,
     retry_of: str | None = None,
     flow_run_id: str | None = None,
+    resume: Resume | None = None,
 ) -> State:
     """Run `flow` once, recorded through `writer`, and return its final state.
 
     Parameters come from `args`/`kwargs` (a direct call) or from `raw_parameters`,
     a JSON document (an event). Invalid parameters end the run FAILED without
-    calling the flow; nothing is raised.
+    calling the flow; nothing is raised. With `resume`, task calls reuse the
+    results that run kept (eventflow/_resume.py).
     """
     run_id = flow_run_id or new_id()
     writer.ensure_flow(flow.name, flow.version)
@@ -596,6 +662,7 @@ async def run_flow(
         "started_at": now,
         "ended_at": None,
         "traceback": None,
+        "resumed_from": None if resume is None else resume.run_id,
     }
     try:
         if raw_parameters is not None:
@@ -620,6 +687,7 @@ async def run_flow(
     writer.put_flow_run(row)
     record = _FlowRunRecord(row, writer, parameters)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
+    context.resume = resume
     token = current_flow_run.set(context)
     try:
         state = await _attempts(

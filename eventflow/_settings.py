@@ -206,6 +206,21 @@ class Settings:
         _float,
     )
 
+    persist_results: bool = setting(
+        True,
+        "EVENTFLOW_PERSIST_RESULTS",
+        "`1`: each completed task run keeps its result (JSON), so a crashed or retried run "
+        "resumes after its completed tasks; `0`: results are not kept and a run starts over.",
+        _flag,
+    )
+    result_max_bytes: int = setting(
+        100_000,
+        "EVENTFLOW_RESULT_MAX_BYTES",
+        "Largest task result kept (bytes of JSON); a larger one is not kept and that task "
+        "runs again when its run resumes.",
+        _int,
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The defaults, overridden by each `EVENTFLOW_*` variable that is set (not empty)."""

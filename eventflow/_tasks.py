@@ -7,6 +7,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._context import current_flow_run
@@ -53,6 +54,9 @@ class Task(Generic[P, R]):
         task_run_name: str | Callable[..., str] | None = None,
         on_completion: Sequence[Callable[..., Any]] | None = None,
         on_failure: Sequence[Callable[..., Any]] | None = None,
+        persist_result: bool = True,
+        cache_key_fn: Callable[..., str | None] | None = None,
+        cache_expiration: timedelta | None = None,
     ) -> None:
         self.fn = fn
         self.name = str(name or getattr(fn, "__name__", "task"))
@@ -69,6 +73,11 @@ class Task(Generic[P, R]):
         self.task_run_name = task_run_name
         self.on_completion = tuple(on_completion or ())
         self.on_failure = tuple(on_failure or ())
+        self.persist_result = persist_result
+        """False: the result is not kept; the task runs again when its run resumes."""
+        self.cache_key_fn = cache_key_fn
+        """`(context, parameters) -> key`: a call whose key has a kept result returns it."""
+        self.cache_expiration = cache_expiration
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self.__doc__ = fn.__doc__
@@ -89,6 +98,9 @@ class Task(Generic[P, R]):
             "task_run_name": self.task_run_name,
             "on_completion": self.on_completion,
             "on_failure": self.on_failure,
+            "persist_result": self.persist_result,
+            "cache_key_fn": self.cache_key_fn,
+            "cache_expiration": self.cache_expiration,
         }
         current.update(options)
         return Task(self.fn, **current)
@@ -206,6 +218,9 @@ def task(
     task_run_name: str | Callable[..., str] | None = None,
     on_completion: Sequence[Callable[..., Any]] | None = None,
     on_failure: Sequence[Callable[..., Any]] | None = None,
+    persist_result: bool = True,
+    cache_key_fn: Callable[..., str | None] | None = None,
+    cache_expiration: timedelta | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

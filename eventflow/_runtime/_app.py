@@ -22,6 +22,7 @@ from .._flows import Flow
 from .._logging import STATUS_LINE, configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
 from .._notify import Notification
+from .._results import configure as keep_results
 from .._retries import Backoff
 from .._settings import Settings
 from .._store._engine import make_engine
@@ -214,6 +215,7 @@ class App:
         """
         settings = self.settings or Settings.from_env()
         configure_logging(settings.log_format, settings.log_level)
+        keep_results(settings.persist_results, settings.result_max_bytes)
         stop = stop or asyncio.Event()
         await asyncio.to_thread(upgrade, settings.database_url)
         writer = RunWriter(

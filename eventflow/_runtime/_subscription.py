@@ -27,10 +27,12 @@ from .._errors import ParameterValidationError, WorkerStoppingError
 from .._flows import Flow
 from .._ids import new_id
 from .._notify import Notification
+from .._resume import Resume, ResumePlans
 from .._states import State, StateType
 from .._store._checkpoints import read_checkpoint
 from .._store._leases import acquire_lease, release_lease
 from .._store._recovery import FinishedRun, finished_event_ids, finished_events, load_offsets
+from .._store._results import run_results
 from .._store._writer import RunWriter
 from ._admission import AdmissionAbandoned
 from ._controlled import FlowControls, decode_json, partition_of
@@ -144,6 +146,7 @@ class SubscriptionRunner(FlowControls, EventSink):
         self.engine = engine
         self.worker_id = worker_id
         self.stats = RunnerStats()
+        self._resume = ResumePlans()
         self.in_flight = 0
         self._stopping = False
         self._partitions: dict[Partition, _PartitionState] = {}
@@ -225,6 +228,9 @@ class SubscriptionRunner(FlowControls, EventSink):
                     )
                     for p in partitions
                 }
+                await self._resume.load(
+                    self.engine, self.flow.name, partitions, stored, done, group
+                )
                 break
             except Exception as error:  # the store is down: assignment waits for it
                 if self._stopping:
@@ -496,6 +502,8 @@ class SubscriptionRunner(FlowControls, EventSink):
         event was dealt with the first time).
         """
         self.stats.replayed += 1
+        resumed = row.get("resumed_from")  # runs retry: reuse what that run completed
+        resume = None if resumed is None else await run_results(self.engine, resumed)
         if row["event_payload"] is None:  # a direct call's run: its stored parameters
             await run_flow(
                 self.flow,
@@ -504,6 +512,7 @@ class SubscriptionRunner(FlowControls, EventSink):
                 worker_id=self.worker_id,
                 flow_run_id=row["id"],
                 retry_of=row["retry_of"],
+                resume=resume,
             )
             return
         event = Event(
@@ -515,11 +524,18 @@ class SubscriptionRunner(FlowControls, EventSink):
             offset=row["event_offset"],
             timestamp=None if row["event_time"] is None else row["event_time"].timestamp(),
         )
-        await self._run(event, run_id=row["id"], retry_of=row["retry_of"])
+        await self._run(event, run_id=row["id"], retry_of=row["retry_of"], resume=resume)
 
     async def _run(
-        self, event: Event, *, run_id: str | None = None, retry_of: str | None = None
+        self,
+        event: Event,
+        *,
+        run_id: str | None = None,
+        retry_of: str | None = None,
+        resume: Resume | None = None,
     ) -> State:
+        if retry_of is None:  # a delivery, not a replay: resume its unfinished run, if any
+            resume = self._resume.take(event.stream, event.partition, event.offset)
         info = EventInfo(
             source=event.stream or self.source.name,
             id=event.id,
@@ -540,6 +556,7 @@ class SubscriptionRunner(FlowControls, EventSink):
                 worker_id=self.worker_id,
                 flow_run_id=run_id,
                 retry_of=retry_of,
+                resume=resume,
             )
         try:
             override = params(event) if callable(params) else params
@@ -557,6 +574,7 @@ class SubscriptionRunner(FlowControls, EventSink):
             worker_id=self.worker_id,
             flow_run_id=run_id,
             retry_of=retry_of,
+            resume=resume,
         )
 
     def _flow_parameters(self, decoded: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,11 @@ class FlowRun(BaseModel):
     run_count: int = Field(description="Attempts so far (1 + retries).")
     parent_flow_run_id: str | None = None
     retry_of: str | None = Field(None, description="The run this one replays.")
+    resumed_from: str | None = Field(
+        None,
+        description="The crashed or failed run this one resumed: its completed task runs"
+        " were reused, not run again.",
+    )
     linked_run_id: str | None = Field(
         None,
         description="For a run a flow control decided on (Duplicate, Debounced, Batched,"
@@ -89,6 +94,11 @@ class TaskRun(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     duration_seconds: float | None = None
+    position: int | None = Field(None, description="Call order in the flow run (from 0).")
+    reused_from: str | None = Field(
+        None, description="State `Reused`: the task run whose kept result this one returned."
+    )
+    reused_from_run: str | None = Field(None, description="The flow run of `reused_from`.")
 
 
 class Edge(BaseModel):
@@ -206,6 +216,10 @@ class Sources(BaseModel):
 class RetryResponse(BaseModel):
     id: str = Field(description="The new run, PENDING until a worker running the flow claims it.")
     retry_of: str
+    resumed_from: str | None = Field(
+        None,
+        description="The run whose completed task runs the new run reuses (null: a full re-run).",
+    )
 
 
 def _failed_states() -> list[ReplayableState]:

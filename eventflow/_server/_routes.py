@@ -214,6 +214,9 @@ async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> mode
 
 # before /flow-runs/{run_id}: the first route whose path matches answers 405 with its methods
 RunId = Annotated[str, Path(description="A run id, or a unique prefix or suffix of one.")]
+FullRetry = Annotated[
+    bool, Query(description="Run every task again, not only those that did not complete.")
+]
 
 
 @router.get(
@@ -239,17 +242,23 @@ async def get_flow_run(request: Request, run_id: RunId) -> models.FlowRunDetail:
     responses={**NOT_FOUND, 409: {"model": models.Problem}},
     summary="Run a failed, crashed or cancelled run again (a new linked run)",
 )
-async def retry_flow_run(request: Request, run_id: RunId) -> models.RetryResponse:
-    """The new run is PENDING until a worker running the flow picks it up."""
+async def retry_flow_run(
+    request: Request, run_id: RunId, full: FullRetry = False
+) -> models.RetryResponse:
+    """The new run is PENDING until a worker running the flow picks it up.
+
+    It resumes the old run: task calls whose task run completed return the kept
+    result without running again; with `full=true` every task runs again.
+    """
     reader = _reader(request)
     try:
         full_id = await reader.resolve_run_id(_resolvable(run_id))
-        new_id = await request_retry(_engine(reader), full_id)
+        new_id = await request_retry(_engine(reader), full_id, full=full)
     except RunNotFoundError as error:
         raise HTTPException(404, str(error)) from None
     except ReplayError as error:
         raise HTTPException(409, str(error)) from None
-    return models.RetryResponse(id=new_id, retry_of=full_id)
+    return models.RetryResponse(id=new_id, retry_of=full_id, resumed_from=None if full else full_id)
 
 
 def _resolvable(run_id: str) -> str:

@@ -271,6 +271,15 @@ class RunReader:
                 .where(logs.c.flow_run_id == run_id)
                 .order_by(logs.c.timestamp, logs.c.id),
             )
+            reused = [t["reused_from"] for t in task_runs if t["reused_from"] is not None]
+            if reused:  # the runs they came from, for a link
+                sources = await _rows(
+                    conn,
+                    sa.select(tasks.c.id, tasks.c.flow_run_id).where(tasks.c.id.in_(reused)),
+                )
+                run_of = {s["id"]: s["flow_run_id"] for s in sources}
+                for t in task_runs:
+                    t["reused_from_run"] = run_of.get(t["reused_from"])
         (result,) = found
         result["task_runs"] = task_runs
         result["edges"] = edge_rows

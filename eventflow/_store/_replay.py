@@ -53,8 +53,12 @@ def _request_row(old: Any, now: float) -> dict[str, Any]:
     }
 
 
-async def request_retry(engine: AsyncEngine, run_id: str) -> str:
-    """Ask for run `run_id` (a full id) to run again; the new run's id."""
+async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False) -> str:
+    """Ask for run `run_id` (a full id) to run again; the new run's id.
+
+    The new run resumes the old one: its task calls reuse the results of the
+    task runs that completed (eventflow/_resume.py). With `full`, it runs all anew.
+    """
     runs = schema.flow_runs
     async with engine.begin() as conn:
         old = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
@@ -66,6 +70,7 @@ async def request_retry(engine: AsyncEngine, run_id: str) -> str:
                 " CANCELLED runs can be retried"
             )
         row = _request_row(old, time.time())
+        row["resumed_from"] = None if full else old["id"]
         await conn.execute(runs.insert().values(**row))
     return str(row["id"])
 

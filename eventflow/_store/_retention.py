@@ -1,8 +1,9 @@
 """Retention: delete finished runs older than a cutoff, so a continuous stream stays bounded.
 
 Runs still active are never touched, and neither are the committed offsets.
-Deleting goes in batches of runs (with their task runs, edges and logs), each
-its own short transaction, so writers are never blocked for long.
+Deleting goes in batches of runs (with their task runs and the results they
+kept, edges, logs and task cache entries), each its own short transaction, so
+writers are never blocked for long. Expired cache entries go too.
 
 A pruned run no longer deduplicates a redelivery of its event: keep runs longer
 than any source may redeliver (Kafka: the committed offset moves past them at
@@ -11,6 +12,8 @@ keep runs longer than any `idempotency_window`.
 """
 
 from __future__ import annotations
+
+import time
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +39,7 @@ async def prune(engine: AsyncEngine, before: float, *, batch_size: int = 5_000) 
             ids = list((await conn.execute(old)).scalars().all())
             if not ids:
                 break
-            for table in (schema.logs, schema.task_run_edges, schema.task_runs):
+            for table in (schema.logs, schema.task_run_edges, schema.task_runs, schema.task_cache):
                 await conn.execute(table.delete().where(table.c.flow_run_id.in_(ids)))
             await conn.execute(runs.delete().where(runs.c.id.in_(ids)))
         deleted += len(ids)
@@ -47,6 +50,10 @@ async def prune(engine: AsyncEngine, before: float, *, batch_size: int = 5_000) 
         )
         await conn.execute(
             workers.delete().where(workers.c.stopped_at.is_not(None), workers.c.stopped_at < before)
+        )
+        cache = schema.task_cache
+        await conn.execute(
+            cache.delete().where(cache.c.expires_at.is_not(None), cache.c.expires_at < time.time())
         )
         claims = schema.idempotency_keys
         await conn.execute(

@@ -63,6 +63,7 @@ flow_runs = sa.Table(
     sa.Column("ended_at", TIMESTAMP),
     sa.Column("linked_run_id", sa.String(32)),
     sa.Column("traceback", sa.Text),  # bounded: eventflow/_tracebacks.py
+    sa.Column("resumed_from", sa.String(32)),  # the unfinished run whose task results it reused
     # Only what a query needs: every index costs each run's insert (migration 0006).
     # (state_type last: counts by flow and state read these indexes alone)
     sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at", "state_type"),
@@ -98,8 +99,25 @@ task_runs = sa.Table(
     sa.Column("started_at", TIMESTAMP),
     sa.Column("ended_at", TIMESTAMP),
     sa.Column("traceback", sa.Text),
+    sa.Column("result", sa.Text),  # JSON; null when not kept (too large, not JSON, opted out)
+    sa.Column("position", sa.Integer),  # call order in the flow run (submission order)
+    sa.Column("reused_from", sa.String(32)),  # the task run whose result this one returned
     sa.Index("ix_task_runs_flow_run", "flow_run_id"),
 )
+
+task_cache = sa.Table(
+    "task_cache",
+    metadata,
+    sa.Column("cache_key", sa.String(500), primary_key=True),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("task_run_id", sa.String(32), nullable=False),
+    sa.Column("flow_run_id", sa.String(32), nullable=False),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+    sa.Column("expires_at", TIMESTAMP),
+    sa.Index("ix_task_cache_flow_run", "flow_run_id"),
+)
+"""Results of tasks with a `cache_key_fn`, by key: a call with a key found here and not
+expired returns the result without running (see eventflow/_caching.py)."""
 
 task_run_edges = sa.Table(
     "task_run_edges",

@@ -21,11 +21,17 @@ class Worker:
 
     started: list[Worker] = []
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *args: str,
+        app: str = "tests/apps/kafka_worker.py:app",
+    ) -> None:
         self.log = log
         self._file = log.open("ab")
         self.process = subprocess.Popen(
-            [EVENTFLOW, "run", "tests/apps/kafka_worker.py:app", *args],
+            [EVENTFLOW, "run", app, *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=self._file,

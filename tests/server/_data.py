@@ -13,7 +13,9 @@ import pydantic
 from eventflow import EventInfo, flow, get_run_logger, task
 from eventflow._engine import run_flow
 from eventflow._logging import configure_logging
+from eventflow._store._engine import make_engine
 from eventflow._store._migrate import upgrade
+from eventflow._store._results import run_results
 from eventflow._store._writer import RunWriter
 
 SECRET = "hunter2-very-secret"
@@ -182,6 +184,30 @@ async def _order(writer: RunWriter, offset: int, order_id: str, amount: int, key
     )
     assert state.run_id is not None
     return state.run_id
+
+
+async def _resumed_etl(url: str) -> tuple[str, str]:
+    await asyncio.to_thread(upgrade, url)
+    writer = RunWriter(url, flush_interval=0.01)
+    await asyncio.to_thread(writer.start)
+    engine = make_engine(url)
+    try:
+        first = await run_flow(etl, writer, kwargs={"n": 3})
+        await writer.flush()
+        assert first.run_id is not None
+        resume = await run_results(engine, first.run_id)
+        again = await run_flow(etl, writer, kwargs={"n": 3}, resume=resume)
+        await writer.flush()
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(writer.close)
+    assert again.run_id is not None and again.result() == first.result()
+    return first.run_id, again.run_id
+
+
+def resumed_etl(url: str) -> tuple[str, str]:
+    """A run of `etl`, and a second run that resumed it (every task run reused)."""
+    return asyncio.run(_resumed_etl(url))
 
 
 def fill_store(url: str) -> Runs:

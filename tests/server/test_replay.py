@@ -18,7 +18,11 @@ def test_retry_creates_a_linked_pending_run(fresh_store: Store) -> None:
         created = client.post(f"/api/flow-runs/{runs.order_failed}/retry")
         assert created.status_code == 201, created.text
         new_id = created.json()["id"]
-        assert created.json() == {"id": new_id, "retry_of": runs.order_failed}
+        assert created.json() == {
+            "id": new_id,
+            "retry_of": runs.order_failed,
+            "resumed_from": runs.order_failed,  # it reuses what completed
+        }
 
         retry = client.get(f"/api/flow-runs/{new_id}").json()
         assert (retry["state_type"], retry["retry_of"]) == ("PENDING", runs.order_failed)

@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from eventflow._server import create_app
 from tests._services import ROOT
-from tests.server._data import SECRET
+from tests.server._data import SECRET, resumed_etl
 from tests.server._serve import serve
 from tests.server.conftest import Store
 from tests.server.test_dashboard import expected
@@ -236,6 +236,7 @@ def test_run_detail_graph_timeline_event_and_retry(
 
         browser.get(f"{base}/#/runs/{runs.order_failed}")
         wait(browser, lambda d: css(d, "#retry-button"))
+        assert text(browser, "#full-retry-button") == "Full re-run"  # Retry resumes
         payload = text(browser, "#event-payload") or ""
         assert '"password": "***"' in payload and SECRET not in browser.page_source
         assert (text(browser, "#run-error") or "").endswith("(password ***)")
@@ -382,3 +383,18 @@ def test_subscription_page_partitions_and_dead_letters_replay(
         wait_text(browser, "#dead-letter-notice", "2 dead letter(s) asked to run again.")
         pending = httpx.get(f"{base}/api/flow-runs", params={"state": "PENDING"}).json()
         assert {r["retry_of"] for r in pending["items"]} == {runs.order_failed, runs.order_invalid}
+
+
+def test_a_resumed_run_shows_its_reused_task_runs_and_their_run(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'runs.db'}"
+    first, resumed = resumed_etl(url)
+    with serve(create_app(url)) as base:
+        browser.get(f"{base}/#/runs/{resumed}")
+        wait(browser, lambda d: len(css(d, "#task-table .reused-from")) == 5)
+        assert text(browser, "#resumed-from") == first[-8:]
+        links = {a.get_attribute("href") for a in css(browser, "#task-table .reused-from")}
+        assert links == {f"{base}/#/runs/{first}"}
+        assert "Reused" in (text(browser, "#task-table") or "")
+        screenshot(browser, tmp_path, "run-resumed")

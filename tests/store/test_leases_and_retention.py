@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from eventflow import ConfigurationError, flow, get_run_logger, task
+from eventflow import ConfigurationError, flow, get_run_logger, task, task_input_hash
 from eventflow._defaults import default_writer_async
 from eventflow._settings import parse_duration
 from eventflow._store import _schema as schema
+from eventflow._store._cache import store_result
 from eventflow._store._engine import make_engine
 from eventflow._store._leases import acquire_lease, release_lease
 from eventflow._store._migrate import upgrade
@@ -43,9 +44,14 @@ def step(x: int) -> int:
     return x + 1
 
 
+@task(cache_key_fn=task_input_hash)
+def cached_step(x: int) -> int:
+    return x
+
+
 @flow(name="retained")
 def retained(x: int) -> int:
-    return step(step.submit(x))
+    return step(step.submit(cached_step(x)))
 
 
 async def test_prune_deletes_finished_runs_with_their_records_and_keeps_active_ones(
@@ -61,14 +67,22 @@ async def test_prune_deletes_finished_runs_with_their_records_and_keeps_active_o
         | {"state_name": "Running", "run_count": 1, "created_at": now - 3600}
     )
     await writer.flush()
+    assert {r["result"] for r in await rows(url, schema.task_runs)} == {str(i) for i in range(7)}
+    assert len(await rows(url, schema.task_cache)) == 5
     engine = make_engine(url)
     try:
+        for key, expires_at in (("expired", now - 1), ("fresh", now + 3600)):
+            await store_result(engine, key, "1", "t", "active-run", now - 7200, expires_at)
         assert await prune(engine, now - 3600) == 0  # nothing that old
         assert len(await flow_runs(url)) == 6
+        keys = {c["cache_key"] for c in await rows(url, schema.task_cache)}
+        assert "fresh" in keys and "expired" not in keys and len(keys) == 6  # expired: gone
         assert await prune(engine, time.time() + 1, batch_size=2) == 5
     finally:
         await engine.dispose()
     assert [r["id"] for r in await flow_runs(url)] == ["active-run"]
+    # results go with their task runs, cache entries with their runs
+    assert [c["cache_key"] for c in await rows(url, schema.task_cache)] == ["fresh"]
     assert await rows(url, schema.task_runs) == []
     assert await rows(url, schema.task_run_edges) == []
     assert await rows(url, schema.logs) == []

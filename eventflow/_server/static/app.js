@@ -510,8 +510,10 @@ class RunView {
     const run = this.run;
     const names = Object.fromEntries(run.task_runs.map((t) => [t.id, t.name]));
     const failing = run.task_runs.find((t) => t.id === run.error_task_run_id);
+    // Retry resumes: completed task runs are reused; a full re-run calls every task again
     const retry = REPLAYABLE.has(run.state_type)
-      ? h("button", { class: "primary", id: "retry-button", onclick: (e) => this.retry(e.target) }, "Retry")
+      ? [h("button", { class: "primary", id: "retry-button", title: "Run again from the task that did not complete", onclick: (e) => this.retry(e.target) }, "Retry"),
+        h("button", { class: "secondary", id: "full-retry-button", title: "Run every task again", onclick: (e) => this.retry(e.target, true) }, "Full re-run")]
       : null;
     patch(this.root,
       h("h1", {},
@@ -530,6 +532,7 @@ class RunView {
         fact("Attempts", run.run_count),
         fact("Worker", run.worker_id || "–"),
         run.retry_of ? fact("Retry of", h("a", { href: `#/runs/${run.retry_of}`, id: "retry-of" }, shortId(run.retry_of))) : null,
+        run.resumed_from ? fact("Resumed from", h("a", { href: `#/runs/${run.resumed_from}`, id: "resumed-from" }, shortId(run.resumed_from))) : null,
         run.linked_run_id ? fact("Linked run", h("a", { href: `#/runs/${run.linked_run_id}`, id: "linked-run" }, shortId(run.linked_run_id))) : null,
         run.parent_flow_run_id ? fact("Parent run", h("a", { href: `#/runs/${run.parent_flow_run_id}` }, shortId(run.parent_flow_run_id))) : null),
       run.error ? h("div", { class: "panel", id: "error-panel" },
@@ -578,7 +581,9 @@ class RunView {
         "data-task-id": t.id, "data-key": t.id, class: t.id === this.selected ? "selected" : "",
       },
       h("td", {}, t.name),
-      h("td", {}, badge(t.state_type, t.state_name)),
+      h("td", {}, badge(t.state_type, t.state_name), t.reused_from_run ? [" from ", h("a", {
+        href: `#/runs/${t.reused_from_run}`, class: "reused-from", title: `task run ${t.reused_from}`,
+      }, shortId(t.reused_from_run))] : null),
       h("td", {}, t.run_count),
       h("td", {}, fmtTime(t.started_at)),
       h("td", {}, fmtDuration(runDuration(t))),
@@ -594,10 +599,11 @@ class RunView {
     if (scroll && row) row.scrollIntoView({ block: "center" });
   }
 
-  async retry(button) {
+  async retry(button, full = false) {
     button.disabled = true;
     try {
-      const created = await api(`/api/flow-runs/${encodeURIComponent(this.runId)}/retry`, { method: "POST" });
+      const query = full ? "?full=true" : "";
+      const created = await api(`/api/flow-runs/${encodeURIComponent(this.runId)}/retry${query}`, { method: "POST" });
       this.retried = { id: created.id };
     } catch (error) {
       this.retried = { error: error.message };

@@ -1,0 +1,97 @@
+"""Task results as stored JSON: kept with each COMPLETED task run, read back on resume.
+
+A result is kept when it serialises to JSON (orjson, with pydantic's encoder for
+models, dates and the like) within `EVENTFLOW_RESULT_MAX_BYTES`. One that does
+not is not kept (that task runs again when its run resumes), said once per task.
+Reading a result back validates it into the task's return annotation when it
+has one, so a task returning a pydantic model gets a model again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
+
+from ._settings import Settings
+
+if TYPE_CHECKING:
+    from ._tasks import Task
+
+logger = logging.getLogger("eventflow.engine")
+
+_limits: tuple[bool, int] | None = None
+_warned: set[str] = set()
+_adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each task function's return-type adapter (None: the plain JSON value), built on first use."""
+
+
+def _settings() -> tuple[bool, int]:
+    global _limits
+    if _limits is None:
+        settings = Settings.from_env()
+        _limits = (settings.persist_results, settings.result_max_bytes)
+    return _limits
+
+
+def configure(persist: bool, max_bytes: int) -> None:
+    """Set what results are kept (`App` passes its settings; tests and benches too)."""
+    global _limits
+    _limits = (persist, max_bytes)
+
+
+def encode_result(task: Task[Any, Any], value: Any) -> str | None:
+    """`value` as the JSON to keep with its task run, or None when it is not kept."""
+    persist, limit = _limits or _settings()
+    if not persist or not task.persist_result:
+        return None
+    try:
+        data = orjson.dumps(value, default=to_jsonable_python)
+    except (TypeError, ValueError) as error:
+        _skip(task, f"it is not JSON-serialisable ({error})")
+        return None
+    if len(data) > limit:
+        _skip(task, f"it is larger ({len(data):,} bytes) than EVENTFLOW_RESULT_MAX_BYTES")
+        return None
+    return data.decode()
+
+
+def decode_result(task: Task[Any, Any], text: str) -> Any:
+    """A kept result as the task's return type (its annotation) or as plain JSON."""
+    value = orjson.loads(text)
+    adapter = _adapter(task)
+    return value if adapter is None else adapter.validate_python(value)
+
+
+def _adapter(task: Task[Any, Any]) -> TypeAdapter[Any] | None:
+    key = task.fn
+    if key not in _adapters:
+        annotation = task.signature.return_annotation
+        adapter = None
+        if annotation is not inspect.Signature.empty and annotation is not Any:
+            try:
+                hints = inspect.get_annotations(task.fn, eval_str=True)
+                adapter = TypeAdapter(hints.get("return", annotation))
+            except Exception:  # an annotation pydantic cannot use: the plain JSON value
+                adapter = None
+        _adapters[key] = adapter
+    return _adapters[key]
+
+
+def _skip(task: Task[Any, Any], why: str) -> None:
+    if task.name not in _warned:
+        _warned.add(task.name)
+        logger.warning(
+            "task %s: its result is not kept because %s; the task runs again when a run "
+            "that called it resumes (said once per task)",
+            task.name,
+            why,
+        )

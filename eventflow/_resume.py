@@ -1,0 +1,105 @@
+"""Resuming a run: task calls matched by position to the task runs of the run it resumes.
+
+A task call's position is its call order in the flow run (submission order for
+`submit` and `map`). When a run resumes an earlier one (a redelivered event whose
+run crashed or never ended; `runs retry`), a call at a position where that run
+has a COMPLETED task run of the same task, with its result kept, returns that
+result without calling the function. The first position holding a different
+task means the flow took another path: from there on every call runs, and one
+WARNING says where. Flows must be deterministic between tasks for this to hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger("eventflow.engine")
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptResult:
+    """A COMPLETED task run of the resumed run, with its stored result (JSON)."""
+
+    task_run_id: str
+    task_name: str
+    result: str
+
+
+class Resume:
+    """The kept results a run may reuse, by position, and whether it has diverged."""
+
+    __slots__ = ("diverged", "results", "run_id")
+
+    def __init__(self, run_id: str, results: dict[int, KeptResult]) -> None:
+        self.run_id = run_id
+        self.results = results
+        self.diverged = False
+
+    def take(self, position: int, task_name: str, flow_run_id: str) -> KeptResult | None:
+        """The kept result for the call at `position`, or None: the call runs."""
+        if self.diverged:
+            return None
+        kept = self.results.get(position)
+        if kept is None:
+            return None
+        if kept.task_name != task_name:
+            self.diverged = True
+            logger.warning(
+                "flow run %s resumes %s but took another path: task call %d is %s, where %s"
+                " was before; this call and every later one run again (flows must be"
+                " deterministic between tasks to resume)",
+                flow_run_id,
+                self.run_id,
+                position,
+                task_name,
+                kept.task_name,
+            )
+            return None
+        return kept
+
+
+class ResumePlans:
+    """The runs to resume in a subscription's assigned partitions, by event offset.
+
+    Loaded at assignment with the finished events (one query per partition, a
+    few rows: the runs in flight at the last owner's end), taken as each event
+    runs: nothing is read from the store on the hot path.
+    """
+
+    __slots__ = ("_plans",)
+
+    def __init__(self) -> None:
+        self._plans: dict[Partition, dict[int, Resume]] = {}
+
+    async def load(
+        self,
+        engine: AsyncEngine,
+        flow_name: str,
+        partitions: Sequence[Partition],
+        stored: Mapping[Partition, int],
+        done: Mapping[Partition, Mapping[int, Any]],
+        group: str | None = None,
+    ) -> None:
+        from ._store._results import unfinished_runs
+
+        for partition in partitions:
+            plans = await unfinished_runs(
+                engine, flow_name, partition[0], partition[1], stored.get(partition, 0), group
+            )
+            finished = done.get(partition, {})
+            self._plans[partition] = {o: r for o, r in plans.items() if o not in finished}
+
+    def take(self, stream: str | None, partition: int | None, offset: int | None) -> Resume | None:
+        """The plan of the event at this position, once (None for most events)."""
+        if partition is None or offset is None:
+            return None
+        plans = self._plans.get((stream or "", partition))
+        return plans.pop(offset, None) if plans else None

@@ -1,0 +1,84 @@
+"""Reading kept task results: the runs a resumed run picks up from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .._resume import KeptResult, Resume
+from . import _schema as schema
+from ._recovery import DONE_STATES
+
+
+def _kept_columns() -> tuple[Any, ...]:
+    tasks = schema.task_runs
+    return (tasks.c.id, tasks.c.task_name, tasks.c.position, tasks.c.result)
+
+
+def _reusable() -> tuple[Any, ...]:
+    tasks = schema.task_runs
+    return (
+        tasks.c.state_type == "COMPLETED",
+        tasks.c.position.is_not(None),
+        tasks.c.result.is_not(None),
+    )
+
+
+async def unfinished_runs(
+    engine: AsyncEngine,
+    flow_name: str,
+    stream: str,
+    partition: int,
+    from_offset: int,
+    group: str | None = None,
+) -> dict[int, Resume]:
+    """Events at or after `from_offset` whose runs of `flow_name` did not end, with
+    the results their completed task runs kept (only events with at least one).
+    Runs of consumer group `group` only (or of none, as `finished_events`).
+
+    Of several such runs of one event (it crashed more than once), each position
+    takes the newest run's result; the resumed run is the newest.
+    """
+    runs, tasks = schema.flow_runs, schema.task_runs
+    query = (
+        sa.select(runs.c.event_offset, runs.c.id, runs.c.created_at, *_kept_columns())
+        .join(tasks, tasks.c.flow_run_id == runs.c.id)
+        .where(
+            runs.c.event_source == stream,
+            runs.c.event_partition == partition,
+            runs.c.event_offset >= from_offset,
+            runs.c.flow_name == flow_name,
+            runs.c.state_type.not_in(DONE_STATES),
+            sa.or_(runs.c.event_group.is_(None), runs.c.event_group == group),
+            *_reusable(),
+        )
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    by_offset: dict[int, list[Any]] = {}
+    for row in rows:
+        by_offset.setdefault(int(row[0]), []).append(row)
+    plans: dict[int, Resume] = {}
+    for offset, found in by_offset.items():
+        found.sort(key=lambda r: r[2])  # oldest run first: newer ones overwrite
+        plans[offset] = Resume(found[-1][1], _results(r[3:] for r in found))
+    return plans
+
+
+async def run_results(engine: AsyncEngine, run_id: str) -> Resume:
+    """What a retry of run `run_id` reuses: its completed task runs' kept results."""
+    tasks = schema.task_runs
+    query = sa.select(*_kept_columns()).where(tasks.c.flow_run_id == run_id, *_reusable())
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return Resume(run_id, _results(rows))
+
+
+def _results(rows: Iterable[Any]) -> dict[int, KeptResult]:
+    return {
+        int(position): KeptResult(task_run_id, task_name, result)
+        for task_run_id, task_name, position, result in rows
+    }
