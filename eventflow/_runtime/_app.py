@@ -316,12 +316,13 @@ class App:
         writer = house.writer
         for runner in self.runners:
             runner.health.shut_down()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner.commit(), settings.shutdown_grace)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner.source.close(), 30)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(runner.stop_sink(), 30)
+            for step, seconds in (
+                (runner.commit, settings.shutdown_grace),
+                (runner.source.close, 30.0),
+                (runner.stop_sink, 30.0),
+            ):
+                with anyio.move_on_after(seconds), contextlib.suppress(Exception):
+                    await step()
         house.put_source_status()
         writer.put_worker({**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()})
         try:

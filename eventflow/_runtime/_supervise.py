@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import anyio
+
 from .._errors import EventflowError
 from .._retries import Backoff
 from ._runner import SubscriptionRunner
@@ -87,9 +89,9 @@ async def commit_loop(runner: SubscriptionRunner, interval: float) -> None:
     """
     while True:
         await asyncio.sleep(interval)
-        try:
-            await asyncio.wait_for(runner.commit(), 2 * SOURCE_CALL_TIMEOUT)
-        except TimeoutError:
-            continue  # the store is away: the writer logs it, the next round retries
-        except Exception:
-            logger.exception("%s: commit failed", runner.subscription.name)
+        # the store away: the round gives up (the writer logs it), the next one retries
+        with anyio.move_on_after(2 * SOURCE_CALL_TIMEOUT):
+            try:
+                await runner.commit()
+            except Exception:
+                logger.exception("%s: commit failed", runner.subscription.name)
