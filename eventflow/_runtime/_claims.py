@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .._store._idempotency import Claim
-from .._store._runstore import RunStore
+from .._store._runstore import Claim, RunStore
 
 
 class KeyClaims:

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .._store._recovery import FinishedRun
+from .._store._runstore import FinishedRun
 from ._source import Event, Partition
 
 _UNDECODED: Any = object()

@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable
 from .._metrics import RECORDER
 from .._retries import Backoff
 from .._states import State, StateType
-from .._store._idempotency import COMPLETED, RELEASED, stored_key
-from .._store._runstore import RunStore
+from .._store._runstore import COMPLETED, RELEASED, RunStore, stored_key
 from .._store._writer import RunWriter
 from ._admission import Admission, AdmissionAbandoned, Ticket
 from ._claims import KeyClaims

@@ -17,8 +17,7 @@ from .._logging import STATUS_LINE
 from .._metrics import MetricsExporter
 from .._notify import Notification
 from .._settings import Settings
-from .._store._recovery import Sweep
-from .._store._runstore import RunStore
+from .._store._runstore import RunStore, Sweep
 from .._store._writer import RunWriter
 from ._liveness import Outage, WorkerHealth
 from ._runner import SubscriptionRunner

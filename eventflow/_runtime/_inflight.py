@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._store._recovery import FinishedRun
+from .._store._runstore import FinishedRun
 from ._delivery import Delivery, partition_of
 from ._offsets import OffsetTracker
 from ._source import Event, Partition

@@ -29,8 +29,7 @@ from typing import Any
 from .._errors import ParameterValidationError, WorkerStoppingError
 from .._retries import Backoff
 from .._states import State, StateType
-from .._store._recovery import FinishedRun
-from .._store._runstore import RunStore
+from .._store._runstore import FinishedRun, RunStore
 from .._store._writer import RunWriter
 from ._admission import AdmissionAbandoned
 from ._commits import OffsetCommits

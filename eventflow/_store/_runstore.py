@@ -16,8 +16,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _checkpoints, _idempotency, _leases, _recovery, _replay, _retention
 from ._engine import make_engine
-from ._idempotency import Claim
+from ._idempotency import COMPLETED, RELEASED, Claim, stored_key
 from ._recovery import FinishedRun, Sweep
+
+__all__ = [
+    "COMPLETED",
+    "RELEASED",
+    "Claim",
+    "FinishedRun",
+    "RunStore",
+    "SqlRunStore",
+    "Sweep",
+    "stored_key",
+]
 
 Partition = tuple[str, int]
 
