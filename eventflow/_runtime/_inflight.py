@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,9 @@ from .._store._runstore import FinishedRun
 from ._delivery import Delivery, partition_of
 from ._offsets import OffsetTracker
 from ._source import Event, Partition
+
+_NOTHING_NEXT: tuple[None, tuple[()]] = (None, ())
+"""`InFlight.finish`'s answer when no queued event starts and none is dropped."""
 
 
 @dataclass(slots=True)
@@ -199,7 +202,7 @@ class InFlight:
 
     def finish(
         self, delivery: Delivery, finished: bool, *, chained: bool = True
-    ) -> tuple[Delivery | None, list[Delivery]]:
+    ) -> tuple[Delivery | None, Sequence[Delivery]]:
         """Account for a run that ended; `finished` lets its offset advance.
 
         Returns the next event of its key to start, if any, and the queued
@@ -222,11 +225,11 @@ class InFlight:
         elif finished:
             self.unacked.append(event)
         if event.key is None or not self.key_ordering or not chained:
-            return None, []
+            return _NOTHING_NEXT
         chain = (partition, event.key)
         queue = self._keys.get(chain)
         if queue is None:
-            return None, []
+            return _NOTHING_NEXT
         if closing or (not finished and partition is not None):
             self.count -= len(queue)
             if partition is not None and (held := self.partitions.get(partition)) is not None:
@@ -234,9 +237,9 @@ class InFlight:
             del self._keys[chain]
             return None, list(queue)
         if queue:
-            return queue.popleft(), []
+            return queue.popleft(), ()
         del self._keys[chain]
-        return None, []
+        return _NOTHING_NEXT
 
     def tasks(self, partitions: Iterable[Partition] | None = None) -> set[asyncio.Task[None]]:
         """The runs in flight: of `partitions`, or all of them (the runner's own too)."""
