@@ -55,6 +55,10 @@ class InFlight:
         self.unacked: list[Event] = []
         """Unpartitioned events done with, to acknowledge once their runs are stored."""
 
+    def stop(self) -> None:
+        """The worker stops: no event starts any more; queued ones are dropped as runs end."""
+        self.stopping = True
+
     # -- partitions --------------------------------------------------------------------
 
     def assign(self, partition: Partition, start: int | None, done: dict[int, FinishedRun]) -> None:

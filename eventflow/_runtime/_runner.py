@@ -49,6 +49,8 @@ ASSIGNMENT_RETRY = Backoff(initial=0.1, maximum=5.0, jitter=0.0)
 
 
 class SubscriptionRunner(EventSink):
+    """Runs one subscription: the source's side of it (`EventSink`) and the pipeline."""
+
     def __init__(
         self,
         subscription: Subscription,
@@ -118,7 +120,7 @@ class SubscriptionRunner(EventSink):
 
     def stop_fetching(self) -> None:
         """From now on no event starts: those waiting for a control are abandoned."""
-        self.inflight.stopping = True
+        self.inflight.stop()
         if self.controls is not None:
             for delivery in self.controls.drop():
                 self._settle_unchained(delivery, False)

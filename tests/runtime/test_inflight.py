@@ -82,7 +82,7 @@ def test_stopping_drops_what_waits_behind_a_finishing_run() -> None:
     assert first is not None and second is not None
     books.enter(first)
     books.enter(second)
-    books.stopping = True
+    books.stop()
     assert books.finish(first, True) == (None, [second])
     assert books.count == 0
     assert books.abandoning(_event(2))
