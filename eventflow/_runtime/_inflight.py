@@ -70,8 +70,9 @@ class InFlight:
         `previous` is an unpartitioned event's run that already ended; a
         partition's come from the finished runs loaded at assignment.
         """
-        partition = partition_of(event)
-        if partition is not None:
+        partition: Partition | None = None
+        if event.partition is not None:
+            partition = (event.stream or "", event.partition)
             state = self.partitions.get(partition)
             if state is None or state.stopped or event.offset is None:
                 return None  # not (or no longer) ours: the next owner reads it again

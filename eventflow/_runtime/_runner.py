@@ -233,12 +233,12 @@ class SubscriptionRunner(EventSink):
             if unpartitioned
             else {}
         )
-        stats = self.stats
+        stats, accept = self.stats, self.inflight.accept
         if events:
             stats.last_event_at = time.time()
         for event in events:
             stats.received += 1
-            delivery = self.inflight.accept(event, ended.get(event.id))
+            delivery = accept(event, ended.get(event.id) if ended else None)
             if delivery is not None:
                 self._decide(delivery)
 
@@ -272,10 +272,11 @@ class SubscriptionRunner(EventSink):
                 outcome: State | Decision = await self.runs.run(delivery)
             else:
                 outcome = await controls.run(delivery, self.runs.run)
-            if isinstance(outcome, Decision):  # not run (a duplicate, cancelled): recorded
+            # not run (a duplicate, cancelled: recorded), or it completed: done with
+            if isinstance(outcome, Decision) or self._counted(outcome):
                 finished = True
             else:
-                finished = await self._settle_run(delivery.event, outcome)
+                finished = await self._settle_failure(delivery.event, outcome)
         except AdmissionAbandoned:
             pass  # the event is read again by whoever owns its partition next
         except Exception:
@@ -339,14 +340,19 @@ class SubscriptionRunner(EventSink):
 
     # -- 4. settle -------------------------------------------------------------------------
 
-    async def _settle_run(self, event: Event, state: State) -> bool:
-        """Count the run's outcome; apply the failure policy. True when the event is done with."""
+    def _counted(self, state: State) -> bool:
+        """Count the run's outcome; True if it completed (the event is done with)."""
+        stats = self.stats
         if isinstance(state.data, ParameterValidationError):
-            self.stats.invalid += 1
+            stats.invalid += 1
         if state.type is StateType.COMPLETED:
-            self.stats.completed += 1
+            stats.completed += 1
             return True
-        self.stats.failed += 1
+        stats.failed += 1
+        return False
+
+    async def _settle_failure(self, event: Event, state: State) -> bool:
+        """Notify of a run that did not complete, apply the failure policy; True if done with."""
         self.settlement.notify(event, state)
         return await self.settlement.apply(event, state.run_id, state.message)
 
