@@ -149,7 +149,7 @@ async def measure(
     samples: list[tuple[int, float]] = []
     next_sample = 0
     while True:
-        committed = sum(state.stored or 0 for state in runner._partitions.values())
+        committed = sum(runner.stored_offsets().values())
         if runner.stats.completed >= next_sample:
             samples.append((runner.stats.completed, round(worker_rss_mb(runner), 1)))
             next_sample += max(count // 10, 1)

@@ -11,10 +11,11 @@ consumer seeks to them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -99,12 +100,29 @@ def _connection(
     return KafkaConnection(bootstrap_servers=bootstrap_servers or "localhost:9092")
 
 
-class KafkaStalledError(EventflowError):
+class KafkaBrokerError(EventflowError):
+    """Kafka (through aiokafka) reported an error; the message names aiokafka's.
+
+    aiokafka's errors do not leave this module: they become this class or a
+    narrower one, so the runtime logs one line for them, not a traceback.
+    """
+
+
+class KafkaStalledError(KafkaBrokerError):
     """The consumer stopped receiving records it should receive; it is replaced."""
 
 
-class KafkaUnavailableError(EventflowError):
+class KafkaUnavailableError(KafkaBrokerError):
     """The broker did not answer in time (or refused); the source retries quietly."""
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """aiokafka's errors raised in the block, as KafkaBrokerError (`what` failed)."""
+    try:
+        yield
+    except KafkaError as error:
+        raise KafkaBrokerError(f"{what}: {type(error).__name__}: {error}") from error
 
 
 async def _bounded(call: Awaitable[T], what: str, timeout: float = CALL_TIMEOUT) -> T:
@@ -356,9 +374,10 @@ class KafkaSource(Source):
         nobody cancelled us: taken for a shutdown, it ended the source silently.
         """
         try:
-            batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                timeout_ms=100, max_records=self.max_batch
-            )
+            with _translated(f"{self.name}: fetch"):
+                batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                    timeout_ms=100, max_records=self.max_batch
+                )
         except asyncio.CancelledError:
             if _cancelled():
                 raise  # a real cancellation: the runtime is stopping us
@@ -521,7 +540,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         stored = await self.sink.assigned([(tp.topic, tp.partition) for tp in assigned])
         for (topic, partition), offset in stored.items():
-            self.consumer.seek(TopicPartition(topic, partition), offset)
+            with _translated(f"{self.source.name}: seek"):
+                self.consumer.seek(TopicPartition(topic, partition), offset)
             self.source._positions[TopicPartition(topic, partition)] = offset
         self.source._ready |= set(assigned)
 
@@ -611,7 +631,8 @@ class KafkaRangeSource(Source):
 
     async def _read(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
         tps = await self._partitions(consumer)
-        consumer.assign(tps)
+        with _translated(f"{self.name}: assign"):
+            consumer.assign(tps)
         self.ranges = await self._ranges(consumer, tps)
         stored = await sink.assigned([(self.topic, tp.partition) for tp in tps])
         positions: dict[TopicPartition, int] = {}
@@ -642,7 +663,8 @@ class KafkaRangeSource(Source):
             if paused - wanted:
                 consumer.resume(*(paused - wanted))
             paused = wanted
-            batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+            with _translated(f"{self.name}: fetch"):
+                batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
             events = [
                 _event(record)
                 for tp, records in batch.items()

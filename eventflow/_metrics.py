@@ -28,7 +28,7 @@ from . import _probe_server
 from ._runtime._liveness import SOURCE_STATES
 
 if TYPE_CHECKING:
-    from ._runtime._subscription import SubscriptionRunner
+    from ._runtime._runner import SubscriptionRunner
     from ._store._writer import RunWriter
 
 logger = logging.getLogger("eventflow.metrics")

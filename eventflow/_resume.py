@@ -12,12 +12,8 @@ WARNING says where. Flows must be deterministic between tasks for this to hold.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger("eventflow.engine")
 
@@ -79,23 +75,16 @@ class ResumePlans:
     def __init__(self) -> None:
         self._plans: dict[Partition, dict[int, Resume]] = {}
 
-    async def load(
-        self,
-        engine: AsyncEngine,
-        flow_name: str,
-        partitions: Sequence[Partition],
-        stored: Mapping[Partition, int],
-        done: Mapping[Partition, Mapping[int, Any]],
-        group: str | None = None,
+    def assign(
+        self, partition: Partition, plans: Mapping[int, Resume], finished: Container[int]
     ) -> None:
-        from ._store._results import unfinished_runs
+        """The unfinished runs of a newly assigned partition (`RunStore.unfinished_runs`),
+        but for the events that ended after all (`finished`)."""
+        self._plans[partition] = {o: r for o, r in plans.items() if o not in finished}
 
+    def revoke(self, partitions: Iterable[Partition]) -> None:
         for partition in partitions:
-            plans = await unfinished_runs(
-                engine, flow_name, partition[0], partition[1], stored.get(partition, 0), group
-            )
-            finished = done.get(partition, {})
-            self._plans[partition] = {o: r for o, r in plans.items() if o not in finished}
+            self._plans.pop(partition, None)
 
     def take(self, stream: str | None, partition: int | None, offset: int | None) -> Resume | None:
         """The plan of the event at this position, once (None for most events)."""

@@ -6,7 +6,8 @@ what they wait for (tasks, subflows, hooks) have a pool each: however many sync
 flows are in flight, their tasks always find a thread (with one pool, flows
 holding every thread waited forever for tasks that could not start). Sync
 callers with no event loop (a script calling a flow) reach the async engine
-through one background "portal" loop, started on first use.
+through anyio's blocking portal, on a daemon thread started on first use (a
+daemon: a script that called a flow must still exit when its main thread ends).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
+import anyio
+from anyio.from_thread import BlockingPortal
+
 from ._settings import Settings
 
 T = TypeVar("T")
@@ -27,7 +31,7 @@ Pool = Literal["flows", "tasks"]
 
 _lock = threading.Lock()
 _executors: dict[Pool, ThreadPoolExecutor] = {}
-_portal_loop: asyncio.AbstractEventLoop | None = None
+_portal: tuple[BlockingPortal, asyncio.AbstractEventLoop] | None = None
 
 
 def user_code_executor(pool: Pool = "tasks") -> ThreadPoolExecutor:
@@ -52,24 +56,36 @@ async def run_sync(fn: Callable[..., T], /, *args: Any, pool: Pool = "tasks", **
     return await loop.run_in_executor(user_code_executor(pool), call)
 
 
+def blocking_portal() -> BlockingPortal:
+    """anyio's blocking portal that runs the engine for sync callers (see the module)."""
+    return _started_portal()[0]
+
+
 def portal_loop() -> asyncio.AbstractEventLoop:
-    """The background event loop that runs the engine for sync callers."""
-    global _portal_loop
-    if _portal_loop is None:
+    """The event loop of the blocking portal (to hand coroutines to, or compare with)."""
+    return _started_portal()[1]
+
+
+def _started_portal() -> tuple[BlockingPortal, asyncio.AbstractEventLoop]:
+    global _portal
+    if _portal is None:
         with _lock:
-            if _portal_loop is None:
-                loop = asyncio.new_event_loop()
-                started = threading.Event()
+            if _portal is None:
+                started: list[tuple[BlockingPortal, asyncio.AbstractEventLoop]] = []
+                ready = threading.Event()
 
-                def serve() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(started.set)
-                    loop.run_forever()
+                async def serve() -> None:
+                    async with BlockingPortal() as portal:
+                        started.append((portal, asyncio.get_running_loop()))
+                        ready.set()
+                        await portal.sleep_until_stopped()
 
-                threading.Thread(target=serve, name="eventflow-portal", daemon=True).start()
-                started.wait()
-                _portal_loop = loop
-    return _portal_loop
+                threading.Thread(
+                    target=anyio.run, args=(serve,), name="eventflow-portal", daemon=True
+                ).start()
+                ready.wait()
+                _portal = started[0]
+    return _portal
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

@@ -1,1 +1,1 @@
-"""The long-running App: sources -> dispatcher -> engine; offsets; shutdown."""
+"""The long-running App; each subscription a pipeline: deliver -> decide -> run -> settle."""

@@ -11,38 +11,31 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
-import orjson
+import anyio
 
-from .._errors import EventflowError
 from .._flows import Flow
-from .._logging import STATUS_LINE, configure_logging
+from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
-from .._notify import Notification
 from .._results import configure as keep_results
-from .._retries import Backoff
 from .._settings import Settings
-from .._store._engine import make_engine
-from .._store._leases import acquire_lease
 from .._store._migrate import upgrade
-from .._store._recovery import Sweep, sweep_crashed
-from .._store._replay import claim_replays
-from .._store._retention import prune
+from .._store._runstore import SqlRunStore
 from .._store._writer import RunWriter
 from ._checks import check_subscription
 from ._controls import Controls, KeyFunction, SingletonMode
-from ._liveness import Outage, SubscriptionHealth, WorkerHealth
+from ._housekeeping import Housekeeping
+from ._liveness import SubscriptionHealth, WorkerHealth
+from ._runner import SubscriptionRunner
 from ._source import Event, Sink, Source
-from ._subscription import (
-    SOURCE_CALL_TIMEOUT,
-    FailurePolicy,
-    Notifier,
-    Subscription,
-    SubscriptionRunner,
-)
+from ._subscription import FailurePolicy, Notifier, Subscription
+from ._supervise import SourceEndedError, commit_loop, supervise_source
+
+__all__ = ["App", "SourceEndedError", "tune_worker_process"]
 
 logger = logging.getLogger("eventflow.runtime")
 
@@ -217,14 +210,14 @@ class App:
         configure_logging(settings.log_format, settings.log_level)
         keep_results(settings.persist_results, settings.result_max_bytes)
         stop = stop or asyncio.Event()
-        await asyncio.to_thread(upgrade, settings.database_url)
+        await anyio.to_thread.run_sync(upgrade, settings.database_url)
         writer = RunWriter(
             settings.database_url,
             flush_interval=settings.flush_interval,
             process=settings.writer_process,
         )
-        await asyncio.to_thread(writer.start)
-        engine = make_engine(settings.database_url)
+        await anyio.to_thread.run_sync(writer.start)
+        store = SqlRunStore.open(settings.database_url)
         self.worker_id = worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         started_at = time.time()
         worker_row = {
@@ -237,14 +230,11 @@ class App:
         }
         writer.put_worker(worker_row)
         await writer.flush()
-        sweep = await sweep_crashed(engine, settings.worker_lease, worker_id)
-        self._report_sweep(sweep)
-        self._shutting_down = False
         self.runners = [
             SubscriptionRunner(
                 s,
                 writer,
-                engine,
+                store,
                 worker_id,
                 health=SubscriptionHealth(
                     s.name,
@@ -254,360 +244,102 @@ class App:
             )
             for s in self.subscriptions
         ]
+        house = Housekeeping(
+            self.runners,
+            writer=writer,
+            store=store,
+            worker_id=worker_id,
+            settings=settings,
+            health=self.health,
+            notifiers=self._notifiers,
+        )
+        house.report_sweep(await store.sweep_crashed(settings.worker_lease, worker_id))
+        self._shutting_down = False
         logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
         exporter = MetricsExporter()
         if settings.metrics_port and multiprocess_dir() is None:
             exporter.serve(settings.metrics_host, settings.metrics_port, health=self.health.read)
-        background: list[asyncio.Task[None]] = []
-        sources: list[asyncio.Task[None]] = []
         try:
-            background.append(asyncio.create_task(self._heartbeat(writer, worker_row, settings)))
-            background.append(asyncio.create_task(self._sweep(engine, writer, worker_id, settings)))
-            if sys.stderr.isatty():
-                background.append(asyncio.create_task(self._live_status(writer)))
-            else:
-                background.append(asyncio.create_task(self._report(writer)))
-            background.append(asyncio.create_task(self._publish(exporter, writer)))
-            background.append(asyncio.create_task(self._claim_replays(engine)))
-            if settings.retention is not None:
-                background.append(asyncio.create_task(self._retain(engine, settings.retention)))
-            for runner in self.runners:
-                sources.append(asyncio.create_task(self._supervise_source(runner)))
-                background.append(asyncio.create_task(self._commit_loop(runner, settings)))
-            self.started.set()
-            await stop.wait()
-            logger.info("worker %s shutting down", worker_id)
+            # the background loops live as long as the runs; the sources end first
+            async with anyio.create_task_group() as background:
+                loops: list[Callable[[], Awaitable[None]]] = [
+                    partial(house.heartbeat, worker_row),
+                    house.sweep,
+                    house.live_status if sys.stderr.isatty() else house.report,
+                    partial(house.publish, exporter),
+                    house.claim_replays,
+                ]
+                if settings.retention is not None:
+                    loops.append(partial(house.retain, settings.retention))
+                loops += [partial(commit_loop, r, settings.commit_interval) for r in self.runners]
+                for loop in loops:
+                    background.start_soon(_logged, loop)
+                try:
+                    await self._serve_sources(stop)
+                finally:
+                    await self._drain(settings.shutdown_grace)
+                    background.cancel_scope.cancel()
         finally:
-            self._shutting_down = True
-            for runner in self.runners:
-                runner.stop_fetching()
-            if sources:
-                _done, pending = await asyncio.wait(sources, timeout=10)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*sources, return_exceptions=True)
-            # every subscription gets the whole grace period, at the same time
-            cancelled = sum(
-                await asyncio.gather(*(r.drain(settings.shutdown_grace) for r in self.runners))
-            )
-            if cancelled:
-                logger.warning(
-                    "cancelled %d runs still in flight after the grace period", cancelled
-                )
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            for runner in self.runners:
-                runner.health.shut_down()
-                # bounded: a store or broker that is away must not hold the shutdown
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(runner.commit(), settings.shutdown_grace)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(runner.source.close(), 30)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(runner.stop_sink(), 30)
-            self._put_source_status(writer)
-            writer.put_worker(
-                {**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()}
-            )
-            try:
-                await asyncio.wait_for(writer.flush(), settings.shutdown_grace)
-            except TimeoutError:
-                logger.error(
-                    "the run store did not take the last records within %.0fs; their events"
-                    " run again after a restart (their offsets were not committed)",
-                    settings.shutdown_grace,
-                )
-            exporter.sync(self.runners, writer)
-            exporter.close()
-            for notifier in self._notifiers():
-                await asyncio.to_thread(notifier.close)
-            await asyncio.to_thread(writer.close)
-            await engine.dispose()
+            await self._shut_down(settings, house, worker_row, exporter)
+            await store.close()
             self.started.clear()
             logger.info("worker %s stopped", worker_id)
 
-    async def _supervise_source(self, runner: SubscriptionRunner) -> None:
-        """Run a source until shutdown; whatever else ends it is logged and restarted.
-
-        Only the app's own shutdown ends a source: `runner.stopping` says so, or
-        this task's own cancellation (`cancelling()`). A CancelledError that a
-        library raises while nobody cancelled us, an exception, or a source that
-        simply returns is a failure: logged at ERROR (with a traceback unless it is
-        an eventflow error, whose message says it all; the same failure again only
-        counts in the source's outage summary) and restarted with backoff.
-        """
-        name = runner.subscription.name
-        backoff = Backoff(initial=0.5, maximum=10.0, jitter=0.2)
-        failures = 0
-        previous = ""
-        while not runner.stopping:
-            started = time.monotonic()
-            runner.health.source_started()
+    async def _serve_sources(self, stop: asyncio.Event) -> None:
+        """Run every subscription's source until `stop`; then they get 10 s to return."""
+        async with anyio.create_task_group() as sources:
+            for runner in self.runners:
+                sources.start_soon(supervise_source, runner, lambda: self._shutting_down)
+            self.started.set()
             try:
-                await runner.source.run(runner)
-                if runner.stopping:
-                    return
-                if runner.source.finite:
-                    logger.info("%s: the source delivered everything it has", name)
-                    runner.health.shut_down()
-                    return
-                error: BaseException = SourceEndedError(f"{name}: the source's run() returned")
-            except asyncio.CancelledError as cancelled:
-                task = asyncio.current_task()
-                if runner.stopping or self._shutting_down or (task and task.cancelling()):
-                    raise
-                error = cancelled
-            except Exception as failure:
-                error = failure
-            runner.health.source_failed()
-            if time.monotonic() - started > 60:
-                failures, previous = 0, ""  # it ran a good while: a new failure
-            failures += 1
-            delay = backoff.delay(failures)
-            if isinstance(error, asyncio.CancelledError):
-                described = "a CancelledError not from shutdown"
-            else:
-                described = f"{type(error).__name__}: {error}"
-            runner.source.record_error(described)
-            if described != previous:
-                # eventflow's own errors (a connector translated its library's) say it
-                # all; anything else gets its traceback
-                logger.error(
-                    "%s: source ended (%s); restarting in %.1fs",
-                    name,
-                    described,
-                    delay,
-                    exc_info=None if isinstance(error, EventflowError) else error,
-                )
-            # the same failure again only counts in the source's outage summary
-            previous = described
-            await asyncio.sleep(delay)
+                await stop.wait()
+                logger.info("worker %s shutting down", self.worker_id)
+            finally:
+                self._shutting_down = True
+                for runner in self.runners:
+                    runner.stop_fetching()
+                sources.cancel_scope.deadline = anyio.current_time() + 10
 
-    async def _commit_loop(self, runner: SubscriptionRunner, settings: Settings) -> None:
-        """Store offsets and commit them to the source, every `commit_interval`.
+    async def _drain(self, grace: float) -> None:
+        """Every subscription gets the whole grace period for its runs, at the same time."""
+        with anyio.CancelScope(shield=True):
+            cancelled = sum(await asyncio.gather(*(r.drain(grace) for r in self.runners)))
+        if cancelled:
+            logger.warning("cancelled %d runs still in flight after the grace period", cancelled)
 
-        Each round is bounded: while the store is away a round gives up after
-        60 s (the offsets wait in the writer's queue) and the next one tries again.
-        (Longer than the source's own commit bound, SOURCE_CALL_TIMEOUT, so a broker
-        that hangs is seen and logged there, not cut off silently here.)
-        """
-        while True:
-            await asyncio.sleep(settings.commit_interval)
-            try:
-                await asyncio.wait_for(runner.commit(), 2 * SOURCE_CALL_TIMEOUT)
-            except TimeoutError:
-                continue  # the store is away: the writer logs it, the next round retries
-            except Exception:
-                logger.exception("%s: commit failed", runner.subscription.name)
-
-    async def _report(self, writer: RunWriter, every: float = 15.0) -> None:
-        """A status line per subscription in the worker's log, while there is news."""
-        last: list[tuple[int, int, str, bool]] = [(-1, -1, "", True)] * len(self.runners)
-        while True:
-            await asyncio.sleep(every)
-            for i, runner in enumerate(self.runners):
-                stats = runner.stats
-                now = (stats.received, runner.in_flight, runner.health.state, writer.healthy)
-                if now == last[i]:
-                    continue
-                last[i] = now
-                logger.info(
-                    "%s: %s, received %d, completed %d, failed %d, dead-lettered %d, in flight %d,"
-                    " store %s with %d queued",
-                    runner.subscription.name,
-                    runner.health.state,
-                    stats.received,
-                    stats.completed,
-                    stats.failed,
-                    stats.dead_lettered,
-                    runner.in_flight,
-                    "healthy" if writer.healthy else "UNAVAILABLE",
-                    writer.pending,
-                )
-
-    async def _live_status(self, writer: RunWriter, every: float = 1.0) -> None:
-        """In a terminal: one line on stderr, rewritten every second (events/s, in flight...)."""
-        previous = [runner.stats.received for runner in self.runners]
-        try:
-            while True:
-                await asyncio.sleep(every)
-                parts = []
-                for i, runner in enumerate(self.runners):
-                    stats = runner.stats
-                    rate = (stats.received - previous[i]) / every
-                    previous[i] = stats.received
-                    state = runner.health.state
-                    parts.append(
-                        f"{runner.subscription.name}: {rate:,.0f} events/s, {stats.received:,} in,"
-                        f" {runner.in_flight:,} in flight, {stats.failed:,} failed"
-                        + ("" if state == "running" else f", {state.upper()}")
-                    )
-                store = "store ok" if writer.healthy else "STORE UNAVAILABLE"
-                STATUS_LINE.show(f"{' | '.join(parts)} | {store}")
-        finally:
-            STATUS_LINE.close()
-
-    async def _publish(self, exporter: MetricsExporter, writer: RunWriter) -> None:
-        """Every second: liveness and metrics; the subscriptions' states into the store every 5."""
-        tick = 0
-        store_outage = Outage("run store")
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                self._check_health(writer, store_outage)
-                exporter.sync(self.runners, writer, self.health.read())
-                tick += 1
-                if tick % 5 == 0:
-                    self._put_source_status(writer)
-            except Exception:  # never let a metrics bug stop the metrics for good
-                logger.exception("exporting metrics failed")
-
-    def _check_health(self, writer: RunWriter, store_outage: Outage) -> None:
-        """Update the subscriptions' states, log outage summaries, publish the probes' verdict."""
-        now = time.time()
-        verdicts = []
-        for runner in self.runners:
-            lag = runner.source.lag()
-            source = runner.source
-            runner.health.update(
-                received=runner.stats.received,
-                finished=runner.stats.completed + runner.stats.failed,
-                lag=sum(lag.values()) if lag else (None if source.failing else 0),
-                source_failing=source.failing,
-                stopping=runner.stopping,
-                store_up=writer.healthy,
-                now=now,
-            )
-            if source.failing and runner.health.received_moved:
-                # events arrive: whatever failed works again (for a source that
-                # records its errors but never says when it recovered)
-                source.record_ok()
-            source.outage.tick(now)
-            for outage in runner.outages:
-                outage.tick(now)
-            verdicts.append(runner.health.verdict(now))
-        store_outage.watch(not writer.healthy, writer.last_error, now)
-        self.health.publish(verdicts, store_up=writer.healthy, now=now)
-
-    def _put_source_status(self, writer: RunWriter) -> None:
-        now = time.time()
-        for runner in self.runners:
-            stats, source, health = runner.stats, runner.source, runner.health
-            lag = source.lag()
-            writer.put_source_status(
-                {
-                    "worker_id": self.worker_id,
-                    "subscription": runner.subscription.name,
-                    "source": source.name,
-                    "flow_name": runner.flow.name,
-                    "received": stats.received,
-                    "completed": stats.completed,
-                    "failed": stats.failed,
-                    "dead_lettered": stats.dead_lettered,
-                    "in_flight": runner.in_flight,
-                    "lag": sum(lag.values()) if lag else None,
-                    "last_event_at": stats.last_event_at,
-                    "last_error": source.last_error,
-                    "last_error_at": source.last_error_at,
-                    "updated_at": now,
-                    "state": health.state,
-                    "state_since": health.since,
-                    "store_up": writer.healthy,
-                    "partitions": _partitions_json(runner, lag),
-                }
-            )
-
-    async def _claim_replays(self, engine: Any, every: float = 1.0) -> None:
-        """Run the replay requests (API, CLI, UI) of this worker's flows."""
-        by_flow: dict[str, SubscriptionRunner] = {}
-        for runner in self.runners:
-            by_flow.setdefault(runner.flow.name, runner)
-        outage = Outage("reading replay requests from the run store")
-        while True:
-            await asyncio.sleep(every)
-            room = {
-                name: runner.subscription.max_in_flight - runner.in_flight
-                for name, runner in by_flow.items()
-                if runner.accepting()
-            }
-            flows = [name for name, free in room.items() if free > 0]
-            try:
-                claimed = await claim_replays(
-                    engine, flows, self.worker_id or "", limit=min([100, *(room[f] for f in flows)])
-                )
-            except Exception as error:  # the store is away: quietly, it is logged already
-                outage.failed(f"{type(error).__name__}: {error}")
-                outage.tick()
-                continue
-            outage.recovered()
-            for row in claimed:
-                logger.info("replaying flow run %s as %s", row["retry_of"], row["id"])
-                by_flow[row["flow_name"]].start_replay(row)
-
-    async def _retain(self, engine: Any, retention: float) -> None:
-        """Delete runs older than `retention`; one worker of the app at a time does it."""
-        every = min(3600.0, max(1.0, retention / 4))
-        while True:
-            await asyncio.sleep(every)
-            try:
-                if not await acquire_lease(
-                    engine, "eventflow:retention", self.worker_id or "", every * 2
-                ):
-                    continue
-                deleted = await prune(engine, time.time() - retention)
-            except Exception as error:
-                logger.warning("retention: pruning old runs failed: %s", error)
-                continue
-            if deleted:
-                logger.info("retention: deleted %d runs older than %.0fs", deleted, retention)
-
-    async def _heartbeat(self, writer: RunWriter, row: dict[str, Any], settings: Settings) -> None:
-        while True:
-            await asyncio.sleep(settings.worker_lease / 5)
-            writer.put_worker({**row, "heartbeat_at": time.time()})
-
-    async def _sweep(
-        self, engine: Any, writer: RunWriter, worker_id: str, settings: Settings
+    async def _shut_down(
+        self,
+        settings: Settings,
+        house: Housekeeping,
+        worker_row: dict[str, Any],
+        exporter: MetricsExporter,
     ) -> None:
-        """Mark the runs of dead workers CRASHED, from time to time.
-
-        Only after the store has been healthy for a whole lease: during an
-        outage nobody's heartbeat is written, and every worker looks dead.
-        """
-        while True:
-            await asyncio.sleep(settings.worker_lease / 2)
-            if not writer.healthy or time.time() - writer.healthy_since < settings.worker_lease:
-                continue
-            try:
-                sweep = await sweep_crashed(engine, settings.worker_lease, worker_id)
-            except Exception as error:
-                logger.warning("crash sweep failed: %s", error)
-                continue
-            self._report_sweep(sweep)
-
-    def _report_sweep(self, sweep: Sweep) -> None:
-        """Log the dead workers found, and notify of their runs that crashed."""
-        if not sweep.workers:
-            return
-        logger.warning(
-            "marked %d in-flight runs of dead worker(s) %s CRASHED",
-            len(sweep.runs),
-            ", ".join(sweep.workers),
-        )
-        for run in sweep.runs:
-            notification = Notification(
-                flow_name=run.flow_name,
-                flow_run_id=run.run_id,
-                run_name=run.run_name,
-                state="CRASHED",
-                state_name="Crashed",
-                error="the worker running it stopped heartbeating (killed or crashed)",
-                event_id=run.event_id,
-                event_key=run.event_key,
+        """The last commits and records, each bounded: a store or broker away must not hold it."""
+        writer = house.writer
+        for runner in self.runners:
+            runner.health.shut_down()
+            for step, seconds in (
+                (runner.commit, settings.shutdown_grace),
+                (runner.source.close, 30.0),
+                (runner.stop_sink, 30.0),
+            ):
+                with anyio.move_on_after(seconds), contextlib.suppress(Exception):
+                    await step()
+        house.put_source_status()
+        writer.put_worker({**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()})
+        try:
+            await asyncio.wait_for(writer.flush(), settings.shutdown_grace)
+        except TimeoutError:
+            logger.error(
+                "the run store did not take the last records within %.0fs; their events"
+                " run again after a restart (their offsets were not committed)",
+                settings.shutdown_grace,
             )
-            for notifier in self._notifiers(run.flow_name):
-                notifier.notify(notification)
+        exporter.sync(self.runners, writer)
+        exporter.close()
+        for notifier in self._notifiers():
+            await anyio.to_thread.run_sync(notifier.close)
+        await anyio.to_thread.run_sync(writer.close)
 
     def _notifiers(self, flow_name: str | None = None) -> list[Notifier]:
         """The subscriptions' notifiers (of `flow_name`'s only), each once."""
@@ -620,25 +352,9 @@ class App:
         return list(found.values())
 
 
-class SourceEndedError(EventflowError):
-    """A source's `run()` returned while the worker was not shutting down."""
-
-
-def _partitions_json(runner: SubscriptionRunner, lag: Mapping[tuple[str, int], int]) -> str | None:
-    """Per partition: lag, next offset to read, stored and committed offsets (the UI's view)."""
-    positions = runner.source.positions()
-    stored = runner.stored_offsets()
-    partitions = set(lag) | set(positions) | set(stored) | set(runner.committed)
-    if not partitions:
-        return None
-    return orjson.dumps(
-        {
-            f"{topic}/{partition}": {
-                "lag": lag.get((topic, partition)),
-                "position": positions.get((topic, partition)),
-                "stored": stored.get((topic, partition)),
-                "committed": runner.committed.get((topic, partition)),
-            }
-            for topic, partition in sorted(partitions)
-        }
-    ).decode()
+async def _logged(loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a background loop; one that fails is logged, and the worker goes on without it."""
+    try:
+        await loop()
+    except Exception:
+        logger.exception("a background task of the worker failed")

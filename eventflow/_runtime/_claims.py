@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from .._store._idempotency import Claim, claim_keys
+from .._store._runstore import Claim, RunStore
 
 
 class KeyClaims:
@@ -19,13 +17,13 @@ class KeyClaims:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: RunStore,
         flow_name: str,
         worker_id: str,
         window_seconds: float,
         on_orphan: Callable[[str, str], None],
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.flow_name = flow_name
         self.worker_id = worker_id
         self.window_seconds = window_seconds
@@ -52,8 +50,7 @@ class KeyClaims:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    claims = await claim_keys(
-                        self.engine,
+                    claims = await self.store.claim_keys(
                         self.flow_name,
                         [(key, run_id) for key, run_id, _ in batch],
                         self.worker_id,

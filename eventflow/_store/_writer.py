@@ -28,10 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import StoreError
+from .._retries import Backoff
 from ._batch import Batch, Row, describe, is_transient
 from ._committer import Committer, LocalCommitter, ProcessCommitter
 
 logger = logging.getLogger("eventflow.store")
+
+STORE_RETRY = Backoff(initial=0.05, maximum=2.0, jitter=0.0)
+"""Between attempts to commit a batch while the run store is away."""
 
 _EDGE = 0
 _LOG = 1
@@ -250,7 +254,7 @@ class RunWriter:
             return
         self._ready.set()
         batch = Batch()
-        backoff = 0.05
+        failures = 0
         try:
             while True:
                 self._idle = True  # before looking at the queue: see _request_wake
@@ -290,10 +294,10 @@ class RunWriter:
                         logger.warning("run store unavailable, retrying: %s", error)
                     self.healthy = False
                     self.last_error = str(error)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    failures += 1
+                    await asyncio.sleep(STORE_RETRY.delay(failures))
                     continue
-                backoff = 0.05
+                failures = 0
                 self._committed(batch)
                 batch = Batch()
         finally:

@@ -129,7 +129,9 @@ async def test_two_apps_on_one_store_run_each_key_once(kafka: Kafka, database_ur
         # both groups hold their partitions before any run ends: a group assigned later
         # would find the other's finished runs of the same flow and offsets, and skip
         # them as redeliveries (dedupe is per flow and event position, not per group)
-        await wait_until(lambda: all(len(a.runners[0]._partitions) == 2 for a in apps), timeout=60)
+        await wait_until(
+            lambda: all(len(a.runners[0].inflight.partitions) == 2 for a in apps), timeout=60
+        )
         await send(kafka, topic, [{"id": f"c{i}"} for i in range(20)])
 
         async def all_final() -> bool:

@@ -1,0 +1,413 @@
+"""SubscriptionRunner: one source bound to one flow, with the delivery guarantees.
+
+Every event goes through the same four stages, in this module, top to bottom:
+
+1. **deliver**: the source hands events over; `InFlight` takes those that are
+   ours (not revoked, not seen already) and counts them in flight.
+2. **decide**: a redelivered event whose run already ended is settled again
+   without running; otherwise the flow controls say RUN, HOLD or SKIP
+   (`FlowControls.decide`); a run waits behind the running event of its key.
+3. **run**: the flow runs, through the controls' gate if there are any.
+4. **settle**: a run that did not complete goes to the notifiers and the
+   failure policy (`Settlement`); then `InFlight.finish` lets its offset
+   advance and starts the next event of its key. Offsets are stored with the
+   runs, then committed to the source (`OffsetCommits`).
+
+Events with the same key run one after the other, different keys
+concurrently; the number of runs in flight is bounded (globally and per
+partition) and the source pauses partitions at the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .._errors import ParameterValidationError, WorkerStoppingError
+from .._retries import Backoff
+from .._states import State, StateType
+from .._store._runstore import FinishedRun, RunStore
+from .._store._writer import RunWriter
+from ._admission import AdmissionAbandoned
+from ._commits import OffsetCommits
+from ._delivery import Delivery
+from ._flow_controls import Decision, FlowControls
+from ._inflight import InFlight
+from ._liveness import Outage, SubscriptionHealth
+from ._runs import FlowRuns
+from ._settle import Settlement
+from ._source import Event, EventSink, Partition
+from ._subscription import STORE_BACKLOG_LIMIT, RunnerStats, Subscription
+
+logger = logging.getLogger("eventflow.runtime")
+
+ASSIGNMENT_RETRY = Backoff(initial=0.1, maximum=5.0, jitter=0.0)
+"""Between attempts to read a new assignment's offsets while the store is away."""
+
+
+class SubscriptionRunner(EventSink):
+    """Runs one subscription: the source's side of it (`EventSink`) and the pipeline."""
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        writer: RunWriter,
+        store: RunStore,
+        worker_id: str,
+        *,
+        health: SubscriptionHealth | None = None,
+    ) -> None:
+        self.subscription = subscription
+        self.source = subscription.source
+        self.flow = subscription.flow
+        self.writer = writer
+        self.store = store
+        self.worker_id = worker_id
+        self.stats = RunnerStats()
+        name = subscription.name
+        self.health = health or SubscriptionHealth(name, stall_after=30.0, unhealthy_after=120.0)
+        self.inflight = InFlight(name, key_ordering=subscription.key_ordering)
+        self.settlement = Settlement(
+            subscription,
+            self.stats,
+            stop_partition=self.inflight.stop_partition,
+            stopping=lambda: self.inflight.stopping,
+        )
+        self.offsets = OffsetCommits(name, self.source, writer, self.inflight)
+        self._offsets_outage = Outage(f"{name}: reading offsets from the run store")
+        self.outages = (self.offsets.outage, self.settlement.outage, self._offsets_outage)
+        self.runs = FlowRuns(
+            self.flow,
+            writer,
+            store,
+            worker_id=worker_id,
+            source=self.source,
+            params=subscription.params,
+        )
+        self.controls: FlowControls | None = None
+        if subscription.controls is not None:
+            self.controls = FlowControls(
+                subscription.controls,
+                name=name,
+                flow=self.flow,
+                worker_id=worker_id,
+                source_name=self.source.name,
+                store=store,
+                writer=writer,
+                stats=self.stats,
+                abandoning=self.inflight.abandoning,
+                release=self._enter,
+                settled=self._settle_unchained,
+                run_batch=self._start_batch,
+            )
+
+    @property
+    def in_flight(self) -> int:
+        return self.inflight.count
+
+    @property
+    def committed(self) -> dict[Partition, int]:
+        """Offsets the source last confirmed committed (the broker's copy, for lag tools)."""
+        return self.offsets.committed
+
+    # -- what the source asks ------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self.inflight.stopping
+
+    def stop_fetching(self) -> None:
+        """From now on no event starts: those waiting for a control are abandoned."""
+        self.inflight.stop()
+        if self.controls is not None:
+            for delivery in self.controls.drop():
+                self._settle_unchained(delivery, False)
+
+    def _store_congested(self) -> bool:
+        return not self.writer.healthy or self.writer.pending > STORE_BACKLOG_LIMIT
+
+    def accepting(self) -> bool:
+        return not (
+            self.inflight.stopping
+            or self._store_congested()
+            or self.inflight.count >= self.subscription.max_in_flight
+        )
+
+    def paused(self, assigned: Iterable[Partition]) -> set[Partition]:
+        if self._store_congested() or self.inflight.count >= self.subscription.max_in_flight:
+            return set(assigned)
+        return self.inflight.paused(assigned, self.subscription.max_in_flight_per_partition)
+
+    async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Load stored offsets and the already-finished events after them (for dedupe)."""
+        stored: dict[Partition, int] = {}
+        failures = 0
+        while True:
+            try:
+                stored, done = await self._load_assignment(partitions)
+                break
+            except Exception as error:  # the store is down: assignment waits for it
+                if self.inflight.stopping:
+                    raise
+                self._offsets_outage.failed(f"{type(error).__name__}: {error}")
+                failures += 1
+                await asyncio.sleep(ASSIGNMENT_RETRY.delay(failures))
+        self._offsets_outage.recovered()
+        for partition in partitions:
+            self.inflight.assign(partition, stored.get(partition), done[partition])
+        self.offsets.assigned(stored)
+        if partitions:
+            logger.info(
+                "%s: assigned %s",
+                self.subscription.name,
+                ", ".join(f"{t}[{p}]@{stored.get((t, p), 'start')}" for t, p in sorted(partitions)),
+            )
+        return stored
+
+    async def _load_assignment(
+        self, partitions: Sequence[Partition]
+    ) -> tuple[dict[Partition, int], dict[Partition, dict[int, FinishedRun]]]:
+        """What the store knows of newly assigned partitions: stored offsets, ended runs."""
+        group = self.source.group_id
+        stored = {} if group is None else await self.store.load_offsets(group, list(partitions))
+        done = {
+            p: await self.store.finished_events(self.flow.name, p, stored.get(p, 0), group)
+            for p in partitions
+        }
+        for p in partitions:  # a redelivered event whose run did not end resumes it
+            unfinished = await self.store.unfinished_runs(self.flow.name, p, stored.get(p, 0), group)
+            self.runs.resume_plans.assign(p, unfinished, done[p])
+        return stored, done
+
+    async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Finish (within the grace period) or abandon the partitions' runs; store their offsets."""
+        states = self.inflight.close(partitions)  # finishing runs start no queued successors
+        if self.controls is not None:
+            for delivery in self.controls.drop(set(states)):
+                self._settle_unchained(delivery, False)
+        abandoned = await self.inflight.wait(states, self.subscription.revoke_grace_seconds)
+        if abandoned:
+            logger.warning(
+                "%s: abandoned %d runs of revoked partitions", self.subscription.name, abandoned
+            )
+        dropped = self.inflight.drop_queued(states)
+        if self.controls is not None:
+            self.controls.release(dropped)
+        # a rebalance must not wait for a store that is away: what is not stored in
+        # time is not committed, and the next owner reads those events again
+        offsets = await self.offsets.store(states, self.subscription.revoke_grace_seconds)
+        self.inflight.remove(states)
+        self.runs.resume_plans.revoke(states)
+        self.offsets.revoked(states)
+        return offsets
+
+    async def lease(self, name: str, ttl: float) -> bool:
+        try:
+            return await self.store.acquire_lease(name, self.worker_id, ttl)
+        except Exception as error:
+            logger.warning("%s: cannot take lease %r: %s", self.subscription.name, name, error)
+            return False
+
+    async def release_lease(self, name: str) -> None:
+        try:
+            await self.store.release_lease(name, self.worker_id)
+        except Exception as error:  # it expires by itself
+            logger.warning("%s: cannot release lease %r: %s", self.subscription.name, name, error)
+
+    async def checkpoint(self) -> str | None:
+        return await self.store.read_checkpoint(self.subscription.name)
+
+    def save_checkpoint(self, value: str) -> None:
+        self.writer.put_checkpoint(self.subscription.name, self.source.name, value)
+
+    # -- 1. deliver ------------------------------------------------------------------------
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        if self.inflight.stopping:
+            # fetched before the stop: partitioned events are read again by the next
+            # owner; an unpartitioned source must not count them as taken
+            if any(e.partition is None for e in events):
+                raise WorkerStoppingError("the worker is stopping; the events were not taken")
+            return
+        unpartitioned = [e.id for e in events if e.partition is None]
+        ended = (
+            await self.store.finished_event_ids(self.flow.name, unpartitioned)
+            if unpartitioned
+            else {}
+        )
+        stats, accept = self.stats, self.inflight.accept
+        if events:
+            stats.last_event_at = time.time()
+        for event in events:
+            stats.received += 1
+            delivery = accept(event, ended.get(event.id) if ended else None)
+            if delivery is not None:
+                self._decide(delivery)
+
+    # -- 2. decide -------------------------------------------------------------------------
+
+    def _decide(self, delivery: Delivery) -> None:
+        if delivery.previous is not None:
+            self.inflight.start(delivery, self._redo(delivery))
+            return
+        if self.controls is not None:
+            decision = self.controls.decide(delivery)
+            if decision is Decision.SKIP:
+                self._settle_unchained(delivery, True)
+                return
+            if decision is Decision.HOLD:
+                return  # the control gives it back (`_enter`, `_start_batch`)
+        self._enter(delivery)
+
+    def _enter(self, delivery: Delivery) -> None:
+        """Start the event's run, or queue it behind the running event with its key."""
+        if self.inflight.enter(delivery):
+            self.inflight.start(delivery, self._process(delivery))
+
+    # -- 3. run ----------------------------------------------------------------------------
+
+    async def _process(self, delivery: Delivery) -> None:
+        finished = False
+        controls = self.controls
+        try:
+            if controls is None:
+                outcome: State | Decision = await self.runs.run(delivery)
+            else:
+                outcome = await controls.run(delivery, self.runs.run)
+            # not run (a duplicate, cancelled: recorded), or it completed: done with
+            if isinstance(outcome, Decision) or self._counted(outcome):
+                finished = True
+            else:
+                finished = await self._settle_failure(delivery.event, outcome)
+        except AdmissionAbandoned:
+            pass  # the event is read again by whoever owns its partition next
+        except Exception:
+            # a bug or a broken sink, not the flow (its errors are states): keep the
+            # event unfinished and stop its partition there; a restart reads it again
+            logger.exception(
+                "%s: handling event %s failed", self.subscription.name, delivery.event.id
+            )
+            self.inflight.stop_partition(delivery.event)
+        finally:
+            if controls is not None:
+                controls.release((delivery,))
+            self._settle(delivery, finished)
+
+    async def _redo(self, delivery: Delivery) -> None:
+        """A redelivered event whose run already ended: never run it again.
+
+        A completed run is simply acknowledged; a failed one has its failure
+        policy applied again (the dead letter may not have been sent before a crash).
+        """
+        previous, event = delivery.previous, delivery.event
+        assert previous is not None
+        finished = True
+        try:
+            self.stats.skipped_duplicates += 1
+            if previous.state_type not in ("COMPLETED", "CANCELLED"):  # CANCELLED: not run
+                finished = await self.settlement.apply(event, previous.run_id, previous.error)
+        except Exception:
+            logger.exception("%s: redelivered event %s failed", self.subscription.name, event.id)
+            finished = False
+        finally:
+            self._settle_unchained(delivery, finished)  # it never joined its key's queue
+
+    def _start_batch(self, batch: list[Delivery]) -> None:
+        self.inflight.spawn(
+            self._process_batch(batch), {d.partition for d in batch if d.partition is not None}
+        )
+
+    async def _process_batch(self, batch: list[Delivery]) -> None:
+        """A batch's one run (`FlowRuns.batch`); its events' offsets advance only after it."""
+        controls = self.controls
+        assert controls is not None
+        finished = [False] * len(batch)
+        try:
+            run_id, state = await self.runs.batch(batch, controls.records)
+            stats = self.stats
+            stats.decide("batch", "runs")
+            stats.decide("batch", "events", len(batch))
+            if state.type is StateType.COMPLETED:
+                stats.completed += len(batch)
+                finished = [True] * len(batch)
+            else:
+                stats.failed += len(batch)
+                self.settlement.notify(batch[0].event, state)
+                for i, delivery in enumerate(batch):
+                    finished[i] = await self.settlement.apply(delivery.event, run_id, state.message)
+        finally:
+            for delivery, done in zip(batch, finished, strict=True):
+                self._settle_unchained(delivery, done)
+            controls.batch_ended()
+
+    # -- 4. settle -------------------------------------------------------------------------
+
+    def _counted(self, state: State) -> bool:
+        """Count the run's outcome; True if it completed (the event is done with)."""
+        stats = self.stats
+        if isinstance(state.data, ParameterValidationError):
+            stats.invalid += 1
+        if state.type is StateType.COMPLETED:
+            stats.completed += 1
+            return True
+        stats.failed += 1
+        return False
+
+    async def _settle_failure(self, event: Event, state: State) -> bool:
+        """Notify of a run that did not complete, apply the failure policy; True if done with."""
+        self.settlement.notify(event, state)
+        return await self.settlement.apply(event, state.run_id, state.message)
+
+    def _settle(self, delivery: Delivery, finished: bool, *, chained: bool = True) -> None:
+        """The runtime is done with the event; `finished` lets its offset advance.
+
+        The next event of its key starts; queued ones dropped (the partition
+        going away, its run abandoned) go, with what the controls kept for them.
+        """
+        self.source.settled(delivery.event, finished)
+        following, dropped = self.inflight.finish(delivery, finished, chained=chained)
+        if following is not None:
+            self.inflight.start(following, self._process(following))
+        elif dropped and self.controls is not None:
+            self.controls.release(dropped)
+
+    def _settle_unchained(self, delivery: Delivery, finished: bool) -> None:
+        """Settle an event that never joined its key's queue (skipped, held, batched, redone)."""
+        self._settle(delivery, finished, chained=False)
+
+    # -- replays ---------------------------------------------------------------------------
+
+    def start_replay(self, row: Mapping[str, Any]) -> None:
+        """Run a claimed replay request in the background (drained, counted in flight).
+
+        Replays bypass the flow controls: they were asked for one by one.
+        """
+        self.inflight.spawn(self.replay(row), counted=True)
+
+    async def replay(self, row: Mapping[str, Any]) -> None:
+        """Run a replay request claimed from the store (see `FlowRuns.replay`)."""
+        self.stats.replayed += 1
+        await self.runs.replay(row)
+
+    # -- offsets and shutdown --------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Store the offsets that advanced, then commit them to the source (`OffsetCommits`)."""
+        await self.offsets.commit()
+
+    def stored_offsets(self) -> dict[Partition, int]:
+        """The offsets stored with the runs, per partition of ours that has one."""
+        return self.inflight.stored_offsets()
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Wait for runs in flight up to `grace_seconds`, cancel the rest; how many were cancelled.
+
+        Call after `stop_fetching()`: from then on no queued event starts.
+        """
+        return await self.inflight.wait(None, grace_seconds)
+
+    async def stop_sink(self) -> None:
+        await self.settlement.stop()

@@ -1,0 +1,179 @@
+"""FlowRuns: how an event (a replay, a batch) becomes one `run_flow` call.
+
+The event's bytes go to the flow's parameter model as they are (pydantic
+validates JSON itself); with `params` the one decoded copy of the delivery
+is used. A replay goes through the same decoding as when its event first
+arrived.
+
+A delivered event whose earlier run did not end (a crash, an abandoned
+revoke) resumes that run: its plan (eventflow/_resume.py) was loaded when the
+partition was assigned. A retry (`runs retry`) resumes the run it retries.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .._engine import EventInfo, run_flow
+from .._flows import Flow
+from .._ids import new_id
+from .._resume import Resume, ResumePlans
+from .._states import State, StateType
+from .._store._runstore import RunStore
+from .._store._writer import RunWriter
+from ._delivery import Delivery, partition_of
+from ._records import ControlRecords
+from ._source import Event, Source
+from ._subscription import ParamsOverride
+
+
+class FlowRuns:
+    """Runs a subscription's flow for its events (see the module)."""
+
+    def __init__(
+        self,
+        flow: Flow[Any, Any],
+        writer: RunWriter,
+        store: RunStore,
+        *,
+        worker_id: str,
+        source: Source,
+        params: ParamsOverride | None,
+    ) -> None:
+        self.flow = flow
+        self.writer = writer
+        self.store = store
+        self.worker_id = worker_id
+        self.source_name = source.name
+        self.group = source.group_id
+        self.params = params
+        self.resume_plans = ResumePlans()
+
+    async def run(
+        self,
+        delivery: Delivery,
+        run_id: str | None = None,
+        retry_of: str | None = None,
+        resume: Resume | None = None,
+    ) -> State:
+        """Run the flow for one event; its final state (a flow's errors are states)."""
+        event = delivery.event
+        if retry_of is None:  # a delivery, not a replay: resume its unfinished run, if any
+            resume = self.resume_plans.take(event.stream, event.partition, event.offset)
+        info = EventInfo(
+            source=event.stream or self.source_name,
+            id=event.id,
+            key=event.key,
+            partition=event.partition,
+            offset=event.offset,
+            payload=event.value,
+            timestamp=event.timestamp,
+            group=self.group,
+        )
+        params = self.params
+        if params is None:
+            return await run_flow(
+                self.flow,
+                self.writer,
+                raw_parameters=event.value,
+                event=info,
+                worker_id=self.worker_id,
+                flow_run_id=run_id,
+                retry_of=retry_of,
+                resume=resume,
+            )
+        try:
+            override = params(event) if callable(params) else params
+            decoded = {} if callable(params) else delivery.decoded()
+            if not isinstance(decoded, dict):
+                raise TypeError("the event is not a JSON object")
+            kwargs = {**self._flow_parameters(decoded), **override}
+        except Exception as error:
+            kwargs = {"__invalid_event__": f"{type(error).__name__}: {error}"}
+        return await run_flow(
+            self.flow,
+            self.writer,
+            kwargs=kwargs,
+            event=info,
+            worker_id=self.worker_id,
+            flow_run_id=run_id,
+            retry_of=retry_of,
+            resume=resume,
+        )
+
+    def _flow_parameters(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        """The event's keys the flow takes: like a plain event, extra keys are ignored.
+
+        (A schedule's `scheduled_at` must not fail a flow that does not take it.)
+        """
+        parameters = self.flow.signature.parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return decoded
+        return {k: v for k, v in decoded.items() if k in parameters}
+
+    async def replay(self, row: Mapping[str, Any]) -> None:
+        """Run a replay request claimed from the store (`claim_replays`), with its run id.
+
+        The outcome is only recorded (no dead letter, no offsets: the event was
+        dealt with the first time).
+        """
+        resumed = row.get("resumed_from")  # runs retry: reuse what that run completed
+        resume = None if resumed is None else await self.store.run_results(resumed)
+        if row["event_payload"] is None:  # a direct call's run: its stored parameters
+            await run_flow(
+                self.flow,
+                self.writer,
+                kwargs=orjson.loads(row["parameters"] or "{}"),
+                worker_id=self.worker_id,
+                flow_run_id=row["id"],
+                retry_of=row["retry_of"],
+                resume=resume,
+            )
+            return
+        event = Event(
+            id=row["event_id"] or row["retry_of"],
+            value=row["event_payload"],
+            key=row["event_key"],
+            stream=row["event_source"],
+            partition=row["event_partition"],
+            offset=row["event_offset"],
+            timestamp=None if row["event_time"] is None else row["event_time"].timestamp(),
+        )
+        await self.run(Delivery(event, partition_of(event)), row["id"], row["retry_of"], resume)
+
+    async def batch(self, batch: list[Delivery], records: ControlRecords) -> tuple[str, State]:
+        """One run of the flow with the events' JSON objects as a list (its first parameter).
+
+        Every event gets a record of the batch run's final state, named
+        "Batched" and linked to it. Returns the batch run's id and state.
+        """
+        run_id = new_id()
+        events = [d.event for d in batch]
+        records.log(
+            run_id,
+            f"a batch of {len(events)} events: "
+            + ", ".join(e.id for e in events[:50])
+            + (", ..." if len(events) > 50 else ""),
+        )
+        state = await run_flow(
+            self.flow,
+            self.writer,
+            args=([d.document for d in batch],),
+            worker_id=self.worker_id,
+            flow_run_id=run_id,
+        )
+        completed = state.type is StateType.COMPLETED
+        for event in events:
+            records.run(
+                event,
+                new_id(),
+                state.type.value,
+                "Batched",
+                error=None if completed else state.message,
+                linked_run_id=run_id,
+            )
+        return run_id, state
