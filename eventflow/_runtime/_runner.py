@@ -178,7 +178,9 @@ class SubscriptionRunner(EventSink):
             for p in partitions
         }
         for p in partitions:  # a redelivered event whose run did not end resumes it
-            unfinished = await self.store.unfinished_runs(self.flow.name, p, stored.get(p, 0), group)
+            unfinished = await self.store.unfinished_runs(
+                self.flow.name, p, stored.get(p, 0), group
+            )
             self.runs.resume_plans.assign(p, unfinished, done[p])
         return stored, done
 
