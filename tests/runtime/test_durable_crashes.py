@@ -132,24 +132,24 @@ def _check(result: dict[str, Any], form: str, total: int, charges_per_order: int
 async def test_a_killed_sync_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, database_url: str, tmp_path: Path
 ) -> None:
-    result = await _run_crash(kafka, database_url, tmp_path, "sync", 400)
-    _check(result, "sync", 400, 1)
+    result = await _run_crash(kafka, database_url, tmp_path, "sync", 2000)
+    _check(result, "sync", 2000, 1)
 
 
 async def test_a_killed_async_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, sqlite_url: str, tmp_path: Path
 ) -> None:
     # with a flow control too: its runs take the controlled path to the engine
-    result = await _run_crash(kafka, sqlite_url, tmp_path, "async", 400, CONCURRENCY="300")
-    _check(result, "async", 400, 1)
+    result = await _run_crash(kafka, sqlite_url, tmp_path, "async", 2000, CONCURRENCY="300")
+    _check(result, "async", 2000, 1)
 
 
 @pytest.mark.postgres
 async def test_a_killed_map_and_submit_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, postgres: Postgres, tmp_path: Path
 ) -> None:
-    result = await _run_crash(kafka, postgres.create_database(), tmp_path, "map", 400)
-    _check(result, "map", 400, 2)
+    result = await _run_crash(kafka, postgres.create_database(), tmp_path, "map", 2000)
+    _check(result, "map", 2000, 2)
 
 
 async def _at_least(url: str, count: int) -> bool:
