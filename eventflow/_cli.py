@@ -24,7 +24,8 @@ from ._metrics import mark_worker_dead, serve_multiprocess
 from ._settings import Settings, check_database_url
 from ._states import StateType
 from ._store._migrate import ensure_initialised, upgrade
-from ._store._reader import RunNotFoundError, RunReader
+from ._store._operator import OperatorStore
+from ._store._reader import RunNotFoundError
 
 T = TypeVar("T")
 
@@ -52,11 +53,11 @@ def _database_url(value: str | None) -> str:
     return check_database_url(value, "EVENTFLOW_DATABASE_URL" if from_env else "--database-url")
 
 
-def _reader(database_url: str | None) -> RunReader:
-    """A reader of an existing store; never creates one (StoreNotInitialisedError)."""
+def _store(database_url: str | None) -> OperatorStore:
+    """The existing store at `database_url`; never creates one (StoreNotInitialisedError)."""
     url = _database_url(database_url)
     _run(ensure_initialised(url))
-    return RunReader(url)
+    return OperatorStore(url)
 
 
 def _jsonable(value: Any) -> Any:
@@ -171,7 +172,7 @@ def runs_list(
     database_url: str | None,
 ) -> None:
     """List flow runs, newest first."""
-    reader = _reader(database_url)
+    reader = _store(database_url)
 
     async def query() -> list[dict[str, Any]]:
         try:
@@ -212,7 +213,7 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
 
     RUN_ID may be a unique prefix or suffix of the id.
     """
-    reader = _reader(database_url)
+    reader = _store(database_url)
 
     async def query() -> dict[str, Any]:
         try:
@@ -292,14 +293,14 @@ def runs_retry(run_id: str, full: bool, database_url: str | None) -> None:
     running the flow picks the new run up; it links to the old one. RUN_ID may
     be a unique prefix or suffix of the id.
     """
-    from ._store._replay import ReplayError, request_retry
+    from ._store._replay import ReplayError
 
-    reader = _reader(database_url)
+    reader = _store(database_url)
 
     async def retry() -> str:
         try:
             full_id = await reader.resolve_run_id(run_id)
-            return await request_retry(reader.engine, full_id, full=full)
+            return await reader.retry(full_id, full=full)
         finally:
             await reader.close()
 
@@ -344,14 +345,13 @@ def runs_replay(
     database_url: str | None,
 ) -> None:
     """Run again every run matching the filter (each at most once)."""
-    from ._store._replay import ReplayError, request_replay
+    from ._store._replay import ReplayError
 
-    reader = _reader(database_url)
+    reader = _store(database_url)
 
     async def replay() -> list[str]:
         try:
-            return await request_replay(
-                reader.engine,
+            return await reader.replay(
                 flow_name=flow_name,
                 state_types=states,
                 since=_utc_timestamp(since),
@@ -382,7 +382,7 @@ def flows() -> None:
 @_database_option
 def flows_list(as_json: bool, database_url: str | None) -> None:
     """List flows with their run counts by state."""
-    reader = _reader(database_url)
+    reader = _store(database_url)
 
     async def query() -> list[dict[str, Any]]:
         try:
@@ -454,15 +454,13 @@ def db_prune(older_than: str, dry_run: bool, yes: bool, database_url: str | None
 
     Runs still active are never deleted. On a terminal it asks before deleting.
     """
-    from ._store._retention import count_prunable, prune
-
     before = _cutoff(older_than)
-    reader = _reader(database_url)
+    reader = _store(database_url)
     cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     async def count() -> dict[tuple[str, str], int]:
         try:
-            return await count_prunable(reader.engine, before)
+            return await reader.count_prunable(before)
         finally:
             await reader.close()
 
@@ -483,7 +481,7 @@ def db_prune(older_than: str, dry_run: bool, yes: bool, database_url: str | None
 
     async def delete() -> int:
         try:
-            return await prune(reader.engine, before)
+            return await reader.prune(before)
         finally:
             await reader.close()
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from .._settings import normalize_database_url
 from .._store._migrate import upgrade
-from .._store._reader import RunReader
+from .._store._operator import OperatorStore
 from ._auth import BearerTokenMiddleware
 from ._dashboard import router as dashboard_router
 from ._masking import SecretMasker
@@ -52,7 +52,7 @@ def create_app(
         worker_lease=worker_lease if worker_lease is not None else settings.worker_lease,
     )
     url = normalize_database_url(database_url)
-    reader = RunReader(url)
+    store = OperatorStore(url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +61,7 @@ def create_app(
         try:
             yield
         finally:
-            await reader.close()
+            await store.close()
 
     app = FastAPI(
         title="eventflow",
@@ -72,7 +72,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.reader = reader
+    app.state.store = store
     app.state.masker = SecretMasker(settings.secret_fields)
     app.state.settings = settings
     app.include_router(router)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from .._store._reader import RunReader
+from .._store._operator import OperatorStore
 from . import _models as models
 from . import _views as views
 from ._history import FAILURE_STATES, bucket_size, buckets
@@ -34,9 +34,9 @@ _STATE_RANK = {"stalled": 3, "reconnecting": 2, "running": 1, "stopped": 0}
 """The worst state of a subscription's workers is the one it shows."""
 
 
-def _reader(request: Request) -> RunReader:
-    reader: RunReader = request.app.state.reader
-    return reader
+def _store(request: Request) -> OperatorStore:
+    store: OperatorStore = request.app.state.store
+    return store
 
 
 def _settings(request: Request) -> ServerSettings:
@@ -94,7 +94,7 @@ async def dashboard(
     """Runs created in the window (per bucket, state and flow), failure rate (failed and
     crashed over finished), p50/p95 duration, runs in flight, each subscription's events/s,
     lag and dead letters, workers alive."""
-    reader = _reader(request)
+    reader = _store(request)
     until = datetime.now(UTC)
     since = until - timedelta(seconds=models.WINDOW_SECONDS[window])
     size = bucket_size(models.WINDOW_SECONDS[window], DASHBOARD_BUCKETS)
@@ -211,7 +211,7 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
     """Per-partition lag and offsets of its live workers (stored with the runs vs committed
     to the broker), events/s over the last hour, and its newest dead letters: FAILED runs of
     its events, which the default failure policy sends to the dead-letter topic."""
-    reader = _reader(request)
+    reader = _store(request)
     rows = await reader.subscription_status(name) if "\x00" not in name else []
     if not rows:
         raise HTTPException(404, f"no subscription {name!r}")

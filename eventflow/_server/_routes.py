@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import FiniteFloat
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._store._reader import RunNotFoundError, RunReader
-from .._store._replay import ReplayError, request_replay, request_retry
+from .._store._operator import OperatorStore
+from .._store._reader import RunNotFoundError
+from .._store._replay import ReplayError
 from . import _models as models
 from . import _views as views
 from ._history import bucket_size, buckets
@@ -36,9 +36,9 @@ Until = Annotated[models.DateTime | FiniteFloat | None, Query(description="Befor
 State = Annotated[models.StateTypeName | None, Query(description="Only runs in this state.")]
 
 
-def _reader(request: Request) -> RunReader:
-    reader: RunReader = request.app.state.reader
-    return reader
+def _store(request: Request) -> OperatorStore:
+    store: OperatorStore = request.app.state.store
+    return store
 
 
 def _masker(request: Request) -> SecretMasker:
@@ -71,13 +71,13 @@ def _matches_nothing(*filters: str | None) -> bool:
 
 @router.get("/health", summary="Liveness and store reachability")
 async def health(request: Request) -> dict[str, str]:
-    await _reader(request).count_flow_runs(state="RUNNING")
+    await _store(request).count_flow_runs(state="RUNNING")
     return {"status": "ok"}
 
 
 @router.get("/flows", response_model=list[models.Flow], summary="Flows with run counts")
 async def list_flows(request: Request) -> list[models.Flow]:
-    reader = _reader(request)
+    reader = _store(request)
     found = await reader.list_flows()
     last = await reader.last_runs()
     return [
@@ -111,7 +111,7 @@ async def _history(
     aligned = datetime.fromtimestamp(math.floor(start.timestamp() / size) * size, UTC)
     counts: list[tuple[float, str, int]] = []
     if start < end and not _matches_nothing(flow):
-        counts = await _reader(request).final_state_histogram(
+        counts = await _store(request).final_state_histogram(
             flow=flow, since=max(aligned, _EARLIEST), until=end, bucket_seconds=size
         )
     return models.FlowHistory(
@@ -153,7 +153,7 @@ async def list_flow_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> models.FlowRunPage:
-    reader = _reader(request)
+    reader = _store(request)
     if _matches_nothing(flow, key):
         return models.FlowRunPage(
             items=[], total=0, states={}, limit=limit, offset=offset, next_offset=None
@@ -200,8 +200,7 @@ async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> mode
     if _matches_nothing(body.flow_name, body.key):
         return models.ReplayResponse(ids=[], count=0)
     since, until = _utc(body.since), _utc(body.until)
-    ids = await request_replay(
-        _engine(_reader(request)),
+    ids = await _store(request).replay(
         flow_name=body.flow_name,
         state_types=list(body.state_types),
         since=since.timestamp() if since else None,
@@ -226,7 +225,7 @@ FullRetry = Annotated[
     summary="One run with its task runs, graph edges, logs and trigger event",
 )
 async def get_flow_run(request: Request, run_id: RunId) -> models.FlowRunDetail:
-    reader = _reader(request)
+    reader = _store(request)
     try:
         run = await reader.get_flow_run(_resolvable(run_id))
     except RunNotFoundError as error:
@@ -250,10 +249,10 @@ async def retry_flow_run(
     It resumes the old run: task calls whose task run completed return the kept
     result without running again; with `full=true` every task runs again.
     """
-    reader = _reader(request)
+    reader = _store(request)
     try:
         full_id = await reader.resolve_run_id(_resolvable(run_id))
-        new_id = await request_retry(_engine(reader), full_id, full=full)
+        new_id = await reader.retry(full_id, full=full)
     except RunNotFoundError as error:
         raise HTTPException(404, str(error)) from None
     except ReplayError as error:
@@ -267,10 +266,6 @@ def _resolvable(run_id: str) -> str:
     return run_id
 
 
-def _engine(reader: RunReader) -> AsyncEngine:
-    return reader.engine
-
-
 @router.get("/workers", response_model=list[models.Worker], summary="Workers and their liveness")
 async def list_workers(request: Request) -> list[models.Worker]:
     cutoff = time.time() - _settings(request).worker_lease
@@ -279,7 +274,7 @@ async def list_workers(request: Request) -> list[models.Worker]:
             **row,
             alive=row["stopped_at"] is None and row["heartbeat_at"].timestamp() >= cutoff,
         )
-        for row in await _reader(request).list_workers()
+        for row in await _store(request).list_workers()
     ]
 
 
@@ -293,7 +288,7 @@ async def list_sources(
     flow: Annotated[str | None, Query(description="Only subscriptions of this flow.")] = None,
 ) -> models.Sources:
     alive_since = datetime.now(UTC) - timedelta(seconds=_settings(request).worker_lease)
-    rows = await _reader(request).list_source_status(alive_since=alive_since)
+    rows = await _store(request).list_source_status(alive_since=alive_since)
     if flow is not None:
         rows = [r for r in rows if r["flow_name"] == flow]
     per_subscription: dict[str, list[dict[str, Any]]] = defaultdict(list)

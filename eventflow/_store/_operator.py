@@ -1,0 +1,49 @@
+"""OperatorStore: the run store as the API, the UI and the CLI see it.
+
+Every read query of `RunReader`, and the few actions an operator takes that
+write: retry a run, replay runs matching a filter, prune old runs. The server
+and the CLI talk to this class only; none of them holds a database engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import _replay, _retention
+from ._reader import RunReader
+
+
+class OperatorStore(RunReader):
+    async def retry(self, run_id: str, *, full: bool = False) -> str:
+        """Ask for run `run_id` (a full id) to run again, resuming it unless `full`;
+        the new run's id (a worker running the flow picks it up)."""
+        return await _replay.request_retry(self.engine, run_id, full=full)
+
+    async def replay(
+        self,
+        *,
+        flow_name: str | None = None,
+        state_types: Sequence[str] = ("FAILED", "CRASHED"),
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Ask for every run matching the filter to run again, each at most once."""
+        return await _replay.request_replay(
+            self.engine,
+            flow_name=flow_name,
+            state_types=state_types,
+            since=since,
+            until=until,
+            key=key,
+            limit=limit,
+        )
+
+    async def count_prunable(self, before: float) -> dict[tuple[str, str], int]:
+        """How many runs `prune(before)` would delete, by (flow name, state type)."""
+        return await _retention.count_prunable(self.engine, before)
+
+    async def prune(self, before: float) -> int:
+        """Delete finished runs created before `before` (epoch seconds); how many."""
+        return await _retention.prune(self.engine, before)
