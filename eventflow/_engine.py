@@ -43,6 +43,9 @@ logger = logging.getLogger("eventflow.engine")
 
 _RESULT_LIMIT = 10_000
 
+NOT_DECODED: Any = object()
+"""`run_flow(decoded=...)`'s default: the event's JSON has not been decoded yet."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventInfo:
@@ -620,6 +623,7 @@ async def run_flow(
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
     raw_parameters: bytes | None = None,
+    decoded: Any = NOT_DECODED,
     event: EventInfo | None = None,
     parent: FlowRunContext | None = None,
     worker_id: str | None = None,
@@ -630,7 +634,8 @@ async def run_flow(
     """Run `flow` once, recorded through `writer`, and return its final state.
 
     Parameters come from `args`/`kwargs` (a direct call) or from `raw_parameters`,
-    a JSON document (an event). Invalid parameters end the run FAILED without
+    a JSON document (an event; `decoded`: that document if a flow control has
+    decoded it already, so it is not parsed twice). Invalid parameters end the run FAILED without
     calling the flow; nothing is raised. With `resume`, task calls reuse the
     results that run kept (eventflow/_resume.py).
     """
@@ -665,7 +670,9 @@ async def run_flow(
         "resumed_from": None if resume is None else resume.run_id,
     }
     try:
-        if raw_parameters is not None:
+        if decoded is not NOT_DECODED:
+            parameters = flow.validate_decoded(decoded)
+        elif raw_parameters is not None:
             parameters = flow.validate_json(raw_parameters)
         else:
             parameters = flow.validate(args, kwargs or {})

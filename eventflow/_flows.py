@@ -126,16 +126,25 @@ class Flow(Generic[P, R]):
         defaults, the document is that model; otherwise it is an object whose
         keys are the flow's keyword parameters.
         """
+        return self._validate_event(lambda model: model.model_validate_json(document))
+
+    def validate_decoded(self, document: Any) -> dict[str, Any]:
+        """Like `validate_json`, from a document already decoded (by a flow control)."""
+        return self._validate_event(lambda model: model.model_validate(document))
+
+    def _validate_event(
+        self, validate: Callable[[type[pydantic.BaseModel]], pydantic.BaseModel]
+    ) -> dict[str, Any]:
         self._prepare_event_model()
         try:
             if self._event_model_parameter:
                 assert self._event_model is not None
-                value = self._event_model.model_validate_json(document)
+                value = validate(self._event_model)
                 parameters = {self._event_model_parameter: value}
                 if len(self.signature.parameters) > 1:
                     return self.validate((), parameters)
                 return parameters
-            validated = self.event_parameters_model.model_validate_json(document)
+            validated = validate(self.event_parameters_model)
         except pydantic.ValidationError as error:
             raise ParameterValidationError(_describe_validation(self.name, error)) from None
         return dict(validated.__dict__)

@@ -63,17 +63,20 @@ class Resume:
 
 
 class ResumePlans:
-    """The runs to resume in a subscription's assigned partitions, by event offset.
+    """The runs a subscription's events resume, taken as each event runs.
 
-    Loaded at assignment with the finished events (one query per partition, a
-    few rows: the runs in flight at the last owner's end), taken as each event
-    runs: nothing is read from the store on the hot path.
+    Partitioned events (Kafka) by offset: loaded at assignment with the finished
+    events (one query per partition, a few rows: the runs in flight at the last
+    owner's end), so nothing is read from the store on the hot path.
+    Unpartitioned events (an HTTP poll) by event id: looked up with the events'
+    ended runs as each batch is delivered.
     """
 
-    __slots__ = ("_plans",)
+    __slots__ = ("_by_event_id", "_plans")
 
     def __init__(self) -> None:
         self._plans: dict[Partition, dict[int, Resume]] = {}
+        self._by_event_id: dict[str, Resume] = {}
 
     def assign(
         self, partition: Partition, plans: Mapping[int, Resume], finished: Container[int]
@@ -86,9 +89,17 @@ class ResumePlans:
         for partition in partitions:
             self._plans.pop(partition, None)
 
-    def take(self, stream: str | None, partition: int | None, offset: int | None) -> Resume | None:
-        """The plan of the event at this position, once (None for most events)."""
+    def hold(self, plans: Mapping[str, Resume]) -> None:
+        """The unfinished runs of unpartitioned events being delivered, by event id
+        (`RunStore.unfinished_event_runs`)."""
+        self._by_event_id.update(plans)
+
+    def take(
+        self, stream: str | None, partition: int | None, offset: int | None, event_id: str
+    ) -> Resume | None:
+        """The plan of the event at this position (or with this id), once (None for
+        most events)."""
         if partition is None or offset is None:
-            return None
+            return self._by_event_id.pop(event_id, None) if self._by_event_id else None
         plans = self._plans.get((stream or "", partition))
         return plans.pop(offset, None) if plans else None

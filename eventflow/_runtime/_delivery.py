@@ -6,10 +6,9 @@ from typing import Any
 
 import orjson
 
+from .._engine import NOT_DECODED
 from .._store._runstore import FinishedRun
 from ._source import Event, Partition
-
-_UNDECODED: Any = object()
 
 
 class Delivery:
@@ -30,18 +29,23 @@ class Delivery:
         """The run this event already had (a redelivery): it must not run again."""
         self.run_id: str | None = None
         """The run id given before the run starts (a debounced burst's, a held event's)."""
-        self._document: Any = _UNDECODED
+        self._document: Any = NOT_DECODED
         self._error: orjson.JSONDecodeError | None = None
 
     @property
     def document(self) -> Any:
         """The event's JSON document; None if it is not JSON."""
-        if self._document is _UNDECODED:
+        if self._document is NOT_DECODED:
             try:
                 self._document = orjson.loads(self.event.value)
             except orjson.JSONDecodeError as error:
                 self._document, self._error = None, error
         return self._document
+
+    @property
+    def decoded_so_far(self) -> Any:
+        """The event's JSON document if something decoded it already, else NOT_DECODED."""
+        return NOT_DECODED if self._error is not None else self._document
 
     def decoded(self) -> Any:
         """The event's JSON document; raises the decoding error if it is not JSON."""

@@ -235,11 +235,7 @@ class SubscriptionRunner(EventSink):
                 raise WorkerStoppingError("the worker is stopping; the events were not taken")
             return
         unpartitioned = [e.id for e in events if e.partition is None]
-        ended = (
-            await self.store.finished_event_ids(self.flow.name, unpartitioned)
-            if unpartitioned
-            else {}
-        )
+        ended = await self._ended_or_resumed(unpartitioned) if unpartitioned else {}
         stats, accept = self.stats, self.inflight.accept
         if events:
             stats.last_event_at = time.time()
@@ -248,6 +244,14 @@ class SubscriptionRunner(EventSink):
             delivery = accept(event, ended.get(event.id) if ended else None)
             if delivery is not None:
                 self._decide(delivery)
+
+    async def _ended_or_resumed(self, event_ids: list[str]) -> dict[str, FinishedRun]:
+        """Of unpartitioned events, those whose run ended (not to run again); the
+        plans of those whose run did not end are held for their new runs."""
+        ended = await self.store.finished_event_ids(self.flow.name, event_ids)
+        again = [i for i in event_ids if i not in ended]
+        self.runs.resume_plans.hold(await self.store.unfinished_event_runs(self.flow.name, again))
+        return ended
 
     # -- 2. decide -------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ class FlowRuns:
         """Run the flow for one event; its final state (a flow's errors are states)."""
         event = delivery.event
         if retry_of is None:  # a delivery, not a replay: resume its unfinished run, if any
-            resume = self.resume_plans.take(event.stream, event.partition, event.offset)
+            resume = self.resume_plans.take(event.stream, event.partition, event.offset, event.id)
         info = EventInfo(
             source=event.stream or self.source_name,
             id=event.id,
@@ -80,6 +80,7 @@ class FlowRuns:
                 self.flow,
                 self.writer,
                 raw_parameters=event.value,
+                decoded=delivery.decoded_so_far,
                 event=info,
                 worker_id=self.worker_id,
                 flow_run_id=run_id,

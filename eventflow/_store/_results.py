@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .._resume import KeptResult, Resume
 from . import _schema as schema
 from ._recovery import DONE_STATES
+
+K = TypeVar("K", bound=Hashable)
 
 
 def _kept_columns() -> tuple[Any, ...]:
@@ -58,13 +60,42 @@ async def unfinished_runs(
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    by_offset: dict[int, list[Any]] = {}
+    return _plans(rows, int)
+
+
+async def unfinished_event_runs(
+    engine: AsyncEngine, flow_name: str, event_ids: Sequence[str]
+) -> dict[str, Resume]:
+    """Of `event_ids` (unpartitioned sources), those whose runs of `flow_name` did not
+    end, with the results their completed task runs kept; as `unfinished_runs`."""
+    if not event_ids:
+        return {}
+    runs, tasks = schema.flow_runs, schema.task_runs
+    query = (
+        sa.select(runs.c.event_id, runs.c.id, runs.c.created_at, *_kept_columns())
+        .join(tasks, tasks.c.flow_run_id == runs.c.id)
+        .where(
+            runs.c.event_id.in_(list(event_ids)),
+            runs.c.event_partition.is_(None),  # as the partial index ix_flow_runs_event_id
+            runs.c.flow_name == flow_name,
+            runs.c.state_type.not_in(DONE_STATES),
+            *_reusable(),
+        )
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return _plans(rows, str)
+
+
+def _plans(rows: Iterable[Any], event: Callable[[Any], K]) -> dict[K, Resume]:
+    """Rows of (event, run id, created at, *kept columns) as a plan per event."""
+    by_event: dict[K, list[Any]] = {}
     for row in rows:
-        by_offset.setdefault(int(row[0]), []).append(row)
-    plans: dict[int, Resume] = {}
-    for offset, found in by_offset.items():
+        by_event.setdefault(event(row[0]), []).append(row)
+    plans: dict[K, Resume] = {}
+    for key, found in by_event.items():
         found.sort(key=lambda r: r[2])  # oldest run first: newer ones overwrite
-        plans[offset] = Resume(found[-1][1], _results(r[3:] for r in found))
+        plans[key] = Resume(found[-1][1], _results(r[3:] for r in found))
     return plans
 
 

@@ -68,6 +68,13 @@ class RunStore(ABC):
         """Of `event_ids` (unpartitioned sources), those whose run already ended."""
 
     @abstractmethod
+    async def unfinished_event_runs(
+        self, flow_name: str, event_ids: Sequence[str]
+    ) -> dict[str, Resume]:
+        """Of `event_ids` (unpartitioned sources), those whose run did not end, with the
+        task results a redelivery of each may reuse."""
+
+    @abstractmethod
     async def claim_keys(
         self,
         flow_name: str,
@@ -146,6 +153,11 @@ class SqlRunStore(RunStore):
         self, flow_name: str, event_ids: Sequence[str]
     ) -> dict[str, FinishedRun]:
         return await _recovery.finished_event_ids(self.engine, flow_name, event_ids)
+
+    async def unfinished_event_runs(
+        self, flow_name: str, event_ids: Sequence[str]
+    ) -> dict[str, Resume]:
+        return await _results.unfinished_event_runs(self.engine, flow_name, event_ids)
 
     async def claim_keys(
         self,

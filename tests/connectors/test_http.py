@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from connectors.http import _PAGES_BEFORE_COMPACTING, Backoff, HttpPollSource
-from eventflow import App, flow
+from eventflow import App, flow, task
 from eventflow._store import _schema as schema
 from examples.orders_api import OrdersApi
 from tests._kafka import wait_until
@@ -427,6 +427,69 @@ async def test_a_poll_whose_runs_did_not_finish_is_polled_again_after_a_restart(
     async with serving(app_for(sqlite_url, restarted, record)):
         await wait_until(lambda: restarted.stats.polls >= 1, timeout=20)
     assert scripted.requests_to(path)[0].query.get("after") == "c1"
+
+
+async def test_a_crashed_run_of_a_polled_item_resumes_after_its_completed_task(
+    feed: ServerThread, scripted: ScriptedApp, database_url: str
+) -> None:
+    """Item 3's run is cut off in its second task at shutdown (CRASHED); polled again
+    after the restart, its new run reuses the first task's result instead of calling it."""
+    path = scripted.route("/durable", cursor_pages)
+    charged: list[int] = []
+    in_ship = asyncio.Event()
+    ship_hangs_on = {3}
+
+    @task
+    async def charge_item(item_id: int) -> str:
+        charged.append(item_id)
+        return f"receipt-{item_id}"
+
+    @task
+    async def ship_item(item_id: int, receipt: str) -> str:
+        if item_id in ship_hangs_on:
+            in_ship.set()
+            await asyncio.Event().wait()  # cancelled when the worker stops
+        return f"shipped with {receipt}"
+
+    @flow(name="http-durable")
+    async def charge_then_ship(item: dict[str, Any]) -> str:
+        return await ship_item(item["id"], await charge_item(item["id"]))
+
+    def worker() -> App:
+        app = App(replace(settings(database_url), shutdown_grace=0.2))
+        app.subscribe(
+            cursor_poller(feed.url, path),
+            charge_then_ship,
+            params=lambda event: {"item": orjson.loads(event.value)},
+        )
+        return app
+
+    async def run_of_item_3(state: str) -> dict[str, Any] | None:
+        found = [
+            run
+            for run in await flow_runs(database_url, flow_name="http-durable", state_type=state)
+            if orjson.loads(run["event_payload"])["id"] == 3
+        ]
+        return found[-1] if found else None
+
+    async with serving(worker()):
+        await asyncio.wait_for(in_ship.wait(), 20)
+    crashed = await run_of_item_3("CRASHED")
+    assert crashed is not None and charged == [1, 2, 3]
+
+    ship_hangs_on.clear()
+    async with serving(worker()):
+        completed = await wait_until(lambda: run_of_item_3("COMPLETED"), timeout=20)
+    assert charged == [1, 2, 3]  # item 3 was not charged again
+    assert completed["resumed_from"] == crashed["id"]
+    assert completed["result"] == orjson.dumps("shipped with receipt-3").decode()
+    tasks = await table_rows(
+        database_url, schema.task_runs, schema.task_runs.c.flow_run_id == completed["id"]
+    )
+    by_name = {t["task_name"]: t for t in tasks}
+    assert by_name["charge_item"]["state_name"] == "Reused"
+    assert by_name["charge_item"]["reused_from"] is not None
+    assert by_name["ship_item"]["state_name"] == "Completed"
 
 
 async def test_behind_an_event_never_acknowledged_the_saved_cursor_holds_and_memory_stays_flat(

@@ -1,4 +1,5 @@
-"""With several flow controls on, an event's JSON is decoded once: every key function reads it."""
+"""With several flow controls on, an event's JSON is decoded once: every key function
+reads it, and the flow's parameters are validated from it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 import pydantic
+import pytest
 
 from eventflow import App, flow
 from eventflow.testing import TestApp
@@ -17,7 +19,9 @@ class Job(pydantic.BaseModel):
     account: str
 
 
-async def test_every_control_reads_the_one_decoded_document(database_url: str) -> None:
+async def test_every_control_reads_the_one_decoded_document(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, _group = memory_topic("decode-once")
     seen: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
@@ -32,6 +36,10 @@ async def test_every_control_reads_the_one_decoded_document(database_url: str) -
     async def handle(job: Job) -> str:
         return job.id
 
+    def parsed_again(document: bytes | str) -> dict[str, Any]:
+        raise AssertionError(f"the event was parsed a second time: {document!r}")
+
+    monkeypatch.setattr(handle, "validate_json", parsed_again)
     app = App(settings(database_url))
     app.subscribe(
         source,
@@ -49,7 +57,8 @@ async def test_every_control_reads_the_one_decoded_document(database_url: str) -
     async with TestApp(app, database_url=database_url) as test:
         for i in range(3):
             run = await test.publish(source, {"id": f"j{i}", "account": f"a{i}"})
-            assert run.state == "COMPLETED"
+            assert run.state == "COMPLETED", run.error
+            assert run.result == f"j{i}"
     assert set(seen) == {"j0", "j1", "j2"}
     for calls in seen.values():
         assert len(calls) == 5  # singleton, cancel, idempotency, concurrency, rate

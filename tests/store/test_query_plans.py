@@ -31,7 +31,7 @@ from eventflow._store._recovery import (
     sweep_crashed,
 )
 from eventflow._store._replay import claim_replays, request_replay, request_retry
-from eventflow._store._results import run_results, unfinished_runs
+from eventflow._store._results import run_results, unfinished_event_runs, unfinished_runs
 from eventflow._store._retention import prune
 from tests._services import Postgres
 
@@ -247,6 +247,7 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     await sweep_crashed(engine, 60, "w-0")
     # durable steps: the runs to resume at assignment, a retry's kept results
     await unfinished_runs(engine, "flow-0", "orders", 3, RUNS // 8 - 1000)
+    await unfinished_event_runs(engine, "flow-0", ["http-20", "http-40"])
     await run_results(engine, failed_id)
     async with engine.connect() as conn:
         await _completed_at(conn, some_id)
