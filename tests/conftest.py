@@ -78,3 +78,26 @@ def _use_default_store(url: str) -> Iterator[str]:
             os.environ.pop("EVENTFLOW_DATABASE_URL", None)
         else:
             os.environ["EVENTFLOW_DATABASE_URL"] = previous
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the slowest tests first, each followed by one quick test.
+
+    With `--dist load --maxschedchunk 1` every test process is first sent two
+    tests: this way each gets at most one slow test, and the minutes-long fault
+    tests run beside the rest of the suite instead of after it."""
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    quick = [item for item in items if not item.get_closest_marker("slow")]
+    slow.sort(key=_expected_seconds, reverse=True)
+    ordered: list[pytest.Item] = []
+    for item in slow:
+        ordered.append(item)
+        if quick:
+            ordered.append(quick.pop(0))
+    items[:] = ordered + quick
+
+
+def _expected_seconds(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("slow")
+    assert marker is not None and marker.args, f"{item.nodeid}: slow(seconds) needs its seconds"
+    return float(marker.args[0])

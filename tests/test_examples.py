@@ -105,6 +105,7 @@ async def test_orders_pipeline_skips_loading_when_there_are_no_orders(
     assert len(app.requests_to("/orders")) == 2  # the invalid run called nothing
 
 
+@pytest.mark.slow(40)
 @pytest.mark.kafka
 async def test_one_worker_streams_kafka_polls_the_api_and_runs_the_schedule(
     kafka: Kafka,

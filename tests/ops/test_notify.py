@@ -58,6 +58,7 @@ def test_a_refusing_receiver_is_not_retried_and_a_dead_one_is_given_up_on() -> N
 
 
 @pytest.mark.kafka
+@pytest.mark.slow(16)
 async def test_runs_of_a_killed_worker_are_notified_as_crashed_once(
     kafka: Kafka, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -129,6 +129,7 @@ def _check(result: dict[str, Any], form: str, total: int, charges_per_order: int
             assert source["state_type"] == "COMPLETED" and source["result"] is not None
 
 
+@pytest.mark.slow(25)
 async def test_a_killed_sync_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, database_url: str, tmp_path: Path
 ) -> None:
@@ -136,6 +137,7 @@ async def test_a_killed_sync_flow_resumes_after_its_completed_tasks(
     _check(result, "sync", 2000, 1)
 
 
+@pytest.mark.slow(25)
 async def test_a_killed_async_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -144,6 +146,7 @@ async def test_a_killed_async_flow_resumes_after_its_completed_tasks(
     _check(result, "async", 2000, 1)
 
 
+@pytest.mark.slow(25)
 @pytest.mark.postgres
 async def test_a_killed_map_and_submit_flow_resumes_after_its_completed_tasks(
     kafka: Kafka, postgres: Postgres, tmp_path: Path

@@ -45,6 +45,7 @@ async def new_topic(kafka: Kafka, partitions: int = 4) -> tuple[str, str]:
     return topic, group
 
 
+@pytest.mark.slow(45)
 async def test_kill_9_mid_stream_loses_nothing_and_runs_nothing_twice(
     kafka: Kafka, database_url: str, tmp_path: Path
 ) -> None:
@@ -70,6 +71,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_runs_nothing_twice(
     assert set(report["states"]) <= {"COMPLETED", "CRASHED"}
 
 
+@pytest.mark.slow(15)
 async def test_a_second_worker_takes_over_when_the_first_dies(
     kafka: Kafka, sqlite_url: str, tmp_path: Path
 ) -> None:

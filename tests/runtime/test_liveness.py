@@ -208,6 +208,7 @@ async def _metric(port: int, name: str) -> float | None:
     return None
 
 
+@pytest.mark.slow(25)
 async def test_the_liveness_probe_fails_while_nothing_is_consumed_and_events_wait(
     kafka: Kafka, sqlite_url: str, tmp_path: Path
 ) -> None:

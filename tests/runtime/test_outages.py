@@ -123,6 +123,7 @@ async def broker_outage(
     assert cpu < 0.5 * seconds, f"the worker used {cpu:.1f}s of CPU in a {seconds:.0f}s outage"
 
 
+@pytest.mark.slow(320)
 async def test_broker_outages_of_a_minute_end_by_themselves(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -157,7 +158,13 @@ async def test_broker_outages_of_a_minute_end_by_themselves(
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("seconds", [60, 300], ids=["1-minute", "5-minutes"])
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        pytest.param(60, id="1-minute", marks=pytest.mark.slow(70)),
+        pytest.param(300, id="5-minutes", marks=pytest.mark.slow(310)),
+    ],
+)
 async def test_postgres_outages_end_by_themselves(
     kafka: Kafka, tmp_path: Path, seconds: float
 ) -> None:

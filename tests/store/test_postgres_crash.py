@@ -37,6 +37,7 @@ async def _at_least(url: str, count: int) -> bool:
         return False
 
 
+@pytest.mark.slow(17)
 async def test_postgres_killed_mid_stream_loses_nothing_and_completes_nothing_twice(
     kafka: Kafka, tmp_path: Path
 ) -> None:
