@@ -337,7 +337,7 @@ async def run_task(
     writer = flow_run.writer
     run_id = task_run_id or new_id()
     if position is None:
-        position = next(flow_run.positions)
+        position = _position(flow_run)
     row: dict[str, Any] = {
         "id": run_id,
         "flow_run_id": flow_run.flow_run_id,
@@ -371,7 +371,7 @@ async def run_task(
         record.kwargs = kwargs = _resolve(kwargs)
     if task.task_run_name is not None:
         row["name"] = task.format_run_name(record.info().parameters)
-    if flow_run.resume is not None:
+    if flow_run.resume is not None and position is not None:
         kept = flow_run.resume.take(position, task.name, flow_run.flow_run_id)
         if kept is not None:
             reused = _reuse(task, row, writer, kept, "Reused")
@@ -408,6 +408,17 @@ async def run_task(
     if hooks:
         await _run_hooks(hooks, task, record.info(), state)
     return state.result() if unwrap else state
+
+
+def _position(flow_run: FlowRunContext) -> int | None:
+    """A task call's position in its flow run (eventflow/_resume.py): its call order
+    among the flow's own calls. A call made inside another task has none: it is not
+    resumed on its own (the outer task is), and it does not shift later positions
+    when a resumed run reuses the outer task without calling it."""
+    inside = current_task_run.get()
+    if inside is not None and inside.flow_run is flow_run:
+        return None
+    return next(flow_run.positions)
 
 
 def _reuse(
@@ -492,7 +503,7 @@ def submit_task(
     global _submitted
     _submitted = True
     run_id = new_id()
-    position = next(flow_run.positions)  # now: the order of submission, not of starting
+    position = _position(flow_run)  # now: the order of submission, not of starting
     coroutine = run_task(task, flow_run, args, kwargs, tuple(wait_for), run_id, position)
     loop = flow_run.loop
     on_loop = running_loop() is loop

@@ -4,7 +4,9 @@ A result is kept when it serialises to JSON (orjson, with pydantic's encoder for
 models, dates and the like) within `EVENTFLOW_RESULT_MAX_BYTES`. One that does
 not is not kept (that task runs again when its run resumes), said once per task.
 Reading a result back validates it into the task's return annotation when it
-has one, so a task returning a pydantic model gets a model again.
+has one, so a task returning a pydantic model gets a model again. Without a
+usable annotation a result is kept only if it is plain JSON (it reads back
+equal): a model, a tuple or a date would come back as a dict, a list or a string.
 """
 
 from __future__ import annotations
@@ -61,7 +63,17 @@ def encode_result(task: Task[Any, Any], value: Any) -> str | None:
     if len(data) > limit:
         _skip(task, f"it is larger ({len(data):,} bytes) than EVENTFLOW_RESULT_MAX_BYTES")
         return None
+    if type(value) not in _SCALARS and _adapter(task) is None and orjson.loads(data) != value:
+        _skip(
+            task,
+            f"it has no return annotation to read it back as ({type(value).__name__} is not"
+            " plain JSON: annotate the task's return type)",
+        )
+        return None
     return data.decode()
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def decode_result(task: Task[Any, Any], text: str) -> Any:

@@ -30,24 +30,42 @@ class KeptResult:
 
 
 class Resume:
-    """The kept results a run may reuse, by position, and whether it has diverged."""
+    """The kept results a run may reuse, by position.
 
-    __slots__ = ("diverged", "results", "run_id")
+    `completed` names the task of every position the old run completed, its
+    result kept (in `results`) or not. Only the unbroken prefix of completed
+    positions is reused: from the first call the old run did not complete on,
+    everything runs again, so no later call reuses a result computed while that
+    call had not given its own. `limit` is that first position; it moves back to
+    where the flow takes another path. A completed call whose result was not
+    kept runs again alone.
+    """
 
-    def __init__(self, run_id: str, results: dict[int, KeptResult]) -> None:
+    __slots__ = ("completed", "limit", "results", "run_id")
+
+    def __init__(
+        self,
+        run_id: str,
+        results: dict[int, KeptResult],
+        completed: dict[int, str] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.results = results
-        self.diverged = False
+        self.completed = (
+            completed if completed is not None else {p: k.task_name for p, k in results.items()}
+        )
+        limit = 0
+        while limit in self.completed:
+            limit += 1
+        self.limit = limit
 
     def take(self, position: int, task_name: str, flow_run_id: str) -> KeptResult | None:
         """The kept result for the call at `position`, or None: the call runs."""
-        if self.diverged:
+        if position >= self.limit:
             return None
-        kept = self.results.get(position)
-        if kept is None:
-            return None
-        if kept.task_name != task_name:
-            self.diverged = True
+        before = self.completed[position]
+        if before != task_name:
+            self.limit = position
             logger.warning(
                 "flow run %s resumes %s but took another path: task call %d is %s, where %s"
                 " was before; this call and every later one run again (flows must be"
@@ -56,10 +74,10 @@ class Resume:
                 self.run_id,
                 position,
                 task_name,
-                kept.task_name,
+                before,
             )
             return None
-        return kept
+        return self.results.get(position)
 
 
 class ResumePlans:

@@ -74,6 +74,7 @@ class FlowControls:
         flow: Flow[Any, Any],
         worker_id: str,
         source_name: str,
+        group: str | None,
         store: RunStore,
         writer: RunWriter,
         stats: RunnerStats,
@@ -90,7 +91,7 @@ class FlowControls:
         self._settled = settled
         """A held event is done with without running (superseded), or never ran."""
         self._run_batch = run_batch
-        self.records = ControlRecords(writer, flow, worker_id, source_name)
+        self.records = ControlRecords(writer, flow, worker_id, source_name, group)
         self.gate = RunGate(
             controls,
             name=name,

@@ -15,11 +15,15 @@ class ControlRecords:
 
     logger_name = "eventflow.controls"
 
-    def __init__(self, writer: RunWriter, flow: Any, worker_id: str, source_name: str) -> None:
+    def __init__(
+        self, writer: RunWriter, flow: Any, worker_id: str, source_name: str, group: str | None
+    ) -> None:
         self.writer = writer
         self.flow = flow
         self.worker_id = worker_id
         self.source_name = source_name
+        self.group = group
+        """The consumer group reading the events (their runs count for it alone)."""
 
     def run(
         self,
@@ -58,6 +62,7 @@ class ControlRecords:
                 "event_offset": event.offset,
                 "event_id": event.id,
                 "event_key": event.key,
+                "event_group": self.group,
                 "event_payload": event.value,
                 "event_time": event.timestamp,
                 "created_at": now,

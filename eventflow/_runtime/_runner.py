@@ -86,6 +86,7 @@ class SubscriptionRunner(EventSink):
             worker_id=worker_id,
             source=self.source,
             params=subscription.params,
+            stopping=lambda: self.inflight.stopping,
         )
         self.controls: FlowControls | None = None
         if subscription.controls is not None:
@@ -95,6 +96,7 @@ class SubscriptionRunner(EventSink):
                 flow=self.flow,
                 worker_id=worker_id,
                 source_name=self.source.name,
+                group=self.source.group_id,
                 store=store,
                 writer=writer,
                 stats=self.stats,
@@ -247,10 +249,9 @@ class SubscriptionRunner(EventSink):
 
     async def _ended_or_resumed(self, event_ids: list[str]) -> dict[str, FinishedRun]:
         """Of unpartitioned events, those whose run ended (not to run again); the
-        plans of those whose run did not end are held for their new runs."""
+        runs of the others that did not end are looked up, for them to resume."""
         ended = await self.store.finished_event_ids(self.flow.name, event_ids)
-        again = [i for i in event_ids if i not in ended]
-        self.runs.resume_plans.hold(await self.store.unfinished_event_runs(self.flow.name, again))
+        await self.runs.find_unfinished([i for i in event_ids if i not in ended])
         return ended
 
     # -- 2. decide -------------------------------------------------------------------------

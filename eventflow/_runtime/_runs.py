@@ -1,19 +1,22 @@
 """FlowRuns: how an event (a replay, a batch) becomes one `run_flow` call.
 
 The event's bytes go to the flow's parameter model as they are (pydantic
-validates JSON itself); with `params` the one decoded copy of the delivery
-is used. A replay goes through the same decoding as when its event first
-arrived.
+validates JSON itself) unless a flow control decoded them already: then, as
+with `params`, the one decoded copy of the delivery is used. A replay goes
+through the same decoding as when its event first arrived.
 
 A delivered event whose earlier run did not end (a crash, an abandoned
 revoke) resumes that run: its plan (eventflow/_resume.py) was loaded when the
-partition was assigned. A retry (`runs retry`) resumes the run it retries.
+partition was assigned (Kafka) or when the event was delivered (unpartitioned
+sources). A retry (`runs retry`) resumes the run it retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -22,6 +25,7 @@ from .._engine import EventInfo, run_flow
 from .._flows import Flow
 from .._ids import new_id
 from .._resume import Resume, ResumePlans
+from .._retries import Backoff
 from .._states import State, StateType
 from .._store._runstore import RunStore
 from .._store._writer import RunWriter
@@ -29,6 +33,10 @@ from ._delivery import Delivery, partition_of
 from ._records import ControlRecords
 from ._source import Event, Source
 from ._subscription import ParamsOverride
+
+logger = logging.getLogger("eventflow.runtime")
+
+STORE_RETRY = Backoff(initial=0.1, maximum=5.0, jitter=0.0)
 
 
 class FlowRuns:
@@ -43,6 +51,7 @@ class FlowRuns:
         worker_id: str,
         source: Source,
         params: ParamsOverride | None,
+        stopping: Callable[[], bool],
     ) -> None:
         self.flow = flow
         self.writer = writer
@@ -52,6 +61,14 @@ class FlowRuns:
         self.group = source.group_id
         self.params = params
         self.resume_plans = ResumePlans()
+        self._stopping = stopping
+
+    async def find_unfinished(self, event_ids: Sequence[str]) -> None:
+        """Hold the plans of unpartitioned events whose earlier run did not end, for
+        their new runs to resume (Kafka's are loaded at assignment)."""
+        if event_ids:
+            found = await self.store.unfinished_event_runs(self.flow.name, event_ids)
+            self.resume_plans.hold(found)
 
     async def run(
         self,
@@ -123,7 +140,7 @@ class FlowRuns:
         dealt with the first time).
         """
         resumed = row.get("resumed_from")  # runs retry: reuse what that run completed
-        resume = None if resumed is None else await self.store.run_results(resumed)
+        resume = None if resumed is None else await self._kept_results(resumed)
         if row["event_payload"] is None:  # a direct call's run: its stored parameters
             await run_flow(
                 self.flow,
@@ -145,6 +162,26 @@ class FlowRuns:
             timestamp=None if row["event_time"] is None else row["event_time"].timestamp(),
         )
         await self.run(Delivery(event, partition_of(event)), row["id"], row["retry_of"], resume)
+
+    async def _kept_results(self, run_id: str) -> Resume:
+        """What the run a retry resumes kept; read again while the store is down (the
+        claimed retry must neither start over nor be left RUNNING)."""
+        failures = 0
+        while True:
+            try:
+                return await self.store.run_results(run_id)
+            except Exception as error:
+                if self._stopping():
+                    raise
+                failures += 1
+                if failures == 1:
+                    logger.warning(
+                        "%s: cannot read the results of %s to resume it, retrying: %s",
+                        self.flow.name,
+                        run_id,
+                        error,
+                    )
+                await asyncio.sleep(STORE_RETRY.delay(failures))
 
     async def batch(self, batch: list[Delivery], records: ControlRecords) -> tuple[str, State]:
         """One run of the flow with the events' JSON objects as a list (its first parameter).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -21,12 +22,10 @@ def _kept_columns() -> tuple[Any, ...]:
 
 
 def _reusable() -> tuple[Any, ...]:
+    """Task runs a resumed run counts as done: COMPLETED calls of the flow itself
+    (its result kept or not: one not kept runs again alone)."""
     tasks = schema.task_runs
-    return (
-        tasks.c.state_type == "COMPLETED",
-        tasks.c.position.is_not(None),
-        tasks.c.result.is_not(None),
-    )
+    return (tasks.c.state_type == "COMPLETED", tasks.c.position.is_not(None))
 
 
 async def unfinished_runs(
@@ -41,8 +40,8 @@ async def unfinished_runs(
     the results their completed task runs kept (only events with at least one).
     Runs of consumer group `group` only (or of none, as `finished_events`).
 
-    Of several such runs of one event (it crashed more than once), each position
-    takes the newest run's result; the resumed run is the newest.
+    Of several such runs of one event (it crashed more than once), the newest is
+    resumed, with the results of older ones it did not reach (`_plans`).
     """
     runs, tasks = schema.flow_runs, schema.task_runs
     query = (
@@ -88,14 +87,33 @@ async def unfinished_event_runs(
 
 
 def _plans(rows: Iterable[Any], event: Callable[[Any], K]) -> dict[K, Resume]:
-    """Rows of (event, run id, created at, *kept columns) as a plan per event."""
+    """Rows of (event, run id, created at, *kept columns) as a plan per event.
+
+    An event that crashed more than once resumes its newest run, which may not
+    have got as far as an older one (it crashed again before reusing all): the
+    older runs fill the positions it has no completed call at, up to the first
+    position where a newer run called another task (it took another path).
+    """
     by_event: dict[K, list[Any]] = {}
     for row in rows:
         by_event.setdefault(event(row[0]), []).append(row)
     plans: dict[K, Resume] = {}
     for key, found in by_event.items():
-        found.sort(key=lambda r: r[2])  # oldest run first: newer ones overwrite
-        plans[key] = Resume(found[-1][1], _results(r[3:] for r in found))
+        found.sort(key=lambda r: (r[2], r[1]), reverse=True)  # newest run first, rows together
+        results: dict[int, KeptResult] = {}
+        completed: dict[int, str] = {}
+        bound = float("inf")
+        for _run_id, run_rows in itertools.groupby(found, key=lambda r: r[1]):
+            calls = {row[5]: row for row in run_rows}  # by position
+            bound = min(
+                [bound, *(p for p, row in calls.items() if completed.get(p, row[4]) != row[4])]
+            )
+            for position, (*_, task_run_id, task_name, _position, result) in calls.items():
+                if position < bound and position not in completed:
+                    completed[position] = task_name
+                    if result is not None:
+                        results[position] = KeptResult(task_run_id, task_name, result)
+        plans[key] = Resume(found[0][1], results, completed)
     return plans
 
 
@@ -105,7 +123,11 @@ async def run_results(engine: AsyncEngine, run_id: str) -> Resume:
     query = sa.select(*_kept_columns()).where(tasks.c.flow_run_id == run_id, *_reusable())
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return Resume(run_id, _results(rows))
+    return Resume(
+        run_id,
+        _results(row for row in rows if row[3] is not None),
+        {int(position): name for _id, name, position, _result in rows},
+    )
 
 
 def _results(rows: Iterable[Any]) -> dict[int, KeptResult]:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pydantic
 
+from connectors.kafka import KafkaSource
 from eventflow import App, flow
 from eventflow.testing import TestApp
 from tests._kafka import wait_until
@@ -56,3 +57,29 @@ async def test_batches_of_n_then_the_rest_after_the_timeout(database_url: str) -
     }
     logs = await control_logs(database_url)
     assert sorted(log["flow_run_id"] for log in logs) == sorted(batch_runs)
+
+
+async def test_a_new_consumer_group_batches_the_events_another_group_batched(
+    database_url: str,
+) -> None:
+    """Reprocessing under a new group id: the events' "Batched" records belong to the
+    group that read them, so the second group's runner does not take them as done."""
+    first, first_group = memory_topic("regroup-batch")
+    second = KafkaSource(*first.topics, bootstrap_servers="127.0.0.1:1", group_id="second")
+    batches: list[int] = []
+
+    @flow(name="regrouped-readings")
+    async def store_readings(readings: list[Reading]) -> int:
+        batches.append(len(readings))
+        return len(readings)
+
+    for source in (first, second):
+        app = App(settings(database_url))
+        app.subscribe(source, store_readings, batch_size=5, batch_timeout=0.2)
+        async with TestApp(app, database_url=database_url) as test:
+            send_all(test, source, [{"id": f"r{i}", "value": i} for i in range(10)])
+            stats = test.worker.runners[0].stats
+            await wait_until(lambda s=stats: s.completed == 10, timeout=30)  # type: ignore[misc]
+    assert batches == [5, 5, 5, 5]  # both groups ran every event
+    members = [r for r in await flow_runs(database_url) if r["event_id"] is not None]
+    assert Counter(r["event_group"] for r in members) == {first_group: 10, "second": 10}
