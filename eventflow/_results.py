@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,10 +28,6 @@ logger = logging.getLogger("eventflow.engine")
 
 _limits: tuple[bool, int] | None = None
 _warned: set[str] = set()
-_adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None] = (
-    weakref.WeakKeyDictionary()
-)
-"""Each task function's return-type adapter (None: the plain JSON value), built on first use."""
 
 
 def _settings() -> tuple[bool, int]:
@@ -84,18 +78,23 @@ def decode_result(task: Task[Any, Any], text: str) -> Any:
 
 
 def _adapter(task: Task[Any, Any]) -> TypeAdapter[Any] | None:
-    key = task.fn
-    if key not in _adapters:
-        annotation = task.signature.return_annotation
+    """The task's return-type adapter (None: the plain JSON value), built on first use
+    and kept on the task (one attribute read per result on the hot path)."""
+    adapter: TypeAdapter[Any] | object | None = task.__dict__.get("_result_adapter", _UNSET)
+    if adapter is _UNSET:
         adapter = None
+        annotation = task.signature.return_annotation
         if annotation is not inspect.Signature.empty and annotation is not Any:
             try:
                 hints = inspect.get_annotations(task.fn, eval_str=True)
                 adapter = TypeAdapter(hints.get("return", annotation))
             except Exception:  # an annotation pydantic cannot use: the plain JSON value
                 adapter = None
-        _adapters[key] = adapter
-    return _adapters[key]
+        task.__dict__["_result_adapter"] = adapter
+    return adapter  # type: ignore[return-value]
+
+
+_UNSET = object()
 
 
 def _skip(task: Task[Any, Any], why: str) -> None:
