@@ -73,9 +73,10 @@ def test_every_environment_variable_is_documented() -> None:
     assert sorted(v for v in used if v not in documented) == []
 
 
-def test_the_readme_fits_on_a_screen_and_keeps_its_two_commands() -> None:
+def test_the_readme_stays_short_and_keeps_its_two_commands() -> None:
+    """A newcomer's screen, then the harness, guarantees and figures in short; the rest: docs."""
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.splitlines()) <= 50
+    assert len(readme.splitlines()) <= 100
     commands = re.findall(r"^(scripts/\w+)", readme, re.MULTILINE)
     assert commands == ["scripts/demo", "scripts/test"]
     assert "pip install" in readme and "docs/getting-started.md" in readme
