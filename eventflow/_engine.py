@@ -29,7 +29,7 @@ from ._names import default_run_name
 from ._results import decode_result, encode_result
 from ._resume import KeptResult
 from ._retries import RetryPolicy
-from ._states import Completed, Crashed, Failed, State, StateType
+from ._states import Cancelled, Completed, Crashed, Failed, State, StateType, cancel_request
 from ._threads import Pool, run_sync, running_loop
 from ._tracebacks import TaskFailure, format_traceback, mark_task_failure, task_failure
 
@@ -393,7 +393,7 @@ async def run_task(
             task.fn, task.is_async, args, kwargs, task.retry_policy, task.timeout_seconds, record
         )
     except BaseException as error:
-        record.finish(Crashed(f"the task run was interrupted: {type(error).__name__}", error))
+        record.finish(_interrupted("task", error))
         raise
     finally:
         current_task_run.reset(task_token)
@@ -721,10 +721,10 @@ async def run_flow(
         if context.futures:
             await _finish_forgotten(context)
     except BaseException as error:
-        crashed = Crashed(f"the flow run was interrupted: {type(error).__name__}", error)
-        record.finish(crashed)
-        if flow.on_crashed:
-            await asyncio.shield(_run_hooks(flow.on_crashed, flow, record.info(), crashed))
+        ended = _interrupted("flow", error)
+        record.finish(ended)
+        if ended.type is StateType.CRASHED and flow.on_crashed:
+            await asyncio.shield(_run_hooks(flow.on_crashed, flow, record.info(), ended))
         raise
     finally:
         current_flow_run.reset(token)
@@ -733,6 +733,15 @@ async def run_flow(
     if hooks:
         await _run_hooks(hooks, flow, record.info(), state)
     return state
+
+
+def _interrupted(kind: str, error: BaseException) -> State:
+    """The state of a run an exception went through: CANCELLED if a flow control
+    cancelled it on purpose (`CancelRequest`), else CRASHED."""
+    request = cancel_request(error)
+    if request is not None:
+        return Cancelled(request.message, request.name)
+    return Crashed(f"the {kind} run was interrupted: {type(error).__name__}", error)
 
 
 def _failure(state: State) -> BaseException | None:

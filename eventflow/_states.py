@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,8 +101,28 @@ def Crashed(message: str, error: BaseException | None = None) -> State:
     return State(StateType.CRASHED, "Crashed", message=message, data=error)
 
 
-def Cancelled(message: str) -> State:
-    return State(StateType.CANCELLED, "Cancelled", message=message)
+def Cancelled(message: str, name: str = "Cancelled") -> State:
+    return State(StateType.CANCELLED, name, message=message)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Why a run is cancelled on purpose (a flow control), passed as `Task.cancel(msg)`.
+
+    The run then ends CANCELLED under `name`, not CRASHED: nothing went wrong.
+    """
+
+    name: str
+    message: str
+
+
+def cancel_request(error: BaseException) -> CancelRequest | None:
+    """The request behind a deliberate cancellation, or None (an interruption: a crash)."""
+    if isinstance(error, asyncio.CancelledError) and error.args:
+        request = error.args[0]
+        if isinstance(request, CancelRequest):
+            return request
+    return None
 
 
 def describe_error(error: BaseException) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from .._flows import Flow
 from .._ids import new_id
 from .._metrics import RECORDER
-from .._states import State
+from .._states import CancelRequest, State
 from .._store._runstore import RunStore
 from .._store._writer import RunWriter
 from ._controls import Controls, evaluate_key
@@ -252,7 +252,7 @@ class FlowControls:
             return
         holding.cancelled_by, holding.reason, holding.message = by, reason, message
         if holding.task is not None:
-            holding.task.cancel()
+            holding.task.cancel(CancelRequest(reason, message))
 
     # -- at the run ------------------------------------------------------------------------
 

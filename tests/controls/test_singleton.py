@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 
 import pydantic
+import pytest
 
-from eventflow import App, flow
+from eventflow import App, flow, task
+from eventflow._store import _schema as schema
 from eventflow.testing import TestApp
 from tests._kafka import wait_until
-from tests._store import flow_runs
+from tests._store import flow_runs, rows, run_detail
 from tests.controls._harness import committed, control_logs, memory_topic, send_all, settings
 
 
@@ -57,18 +60,26 @@ async def test_skip_mode_skips_events_while_the_key_runs(database_url: str) -> N
     assert await committed(database_url, group) == 5
 
 
-async def test_cancel_mode_cancels_the_run_in_flight(database_url: str) -> None:
+async def test_cancel_mode_cancels_the_run_in_flight(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The superseded run and its task in flight end CANCELLED: not a crash, no crash hook."""
     source, group = memory_topic("singlec")
     never = asyncio.Event()
     cancelled: list[str] = []
     ran: list[str] = []
+    crash_hooks: list[str] = []
 
-    @flow(name="singleton-cancel")
+    @task
+    async def wait_for_release() -> None:
+        await never.wait()
+
+    @flow(name="singleton-cancel", on_crashed=[lambda *_: crash_hooks.append("crashed")])
     async def refresh(job: Job) -> str:
         ran.append(job.id)
         try:
             if job.id == "a1":
-                await never.wait()
+                await wait_for_release()
         except asyncio.CancelledError:
             cancelled.append(job.id)
             raise
@@ -91,3 +102,8 @@ async def test_cancel_mode_cancels_the_run_in_flight(database_url: str) -> None:
     assert (runs[0]["state_type"], runs[0]["state_name"]) == ("CANCELLED", "Superseded")
     assert (runs[1]["state_type"], runs[1]["result"]) == ("COMPLETED", '"a2"')
     assert runs[0]["linked_run_id"] == runs[1]["id"]
+    (waited,) = (await run_detail(database_url, runs[0]["id"]))["task_runs"]
+    assert (waited["state_type"], waited["state_name"]) == ("CANCELLED", "Superseded")
+    assert crash_hooks == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [log for log in await rows(database_url, schema.logs) if "CRASHED" in log["message"]]
