@@ -15,7 +15,7 @@ from ._defaults import default_writer_async
 from ._engine import run_flow
 from ._errors import ParameterValidationError, SyncInAsyncError
 from ._logging import enable_print_logging
-from ._retries import RetryDelay, RetryPolicy
+from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
 from ._threads import portal_loop, running_loop
 
@@ -55,7 +55,7 @@ class Flow(Generic[P, R]):
         self.flow_run_name = flow_run_name
         self.retries = retries or 0
         self.retry_policy = RetryPolicy.build(retries, retry_delay_seconds)
-        self.timeout_seconds = timeout_seconds
+        self.timeout_seconds = positive_seconds("timeout_seconds", timeout_seconds)
         self.validate_parameters = validate_parameters
         self.log_prints = log_prints
         self.on_completion = tuple(on_completion or ())

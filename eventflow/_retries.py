@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeAlias
 
 from ._errors import ConfigurationError
@@ -69,8 +70,34 @@ def _delays(value: RetryDelay | None, retries: int) -> tuple[float, ...]:
         value = value(retries)
     if isinstance(value, (int, float)):
         return (float(value),)
-    delays = tuple(float(v) for v in value)
+    try:
+        delays = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            "retry_delay_seconds must be seconds: a number, a list of numbers or a callable"
+            f" returning one, not {value!r}"
+        ) from None
     return delays or (0.0,)
+
+
+def positive_seconds(option: str, value: float | timedelta | None) -> float | None:
+    """An option given in seconds (a number or a `timedelta`): None, or checked to be > 0.
+
+    Checked when a flow or task is defined, not when a run first needs it.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"{option} must be a number of seconds or a timedelta, not {value!r}"
+        )
+    if seconds <= 0:
+        raise ConfigurationError(f"{option} must be more than 0 seconds, not {value!r}")
+    return seconds
 
 
 _MAX_RETRY_AFTER = 3600.0

@@ -14,7 +14,7 @@ from ._context import current_flow_run
 from ._engine import run_task, submit_task
 from ._errors import MissingContextError
 from ._futures import TaskFuture
-from ._retries import RetryDelay, RetryPolicy
+from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._threads import portal_loop, running_loop
 
 P = ParamSpec("P")
@@ -56,7 +56,7 @@ class Task(Generic[P, R]):
         on_failure: Sequence[Callable[..., Any]] | None = None,
         persist_result: bool = True,
         cache_key_fn: Callable[..., str | None] | None = None,
-        cache_expiration: timedelta | None = None,
+        cache_expiration: timedelta | float | None = None,
     ) -> None:
         self.fn = fn
         self.name = str(name or getattr(fn, "__name__", "task"))
@@ -69,7 +69,7 @@ class Task(Generic[P, R]):
         self.retry_policy = RetryPolicy.build(
             retries, retry_delay_seconds, retry_jitter_factor, retry_condition_fn
         )
-        self.timeout_seconds = timeout_seconds
+        self.timeout_seconds = positive_seconds("timeout_seconds", timeout_seconds)
         self.task_run_name = task_run_name
         self.on_completion = tuple(on_completion or ())
         self.on_failure = tuple(on_failure or ())
@@ -77,7 +77,9 @@ class Task(Generic[P, R]):
         """False: the result is not kept; the task runs again when its run resumes."""
         self.cache_key_fn = cache_key_fn
         """`(context, parameters) -> key`: a call whose key has a kept result returns it."""
-        self.cache_expiration = cache_expiration
+        expiration = positive_seconds("cache_expiration", cache_expiration)
+        self.cache_expiration = None if expiration is None else timedelta(seconds=expiration)
+        """How long a cached result serves (seconds or a timedelta; None: for ever)."""
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self.__doc__ = fn.__doc__
@@ -220,7 +222,7 @@ def task(
     on_failure: Sequence[Callable[..., Any]] | None = None,
     persist_result: bool = True,
     cache_key_fn: Callable[..., str | None] | None = None,
-    cache_expiration: timedelta | None = None,
+    cache_expiration: timedelta | float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 

@@ -6,12 +6,14 @@ import asyncio
 import itertools
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pydantic
 import pytest
 
 from eventflow import (
+    ConfigurationError,
     MissingContextError,
     ParameterValidationError,
     State,
@@ -660,3 +662,30 @@ def test_subflows_record_their_parent(default_store: str) -> None:
     state = parent(return_state=True)
     children = sync(flow_runs(default_store, parent_flow_run_id=state.run_id))
     assert state.result() == 5 and len(children) == 2
+
+
+@pytest.mark.parametrize(
+    ("define", "message"),
+    [
+        (lambda: task(timeout_seconds=-1)(_double), "timeout_seconds must be more than 0"),
+        (lambda: flow(timeout_seconds=0)(_double), "timeout_seconds must be more than 0"),
+        (lambda: task(cache_expiration="1h")(_double), "cache_expiration must be a number"),
+        (lambda: task(retry_delay_seconds="x", retries=1)(_double), "retry_delay_seconds must"),
+    ],
+)
+def test_a_bad_option_is_refused_when_the_task_or_flow_is_defined(
+    define: Any, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        define()
+
+
+def test_durations_are_seconds_or_timedeltas() -> None:
+    assert task(cache_expiration=3600)(_double).cache_expiration == timedelta(hours=1)
+    minute = timedelta(minutes=1)
+    assert task(cache_expiration=minute)(_double).cache_expiration == minute
+    assert task(timeout_seconds=2)(_double).timeout_seconds == 2.0
+
+
+def _double(x: int) -> int:
+    return 2 * x
