@@ -741,7 +741,10 @@ def _interrupted(kind: str, error: BaseException) -> State:
     request = cancel_request(error)
     if request is not None:
         return Cancelled(request.message, request.name)
-    return Crashed(f"the {kind} run was interrupted: {type(error).__name__}", error)
+    why = type(error).__name__
+    if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
+        why = error.args[0]  # what cancelled it said why ("SIGTERM")
+    return Crashed(f"the {kind} run was interrupted: {why}", error)
 
 
 def _failure(state: State) -> BaseException | None:

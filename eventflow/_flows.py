@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
+import threading
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pydantic
@@ -201,7 +203,10 @@ class Flow(Generic[P, R]):
                 f"sync flow {self.name} was called on the event loop that would run it; "
                 "call it from a thread (await asyncio.to_thread(...))"
             )
-        state = asyncio.run_coroutine_threadsafe(self._run(args, kwargs), target).result()
+        if parent is None and threading.current_thread() is threading.main_thread():
+            state = _run_to_the_end(self._run(args, kwargs), target)
+        else:
+            state = asyncio.run_coroutine_threadsafe(self._run(args, kwargs), target).result()
         return _outcome(state, return_state)  # type: ignore[no-any-return]
 
     async def _call_async(
@@ -215,12 +220,63 @@ class Flow(Generic[P, R]):
         if parent is not None:
             return await run_flow(self, parent.writer, args=args, kwargs=kwargs, parent=parent)
         writer = await default_writer_async()
-        state = await run_flow(self, writer, args=args, kwargs=kwargs)
-        await writer.flush()  # a direct call returns once its run is durable
-        return state
+        try:
+            return await run_flow(self, writer, args=args, kwargs=kwargs)
+        finally:
+            await writer.flush()  # a direct call returns once its run is durable (crashed too)
 
     def __repr__(self) -> str:
         return f"Flow({self.name!r})"
+
+
+INTERRUPT_GRACE_SECONDS = 10.0
+"""How long an interrupted top-level run may take to record that it crashed."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while the main thread waited for a flow run."""
+
+
+def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEventLoop) -> State:
+    """Wait in the main thread for a top-level sync run; on Ctrl-C or SIGTERM it ends CRASHED.
+
+    Without this, the process ends with its run RUNNING in the store for ever
+    (SIGTERM's default ends the process at once; after Ctrl-C the run went on
+    unrecorded). The run is cancelled, recorded and flushed (up to
+    `INTERRUPT_GRACE_SECONDS`), then the interrupt goes on: KeyboardInterrupt is
+    raised again, and SIGTERM is delivered again with its default action. A
+    SIGTERM handler of the program's own is left alone.
+    """
+    ended = threading.Event()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def tracked() -> State:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            return await run
+        finally:
+            ended.set()
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    ours = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, terminate)
+    try:
+        return asyncio.run_coroutine_threadsafe(tracked(), loop).result()
+    except (KeyboardInterrupt, _Terminated) as interrupt:
+        why = "SIGTERM" if isinstance(interrupt, _Terminated) else "KeyboardInterrupt"
+        if tasks:
+            loop.call_soon_threadsafe(tasks[0].cancel, why)
+            ended.wait(INTERRUPT_GRACE_SECONDS)
+        if isinstance(interrupt, _Terminated):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+        raise
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _outcome(state: State, return_state: bool) -> Any:

@@ -1,0 +1,37 @@
+"""A batch job interrupted mid-run: `python tests/apps/interrupted_flow.py RELEASE_FILE`.
+
+Its flow's second task waits (up to 60 s) until RELEASE_FILE exists, so a test
+can interrupt the process while that task runs. The store is EVENTFLOW_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from eventflow import flow, task
+
+RELEASE = Path(sys.argv[1])
+
+
+@task
+def extract() -> int:
+    return 1
+
+
+@task
+def load(rows: int) -> int:
+    deadline = time.monotonic() + 60
+    while not RELEASE.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
+
+
+@flow(name="nightly")
+def nightly() -> int:
+    return load(extract())
+
+
+if __name__ == "__main__":
+    print(nightly())

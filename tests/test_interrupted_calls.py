@@ -1,0 +1,60 @@
+"""A batch job (a direct flow call) stopped by SIGTERM or Ctrl-C leaves its run CRASHED,
+not RUNNING for ever, so it can be retried (each store kind)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventflow._store import _schema as schema
+from tests._kafka import wait_until
+from tests._services import ROOT
+from tests._store import flow_runs, rows
+
+
+async def _load_running(url: str) -> bool:
+    try:
+        tasks = await rows(url, schema.task_runs, schema.task_runs.c.task_name == "load")
+    except Exception:  # the job has not created the store's tables yet
+        return False
+    return bool(tasks) and tasks[0]["state_type"] == "RUNNING"
+
+
+@pytest.mark.parametrize("interrupt", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_an_interrupted_direct_call_ends_crashed(
+    database_url: str, tmp_path: Path, interrupt: signal.Signals
+) -> None:
+    release, log = tmp_path / "release", tmp_path / "job.log"
+    with log.open("wb") as output:
+        job = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "tests/apps/interrupted_flow.py",
+            str(release),
+            cwd=ROOT,
+            env={**os.environ, "EVENTFLOW_DATABASE_URL": database_url},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=output,
+        )
+    try:
+        await wait_until(lambda: _load_running(database_url), timeout=60)
+        job.send_signal(interrupt)
+        (run,) = await wait_until(lambda: flow_runs(database_url, state_type="CRASHED"), timeout=30)
+        release.touch()  # after Ctrl-C the interpreter waits for the task's thread
+        returncode = await asyncio.wait_for(job.wait(), 30)
+    finally:
+        if job.returncode is None:
+            job.kill()
+            await job.wait()
+    assert run["flow_name"] == "nightly"
+    why = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "KeyboardInterrupt"}[interrupt]
+    assert run["error"] == f"the flow run was interrupted: {why}"
+    assert run["ended_at"] is not None
+    if interrupt is signal.SIGTERM:
+        assert returncode == -signal.SIGTERM  # the signal's default action, as without eventflow
+    else:
+        assert returncode != 0 and "KeyboardInterrupt" in log.read_text()
