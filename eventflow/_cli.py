@@ -291,7 +291,8 @@ def runs_retry(run_id: str, full: bool, database_url: str | None) -> None:
     The new run resumes the old one: task calls whose task run completed return
     the kept result without running again (`--full`: everything runs). A worker
     running the flow picks the new run up; it links to the old one. RUN_ID may
-    be a unique prefix or suffix of the id.
+    be a unique prefix or suffix of the id. An event of a batch run, a Duplicate
+    or a CancelSignal is not a run of its own: it cannot be retried.
     """
     from ._store._replay import ReplayError
 
@@ -344,32 +345,49 @@ def runs_replay(
     as_json: bool,
     database_url: str | None,
 ) -> None:
-    """Run again every run matching the filter (each at most once)."""
+    """Run again every run matching the filter (each at most once).
+
+    Records of flow controls that are not runs of their own (an event of a batch
+    run, a Duplicate, a CancelSignal) are left out: replay a batch by its run.
+    """
     from ._store._replay import ReplayError
 
     reader = _store(database_url)
 
-    async def replay() -> list[str]:
+    async def replay() -> tuple[list[str], int]:
+        start, end = _utc_timestamp(since), _utc_timestamp(until)
         try:
-            return await reader.replay(
+            new_ids = await reader.replay(
                 flow_name=flow_name,
                 state_types=states,
-                since=_utc_timestamp(since),
-                until=_utc_timestamp(until),
+                since=start,
+                until=end,
                 key=key,
                 limit=limit,
             )
+            if as_json:
+                return new_ids, 0
+            left_out = await reader.count_not_replayed(
+                flow_name=flow_name, state_types=states, since=start, until=end, key=key
+            )
+            return new_ids, left_out
         finally:
             await reader.close()
 
     try:
-        new_ids = _run(replay())
+        new_ids, left_out = _run(replay())
     except ReplayError as error:
         raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps(new_ids))
-    else:
-        click.echo(f"{len(new_ids)} runs will be replayed by the workers running their flows")
+        return
+    summary = f"{len(new_ids)} runs will be replayed by the workers running their flows"
+    if left_out:
+        summary += (
+            f"; left out {left_out} records that cannot be retried"
+            " (an event of a batch run, a duplicate or a cancel signal)"
+        )
+    click.echo(summary)
 
 
 @main.group()

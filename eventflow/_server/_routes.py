@@ -196,7 +196,9 @@ async def list_flow_runs(
     summary="Run again every failed run matching a filter (oldest first)",
 )
 async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> models.ReplayResponse:
-    """Runs that already have a retry are skipped, so asking twice runs nothing twice."""
+    """Runs that already have a retry are skipped, so asking twice runs nothing twice;
+    so are flow-control records that are not runs (an event of a batch run, a
+    Duplicate, a CancelSignal)."""
     if _matches_nothing(body.flow_name, body.key):
         return models.ReplayResponse(ids=[], count=0)
     since, until = _utc(body.since), _utc(body.until)
@@ -247,7 +249,9 @@ async def retry_flow_run(
     """The new run is PENDING until a worker running the flow picks it up.
 
     It resumes the old run: task calls whose task run completed return the kept
-    result without running again; with `full=true` every task runs again.
+    result without running again; with `full=true` every task runs again. 409:
+    the run has not ended FAILED, CRASHED or CANCELLED, or it is a flow-control
+    record that is not a run (an event of a batch run, a Duplicate, a CancelSignal).
     """
     reader = _store(request)
     try:

@@ -29,7 +29,8 @@ class OperatorStore(RunReader):
         key: str | None = None,
         limit: int = 1000,
     ) -> list[str]:
-        """Ask for every run matching the filter to run again, each at most once."""
+        """Ask for every run matching the filter to run again, each at most once
+        (records that are not runs left out: `count_not_replayed`)."""
         return await _replay.request_replay(
             self.engine,
             flow_name=flow_name,
@@ -38,6 +39,26 @@ class OperatorStore(RunReader):
             until=until,
             key=key,
             limit=limit,
+        )
+
+    async def count_not_replayed(
+        self,
+        *,
+        flow_name: str | None = None,
+        state_types: Sequence[str] = ("FAILED", "CRASHED"),
+        since: float | None = None,
+        until: float | None = None,
+        key: str | None = None,
+    ) -> int:
+        """How many records matching the filter `replay` leaves out: they are not runs
+        (one event of a batch run, an idempotency duplicate, a cancel signal)."""
+        return await _replay.count_not_runs(
+            self.engine,
+            flow_name=flow_name,
+            state_types=state_types,
+            since=since,
+            until=until,
+            key=key,
         )
 
     async def count_prunable(self, before: float) -> dict[tuple[str, str], int]:

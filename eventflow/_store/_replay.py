@@ -22,6 +22,13 @@ from ._reader import RunNotFoundError
 
 REPLAYABLE_STATES = ("FAILED", "CRASHED", "CANCELLED")
 
+NOT_RUNS = ("Batched", "CancelSignal", "Duplicate")
+"""State names of flow-control records that are not runs of the flow for their own event:
+one event of a batch (its batch run ran the flow), a cancel signal, an idempotency
+duplicate. Running one again would run what never was meant to run (or run it twice).
+The records of events a control cancelled (Debounced, Skipped, Superseded,
+CancelledByEvent) are real events, and may run again."""
+
 _COPIED = (
     "flow_name",
     "name",
@@ -38,7 +45,27 @@ _COPIED = (
 
 
 class ReplayError(StoreError, ValueError):
-    """The run cannot be replayed (it has not failed, crashed or been cancelled)."""
+    """The run cannot be replayed (it has not failed, crashed or been cancelled, or it is
+    a flow control's record that is not a run: `NOT_RUNS`)."""
+
+
+def _not_a_run(old: Any) -> str | None:
+    """Why run `old` cannot run again as it is, being a record in `NOT_RUNS`; None if it can."""
+    run_id, linked = old["id"], old["linked_run_id"]
+    match old["state_name"]:
+        case "Batched":
+            return f"flow run {run_id} is one event of batch run {linked}: retry run {linked}"
+        case "Duplicate":
+            return (
+                f"flow run {run_id} is a Duplicate of run {linked}, which completed its"
+                " idempotency key: it has nothing to run"
+            )
+        case "CancelSignal":
+            return (
+                f"flow run {run_id} is a cancel signal (cancel_on), not a run of the flow:"
+                " it has nothing to run"
+            )
+    return None
 
 
 def _request_row(old: Any, now: float) -> dict[str, Any]:
@@ -69,10 +96,42 @@ async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False)
                 f"flow run {run_id} is {old['state_type']}; only FAILED, CRASHED or"
                 " CANCELLED runs can be retried"
             )
+        refusal = _not_a_run(old)
+        if refusal is not None:
+            raise ReplayError(refusal)
         row = _request_row(old, time.time())
         row["resumed_from"] = None if full else old["id"]
         await conn.execute(runs.insert().values(**row))
     return str(row["id"])
+
+
+def _replayable(
+    state_types: Sequence[str],
+    flow_name: str | None,
+    since: float | None,
+    until: float | None,
+    key: str | None,
+) -> list[sa.ColumnElement[bool]]:
+    """The filter of a bulk replay: runs in `state_types` not replayed yet, and the rest."""
+    wanted = [s.upper() for s in state_types]
+    bad = sorted(set(wanted) - set(REPLAYABLE_STATES))
+    if bad:
+        raise ReplayError(f"runs in state(s) {', '.join(bad)} cannot be replayed")
+    runs = schema.flow_runs
+    replays = runs.alias("replays")
+    where = [
+        runs.c.state_type.in_(wanted),
+        ~sa.exists().where(replays.c.retry_of == runs.c.id),
+    ]
+    if flow_name is not None:
+        where.append(runs.c.flow_name == flow_name)
+    if since is not None:
+        where.append(runs.c.created_at >= since)
+    if until is not None:
+        where.append(runs.c.created_at < until)
+    if key is not None:
+        where.append(runs.c.event_key == key)
+    return where
 
 
 async def request_replay(
@@ -88,35 +147,43 @@ async def request_replay(
     """Ask for every run matching the filter (oldest first, at most `limit`) to run again.
 
     A run that already has a replay request or replay is skipped, so asking twice
-    does not run an event twice.
+    does not run an event twice; so is a record that is not a run (`NOT_RUNS`).
     """
-    wanted = [s.upper() for s in state_types]
-    bad = sorted(set(wanted) - set(REPLAYABLE_STATES))
-    if bad:
-        raise ReplayError(f"runs in state(s) {', '.join(bad)} cannot be replayed")
     runs = schema.flow_runs
-    replays = runs.alias("replays")
     query = (
         sa.select(runs)
-        .where(runs.c.state_type.in_(wanted))
-        .where(~sa.exists().where(replays.c.retry_of == runs.c.id))
+        .where(*_replayable(state_types, flow_name, since, until, key))
+        .where(runs.c.state_name.not_in(NOT_RUNS))
         .order_by(runs.c.created_at, runs.c.id)
         .limit(limit)
     )
-    if flow_name is not None:
-        query = query.where(runs.c.flow_name == flow_name)
-    if since is not None:
-        query = query.where(runs.c.created_at >= since)
-    if until is not None:
-        query = query.where(runs.c.created_at < until)
-    if key is not None:
-        query = query.where(runs.c.event_key == key)
     now = time.time()
     async with engine.begin() as conn:
         rows = [_request_row(old, now) for old in (await conn.execute(query)).mappings()]
         if rows:
             await conn.execute(runs.insert(), rows)
     return [str(row["id"]) for row in rows]
+
+
+async def count_not_runs(
+    engine: AsyncEngine,
+    *,
+    flow_name: str | None = None,
+    state_types: Sequence[str] = ("FAILED", "CRASHED"),
+    since: float | None = None,
+    until: float | None = None,
+    key: str | None = None,
+) -> int:
+    """How many records matching the filter `request_replay` leaves out (`NOT_RUNS`)."""
+    runs = schema.flow_runs
+    query = (
+        sa.select(sa.func.count())
+        .select_from(runs)
+        .where(*_replayable(state_types, flow_name, since, until, key))
+        .where(runs.c.state_name.in_(NOT_RUNS))
+    )
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def claim_replays(

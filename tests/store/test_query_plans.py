@@ -30,7 +30,12 @@ from eventflow._store._recovery import (
     load_offsets,
     sweep_crashed,
 )
-from eventflow._store._replay import claim_replays, request_replay, request_retry
+from eventflow._store._replay import (
+    claim_replays,
+    count_not_runs,
+    request_replay,
+    request_retry,
+)
 from eventflow._store._results import run_results, unfinished_event_runs, unfinished_runs
 from eventflow._store._retention import prune
 from tests._services import Postgres
@@ -240,6 +245,8 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     # replay
     await request_retry(engine, failed_id)
     await request_replay(engine, state_types=["FAILED", "CRASHED"], flow_name="flow-3", limit=5)
+    await count_not_runs(engine, state_types=["FAILED", "CRASHED"], flow_name="flow-0")
+    await count_not_runs(engine)  # the CLI's default: every failed or crashed run
     await claim_replays(engine, ["flow-3", "flow-0"], "w-0", limit=5)
     # recovery and deduplication
     await load_offsets(engine, "g", [("orders", p) for p in range(8)])
@@ -269,3 +276,10 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
         "max(flow_runs.created_at) AS last_run_at \nFROM flow_runs "
         "GROUP BY flow_runs.flow_name, flow_runs.state_type"
     ]
+
+    # the CLI's default bulk replay, of every flow: it finds runs, whose requests it
+    # inserts (an executemany, which EXPLAIN cannot take: only its SELECT is explained)
+    capture.statements.clear()
+    assert len(await request_replay(engine, limit=5)) == 5
+    selects = [(s, p) for s, p in capture.statements if s.lstrip().startswith("SELECT")]
+    assert len(selects) == 1 and await explain(engine, selects) == {}

@@ -1141,18 +1141,19 @@ class SubscriptionView {
 
   async replay(button) {
     button.disabled = true;
-    let asked = 0, skipped = 0;
+    let asked = 0;
+    const refused = [];
     for (const d of this.sub.recent_dead_letters) {
       try {
         await api(`/api/flow-runs/${encodeURIComponent(d.run.id)}/retry`, { method: "POST" });
         asked += 1;
       } catch (error) {
         if (error.status !== 409) throw error;
-        skipped += 1; // retried already
+        refused.push(error.message); // e.g. an event of a batch run: the message names its run
       }
     }
     this.notice.replaceChildren(h("div", { class: "notice", id: "dead-letter-notice" },
-      `${asked} dead letter(s) asked to run again${skipped ? `, ${skipped} already retried` : ""}.`));
+      `${asked} dead letter(s) asked to run again${refused.length ? `; ${refused.length} refused (${refused[0]})` : ""}.`));
     button.disabled = false;
   }
 }
