@@ -84,10 +84,11 @@ def _adapter(task: Task[Any, Any]) -> TypeAdapter[Any] | None:
     if adapter is _UNSET:
         adapter = None
         annotation = task.signature.return_annotation
-        if annotation is not inspect.Signature.empty and annotation is not Any:
+        if annotation is not inspect.Signature.empty:
             try:
-                hints = inspect.get_annotations(task.fn, eval_str=True)
-                adapter = TypeAdapter(hints.get("return", annotation))
+                hint = inspect.get_annotations(task.fn, eval_str=True).get("return", annotation)
+                # `Any` and `object` say nothing of the type to read back: plain JSON only
+                adapter = None if hint is Any or hint is object else TypeAdapter(hint)
             except Exception:  # an annotation pydantic cannot use: the plain JSON value
                 adapter = None
         task.__dict__["_result_adapter"] = adapter

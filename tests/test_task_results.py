@@ -31,6 +31,16 @@ def opaque() -> object:
     return object()
 
 
+@task
+def loose() -> Any:
+    return (1, 2)  # would come back a list
+
+
+@task
+def vague() -> object:
+    return (3, 4)
+
+
 @task(persist_result=False)
 def secret() -> str:
     return "s3cret"
@@ -42,6 +52,8 @@ def results() -> None:
         small()
         large()
         opaque()
+        loose()
+        vague()
         secret()
 
 
@@ -62,9 +74,17 @@ async def test_what_is_kept(
     for task_run in await rows(default_store, schema.task_runs):
         kept.setdefault(task_run["task_name"], set()).add(task_run["result"])
         assert task_run["state_type"] == "COMPLETED"
-    assert kept == {"small": {'{"a":1}'}, "large": {None}, "opaque": {None}, "secret": {None}}
+    assert kept == {
+        "small": {'{"a":1}'},
+        "large": {None},
+        "opaque": {None},
+        "loose": {None},
+        "vague": {None},
+        "secret": {None},
+    }
     said = [r.getMessage() for r in caplog.records if "is not kept" in r.getMessage()]
-    assert len(said) == 2  # once per task, though each ran twice
+    assert len(said) == 4  # once per task, though each ran twice
+    assert "task loose" in said[2] and "task vague" in said[3]
     assert (
         "task large" in said[0] and "larger (102 bytes) than EVENTFLOW_RESULT_MAX_BYTES" in said[0]
     )
