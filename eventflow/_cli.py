@@ -245,6 +245,13 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
         click.echo(f"result     {_short(run['result'], 200)}")
     if run["error"]:
         click.echo(f"error      {run['error']}")
+    for label, linked in (
+        ("retry of", run.get("retry_of")),
+        ("resumes", run.get("resumed_from")),  # its reused task runs come from that run
+        ("linked to", run.get("linked_run_id")),  # a flow control's record: the run it names
+    ):
+        if linked:
+            click.echo(f"{label:<10} {linked}")
     click.echo("")
     if run["task_runs"]:
         rows = [

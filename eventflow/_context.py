@@ -34,6 +34,9 @@ class FlowRunContext:
     """The kept task results this run reuses by position (see eventflow/_resume.py)."""
     positions: itertools.count[int] = field(default_factory=itertools.count)
     """Each task call's position: its call order in the run (submission order)."""
+    running: set[Any] = field(default_factory=set)
+    """Its task runs in progress (records): if the flow run is interrupted, they end
+    with it (a sync flow's tasks run apart from it, and would stay RUNNING)."""
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)

@@ -388,6 +388,7 @@ async def run_task(
 
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
     task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
+    flow_run.running.add(record)
     try:
         state = await _attempts(
             task.fn, task.is_async, args, kwargs, task.retry_policy, task.timeout_seconds, record
@@ -396,6 +397,7 @@ async def run_task(
         record.finish(_interrupted("task", error))
         raise
     finally:
+        flow_run.running.discard(record)
         current_task_run.reset(task_token)
         if flow_token is not None:
             current_flow_run.reset(flow_token)
@@ -722,6 +724,8 @@ async def run_flow(
             await _finish_forgotten(context)
     except BaseException as error:
         ended = _interrupted("flow", error)
+        for task_record in list(context.running):  # not reached by the interruption
+            task_record.finish(_interrupted("task", error))
         record.finish(ended)
         if ended.type is StateType.CRASHED and flow.on_crashed:
             await asyncio.shield(_run_hooks(flow.on_crashed, flow, record.info(), ended))

@@ -56,5 +56,12 @@ async def test_an_interrupted_direct_call_ends_crashed(
     assert run["ended_at"] is not None
     if interrupt is signal.SIGTERM:
         assert returncode == -signal.SIGTERM  # the signal's default action, as without eventflow
+        tasks = await rows(database_url, schema.task_runs)
+        states = {(t["name"], t["state_type"], t["error"]) for t in tasks}
+        # the task in flight ends with its flow run (it runs on a thread of its own)
+        assert states == {
+            ("extract-0", "COMPLETED", None),
+            ("load-0", "CRASHED", "the task run was interrupted: SIGTERM"),
+        }
     else:
         assert returncode != 0 and "KeyboardInterrupt" in log.read_text()

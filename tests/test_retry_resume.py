@@ -105,6 +105,8 @@ async def test_retry_resumes_after_the_completed_tasks(database_url: str, tmp_pa
         assert new[name]["result"] == old[name]["result"]
     assert (new["notify"]["state_name"], new["notify"]["reused_from"]) == ("Completed", None)
     assert [new[n]["position"] for n in ("reserve", "pay", "notify")] == [0, 1, 2]
+    shown_text = await asyncio.to_thread(_cli, database_url, "runs", "show", done["id"])
+    assert f"retry of   {failed['id']}" in shown_text and f"resumes    {failed['id']}" in shown_text
 
     # the API shows which task runs were reused and from which run; it asks for full re-runs
     with serve(create_app(database_url, worker_lease=3)) as base:
