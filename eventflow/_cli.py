@@ -357,26 +357,21 @@ def runs_replay(
     Records of flow controls that are not runs of their own (an event of a batch
     run, a Duplicate, a CancelSignal) are left out: replay a batch by its run.
     """
-    from ._store._replay import ReplayError
+    from ._store._replay import ReplayError, ReplayFilter
 
     reader = _store(database_url)
 
     async def replay() -> tuple[list[str], int]:
-        start, end = _utc_timestamp(since), _utc_timestamp(until)
+        matching = ReplayFilter(
+            flow_name=flow_name,
+            state_types=states,
+            since=_utc_timestamp(since),
+            until=_utc_timestamp(until),
+            key=key,
+        )
         try:
-            new_ids = await reader.replay(
-                flow_name=flow_name,
-                state_types=states,
-                since=start,
-                until=end,
-                key=key,
-                limit=limit,
-            )
-            if as_json:
-                return new_ids, 0
-            left_out = await reader.count_not_replayed(
-                flow_name=flow_name, state_types=states, since=start, until=end, key=key
-            )
+            new_ids = await reader.replay(matching, limit=limit)
+            left_out = 0 if as_json else await reader.count_not_replayed(matching)
             return new_ids, left_out
         finally:
             await reader.close()

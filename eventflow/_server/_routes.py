@@ -13,7 +13,7 @@ from pydantic import FiniteFloat
 
 from .._store._operator import OperatorStore
 from .._store._reader import RunNotFoundError
-from .._store._replay import ReplayError
+from .._store._replay import ReplayError, ReplayFilter
 from . import _models as models
 from . import _views as views
 from ._history import bucket_size, buckets
@@ -202,14 +202,14 @@ async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> mode
     if _matches_nothing(body.flow_name, body.key):
         return models.ReplayResponse(ids=[], count=0)
     since, until = _utc(body.since), _utc(body.until)
-    ids = await _store(request).replay(
+    matching = ReplayFilter(
         flow_name=body.flow_name,
         state_types=list(body.state_types),
         since=since.timestamp() if since else None,
         until=until.timestamp() if until else None,
         key=body.key,
-        limit=body.limit,
     )
+    ids = await _store(request).replay(matching, limit=body.limit)
     return models.ReplayResponse(ids=ids, count=len(ids))
 
 

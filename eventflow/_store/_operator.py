@@ -7,10 +7,9 @@ and the CLI talk to this class only; none of them holds a database engine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from . import _replay, _retention
 from ._reader import RunReader
+from ._replay import ReplayFilter
 
 
 class OperatorStore(RunReader):
@@ -19,47 +18,15 @@ class OperatorStore(RunReader):
         the new run's id (a worker running the flow picks it up)."""
         return await _replay.request_retry(self.engine, run_id, full=full)
 
-    async def replay(
-        self,
-        *,
-        flow_name: str | None = None,
-        state_types: Sequence[str] = ("FAILED", "CRASHED"),
-        since: float | None = None,
-        until: float | None = None,
-        key: str | None = None,
-        limit: int = 1000,
-    ) -> list[str]:
+    async def replay(self, matching: ReplayFilter, *, limit: int = 1000) -> list[str]:
         """Ask for every run matching the filter to run again, each at most once
         (records that are not runs left out: `count_not_replayed`)."""
-        return await _replay.request_replay(
-            self.engine,
-            flow_name=flow_name,
-            state_types=state_types,
-            since=since,
-            until=until,
-            key=key,
-            limit=limit,
-        )
+        return await _replay.request_replay(self.engine, matching, limit=limit)
 
-    async def count_not_replayed(
-        self,
-        *,
-        flow_name: str | None = None,
-        state_types: Sequence[str] = ("FAILED", "CRASHED"),
-        since: float | None = None,
-        until: float | None = None,
-        key: str | None = None,
-    ) -> int:
+    async def count_not_replayed(self, matching: ReplayFilter) -> int:
         """How many records matching the filter `replay` leaves out: they are not runs
         (one event of a batch run, an idempotency duplicate, a cancel signal)."""
-        return await _replay.count_not_runs(
-            self.engine,
-            flow_name=flow_name,
-            state_types=state_types,
-            since=since,
-            until=until,
-            key=key,
-        )
+        return await _replay.count_not_runs(self.engine, matching)
 
     async def count_prunable(self, before: float) -> dict[tuple[str, str], int]:
         """How many runs `prune(before)` would delete, by (flow name, state type)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -105,44 +106,41 @@ async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False)
     return str(row["id"])
 
 
-def _replayable(
-    state_types: Sequence[str],
-    flow_name: str | None,
-    since: float | None,
-    until: float | None,
-    key: str | None,
-) -> list[sa.ColumnElement[bool]]:
-    """The filter of a bulk replay: runs in `state_types` not replayed yet, and the rest."""
-    wanted = [s.upper() for s in state_types]
-    bad = sorted(set(wanted) - set(REPLAYABLE_STATES))
-    if bad:
-        raise ReplayError(f"runs in state(s) {', '.join(bad)} cannot be replayed")
-    runs = schema.flow_runs
-    replays = runs.alias("replays")
-    where = [
-        runs.c.state_type.in_(wanted),
-        ~sa.exists().where(replays.c.retry_of == runs.c.id),
-    ]
-    if flow_name is not None:
-        where.append(runs.c.flow_name == flow_name)
-    if since is not None:
-        where.append(runs.c.created_at >= since)
-    if until is not None:
-        where.append(runs.c.created_at < until)
-    if key is not None:
-        where.append(runs.c.event_key == key)
-    return where
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    """Which runs a bulk replay asks to run again (None: any)."""
+
+    flow_name: str | None = None
+    state_types: Sequence[str] = ("FAILED", "CRASHED")
+    since: float | None = None
+    until: float | None = None
+    key: str | None = None
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        """Runs in `state_types` not replayed yet, and the rest of the filter."""
+        wanted = [s.upper() for s in self.state_types]
+        bad = sorted(set(wanted) - set(REPLAYABLE_STATES))
+        if bad:
+            raise ReplayError(f"runs in state(s) {', '.join(bad)} cannot be replayed")
+        runs = schema.flow_runs
+        replays = runs.alias("replays")
+        where = [
+            runs.c.state_type.in_(wanted),
+            ~sa.exists().where(replays.c.retry_of == runs.c.id),
+        ]
+        if self.flow_name is not None:
+            where.append(runs.c.flow_name == self.flow_name)
+        if self.since is not None:
+            where.append(runs.c.created_at >= self.since)
+        if self.until is not None:
+            where.append(runs.c.created_at < self.until)
+        if self.key is not None:
+            where.append(runs.c.event_key == self.key)
+        return where
 
 
 async def request_replay(
-    engine: AsyncEngine,
-    *,
-    flow_name: str | None = None,
-    state_types: Sequence[str] = ("FAILED", "CRASHED"),
-    since: float | None = None,
-    until: float | None = None,
-    key: str | None = None,
-    limit: int = 1000,
+    engine: AsyncEngine, matching: ReplayFilter, *, limit: int = 1000
 ) -> list[str]:
     """Ask for every run matching the filter (oldest first, at most `limit`) to run again.
 
@@ -152,7 +150,7 @@ async def request_replay(
     runs = schema.flow_runs
     query = (
         sa.select(runs)
-        .where(*_replayable(state_types, flow_name, since, until, key))
+        .where(*matching.where())
         .where(runs.c.state_name.not_in(NOT_RUNS))
         .order_by(runs.c.created_at, runs.c.id)
         .limit(limit)
@@ -165,21 +163,13 @@ async def request_replay(
     return [str(row["id"]) for row in rows]
 
 
-async def count_not_runs(
-    engine: AsyncEngine,
-    *,
-    flow_name: str | None = None,
-    state_types: Sequence[str] = ("FAILED", "CRASHED"),
-    since: float | None = None,
-    until: float | None = None,
-    key: str | None = None,
-) -> int:
+async def count_not_runs(engine: AsyncEngine, matching: ReplayFilter) -> int:
     """How many records matching the filter `request_replay` leaves out (`NOT_RUNS`)."""
     runs = schema.flow_runs
     query = (
         sa.select(sa.func.count())
         .select_from(runs)
-        .where(*_replayable(state_types, flow_name, since, until, key))
+        .where(*matching.where())
         .where(runs.c.state_name.in_(NOT_RUNS))
     )
     async with engine.connect() as conn:

@@ -21,7 +21,7 @@ from eventflow import App, Settings, WebhookNotifier, flow
 from eventflow._store import _schema as schema
 from eventflow._store._engine import make_engine
 from eventflow._store._reader import RunNotFoundError
-from eventflow._store._replay import ReplayError, request_replay, request_retry
+from eventflow._store._replay import ReplayError, ReplayFilter, request_replay, request_retry
 from tests._kafka import Kafka, create_topic, free_port_pair, produce, wait_until
 from tests._receiver import receiving
 from tests._store import flow_runs, rows
@@ -106,10 +106,10 @@ async def test_failed_runs_replay_once_each_linked_to_the_original(
 
         OUTAGE["on"] = False
         single = await request_retry(engine, failed[0]["id"])
-        rest = await request_replay(engine, flow_name="payments")
+        rest = await request_replay(engine, ReplayFilter(flow_name="payments"))
         assert len(rest) == 4  # the one already asked for is not asked again
         assert single not in rest
-        assert await request_replay(engine, flow_name="payments") == []
+        assert await request_replay(engine, ReplayFilter(flow_name="payments")) == []
 
         await wait_until(lambda: _count(database_url, "COMPLETED", 40), 30)
         replays = [r for r in await flow_runs(database_url) if r["retry_of"] is not None]

@@ -31,6 +31,7 @@ from eventflow._store._recovery import (
     sweep_crashed,
 )
 from eventflow._store._replay import (
+    ReplayFilter,
     claim_replays,
     count_not_runs,
     request_replay,
@@ -244,9 +245,9 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     await reader.failed_events(streams=["orders"], flow="flow-0", limit=10)
     # replay
     await request_retry(engine, failed_id)
-    await request_replay(engine, state_types=["FAILED", "CRASHED"], flow_name="flow-3", limit=5)
-    await count_not_runs(engine, state_types=["FAILED", "CRASHED"], flow_name="flow-0")
-    await count_not_runs(engine)  # the CLI's default: every failed or crashed run
+    await request_replay(engine, ReplayFilter(flow_name="flow-3"), limit=5)
+    await count_not_runs(engine, ReplayFilter(flow_name="flow-0"))
+    await count_not_runs(engine, ReplayFilter())  # the CLI's default: every failed or crashed run
     await claim_replays(engine, ["flow-3", "flow-0"], "w-0", limit=5)
     # recovery and deduplication
     await load_offsets(engine, "g", [("orders", p) for p in range(8)])
@@ -280,6 +281,6 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     # the CLI's default bulk replay, of every flow: it finds runs, whose requests it
     # inserts (an executemany, which EXPLAIN cannot take: only its SELECT is explained)
     capture.statements.clear()
-    assert len(await request_replay(engine, limit=5)) == 5
+    assert len(await request_replay(engine, ReplayFilter(), limit=5)) == 5
     selects = [(s, p) for s, p in capture.statements if s.lstrip().startswith("SELECT")]
     assert len(selects) == 1 and await explain(engine, selects) == {}
