@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._context import current_flow_run
-from ._engine import run_task, submit_task
 from ._errors import MissingContextError
 from ._futures import TaskFuture
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
+from ._task_runs import run_task, submit_task
 from ._threads import portal_loop, running_loop
 
 P = ParamSpec("P")
