@@ -367,26 +367,29 @@ def test_retry_condition_fn_can_refuse_a_retry(default_store: str) -> None:
 
 
 async def test_retries_wait_without_blocking_other_runs(default_store: str) -> None:
-    @task(retries=1, retry_delay_seconds=0.3)
+    """Other runs start and finish while one waits out a long retry delay (no timing:
+    a delay that blocked them would let the waiting run finish first)."""
+    failed_once = asyncio.Event()
+
+    @task(retries=1, retry_delay_seconds=30)
     async def slow_retry(n: int) -> int:
-        if n == 0 and not slow_retry_done:
-            slow_retry_done.append(True)
+        if n == 0 and not failed_once.is_set():
+            failed_once.set()
             raise ConnectionError("once")
         return n
-
-    slow_retry_done: list[bool] = []
 
     @flow
     async def f(n: int) -> int:
         return await slow_retry(n)
 
-    started = time.monotonic()
     waiting = asyncio.ensure_future(f(0))
+    await asyncio.wait_for(failed_once.wait(), 30)  # its retry delay has begun
     others = [await f(n) for n in range(1, 6)]
-    others_done = time.monotonic() - started
     assert others == [1, 2, 3, 4, 5]
-    assert not waiting.done() and others_done < 0.3
-    assert await waiting == 0
+    assert not waiting.done()  # still in its delay
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
 
 
 async def test_async_task_timeout_is_a_retryable_timed_out_failure(default_store: str) -> None:
