@@ -33,6 +33,7 @@ from ._tracebacks import format_traceback, task_failure
 if TYPE_CHECKING:
     from ._flows import Flow
     from ._resume import Resume
+    from ._store._fences import Fence
     from ._store._writer import RunWriter
 
 logger = logging.getLogger("eventflow.engine")
@@ -274,6 +275,7 @@ async def run_flow(
     retry_of: str | None = None,
     flow_run_id: str | None = None,
     resume: Resume | None = None,
+    fence: Fence | None = None,
 ) -> State:
     """Run `flow` once, recorded through `writer`, and return its final state.
 
@@ -281,7 +283,8 @@ async def run_flow(
     a JSON document (an event; `decoded`: that document if a flow control has
     decoded it already, so it is not parsed twice). Invalid parameters end the run FAILED without
     calling the flow; nothing is raised. With `resume`, task calls reuse the
-    results that run kept (eventflow/_resume.py).
+    results that run kept (eventflow/_resume.py). With `fence` (a worker's claim),
+    its records carry the claim's token: the store refuses them once it is lost.
     """
     run_id = flow_run_id or new_id()
     writer.ensure_flow(flow.name, flow.version)
@@ -312,6 +315,7 @@ async def run_flow(
         "ended_at": None,
         "traceback": None,
         "resumed_from": None if resume is None else resume.run_id,
+        "fence": None if fence is None else fence.token,
     }
     try:
         if decoded is not NOT_DECODED:
@@ -339,6 +343,7 @@ async def run_flow(
     record = _FlowRunRecord(row, writer, parameters)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
+    context.fence = fence
     token = current_flow_run.set(context)
     try:
         state = await run_attempts(

@@ -17,17 +17,20 @@ from functools import partial
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .._flows import Flow
 from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
 from .._results import configure as keep_results
 from .._settings import Settings
+from .._store._fences import Fence
 from .._store._migrate import upgrade
 from .._store._runstore import SqlRunStore
 from .._store._writer import RunWriter
 from ._checks import check_subscription
 from ._controls import Controls, KeyFunction, SingletonMode
+from ._fencing import WorkerLease
 from ._housekeeping import Housekeeping
 from ._liveness import SubscriptionHealth, WorkerHealth
 from ._runner import SubscriptionRunner
@@ -69,6 +72,8 @@ class App:
         self.subscriptions: list[Subscription] = []
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
+        self.lease: WorkerLease | None = None
+        self._background: TaskGroup | None = None
         self.started = asyncio.Event()
         self.health = WorkerHealth()
         """The last health check, read by the probe endpoint's thread (see `_check_health`)."""
@@ -228,14 +233,20 @@ class App:
             "heartbeat_at": started_at,
             "stopped_at": None,
         }
-        writer.put_worker(worker_row)
-        await writer.flush()
+        self.lease = lease = WorkerLease(worker_row, store, writer)
+        await lease.register()
+        loop = asyncio.get_running_loop()
+
+        def on_fenced(fences: list[Fence]) -> None:  # on the writer's thread
+            loop.call_soon_threadsafe(self._on_fenced, fences)
+
+        writer.on_fenced = on_fenced
         self.runners = [
             SubscriptionRunner(
                 s,
                 writer,
                 store,
-                worker_id,
+                lease,
                 health=SubscriptionHealth(
                     s.name,
                     stall_after=settings.stall_seconds,
@@ -262,8 +273,10 @@ class App:
         try:
             # the background loops live as long as the runs; the sources end first
             async with anyio.create_task_group() as background:
+                self._background = background
                 loops: list[Callable[[], Awaitable[None]]] = [
-                    partial(house.heartbeat, worker_row),
+                    partial(house.heartbeat, lease),
+                    partial(house.watch_clock, self._frozen),
                     house.sweep,
                     house.live_status if sys.stderr.isatty() else house.report,
                     partial(house.publish, exporter),
@@ -272,15 +285,17 @@ class App:
                 if settings.retention is not None:
                     loops.append(partial(house.retain, settings.retention))
                 loops += [partial(commit_loop, r, settings.commit_interval) for r in self.runners]
-                for loop in loops:
-                    background.start_soon(_logged, loop)
+                for each in loops:
+                    background.start_soon(_logged, each)
                 try:
                     await self._serve_sources(stop)
                 finally:
                     await self._drain(settings.shutdown_grace)
                     background.cancel_scope.cancel()
         finally:
-            await self._shut_down(settings, house, worker_row, exporter)
+            writer.on_fenced = None
+            self._background = None
+            await self._shut_down(settings, house, lease, exporter)
             await store.close()
             self.started.clear()
             logger.info("worker %s stopped", worker_id)
@@ -311,7 +326,7 @@ class App:
         self,
         settings: Settings,
         house: Housekeeping,
-        worker_row: dict[str, Any],
+        lease: WorkerLease,
         exporter: MetricsExporter,
     ) -> None:
         """The last commits and records, each bounded: a store or broker away must not hold it."""
@@ -326,7 +341,7 @@ class App:
                 with anyio.move_on_after(seconds), contextlib.suppress(Exception):
                     await step()
         house.put_source_status()
-        writer.put_worker({**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()})
+        lease.put_stopped()
         try:
             await asyncio.wait_for(writer.flush(), settings.shutdown_grace)
         except TimeoutError:
@@ -340,6 +355,57 @@ class App:
         for notifier in self._notifiers():
             await anyio.to_thread.run_sync(notifier.close)
         await anyio.to_thread.run_sync(writer.close)
+
+    # -- fencing (eventflow/_store/_fences.py, eventflow/_runtime/_fencing.py) -----------
+
+    def _on_fenced(self, fences: list[Fence]) -> None:
+        """The store refused claims of this worker (called on the loop by the writer)."""
+        if self.lease is not None and any(f is self.lease.fence for f in fences):
+            self._lease_lost(
+                "lease taken over: another worker declared this one dead after"
+                " missed heartbeats (was it frozen or cut off from the store?)"
+            )
+            return
+        if self._background is None:
+            return
+        for runner in self.runners:
+            self._background.start_soon(
+                runner.fence_out, fences, "partitions claimed by another worker"
+            )
+
+    def _frozen(self, gap: float) -> None:
+        """This process stood still longer than the lease: fence itself before writing on."""
+        self._lease_lost(f"frozen for {gap:.0f}s, longer than the lease")
+
+    def _lease_lost(self, reason: str) -> None:
+        lease = self.lease
+        if lease is None or self._background is None or not lease.valid.is_set():
+            return  # not serving, or already rejoining
+        lease.lost()
+        fences = [lease.fence, *(f for r in self.runners for f in r.fences.by_partition.values())]
+        lease.writer.drop_lost(fences)  # nothing made under them is written from now on
+        self._background.start_soon(self._rejoin, reason)
+
+    async def _rejoin(self, reason: str) -> None:
+        """Drop every run in flight, claim the lease anew, then let the sources restart."""
+        assert self.lease is not None
+        cancelled = 0
+        for runner in self.runners:
+            cancelled += await runner.drop_everything(reason)
+        logger.warning(
+            "worker %s fenced (%s): dropped %d run(s) in flight, nothing more of them is"
+            " written; claiming the lease again and rejoining",
+            self.lease.worker_id,
+            reason,
+            cancelled,
+        )
+        crashed = await self.lease.revive(lambda: self._shutting_down)
+        logger.info(
+            "worker %s holds its lease again; %d of its unfinished run(s) ended CRASHED"
+            " (their events run again)",
+            self.lease.worker_id,
+            len(crashed),
+        )
 
     def _notifiers(self, flow_name: str | None = None) -> list[Notifier]:
         """The subscriptions' notifiers (of `flow_name`'s only), each once."""

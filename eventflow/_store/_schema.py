@@ -198,6 +198,20 @@ leases = sa.Table(
     sa.Column("expires_at", TIMESTAMP, nullable=False),
 )
 
+fences = sa.Table(
+    "fences",
+    metadata,
+    sa.Column("scope", sa.String(600), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+"""Fencing tokens: each scope's current epoch and who claimed it (see _fences.py)."""
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+"""States a run never leaves: no write changes a row in one of them."""
+NOT_FINAL = "state_type NOT IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED')"
+
 source_checkpoints = sa.Table(
     "source_checkpoints",
     metadata,
