@@ -360,6 +360,9 @@ async def run_flow(
             await _finish_forgotten(context)
     except BaseException as error:
         ended = interrupted("flow", error)
+        request = cancel_request(error)
+        if request is not None and request.linked_run_id is not None:
+            row["linked_run_id"] = request.linked_run_id  # the run that superseded it
         for task_record in list(context.running):  # not reached by the interruption
             task_record.finish(interrupted("task", error))
         record.finish(ended)

@@ -59,5 +59,5 @@ class FencedError(EventflowError):
 def describe_error(error: BaseException) -> str:
     """`Type: message`, or the type alone when the message is empty (a TimeoutError):
     a log line never ends in an empty error."""
-    text = str(getattr(error, "orig", None) or error)
+    text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ._errors import RunNotFinishedError
+from ._errors import RunNotFinishedError, describe_error
 
 
 class StateType(StrEnum):
@@ -114,6 +114,8 @@ class CancelRequest:
 
     name: str
     message: str
+    linked_run_id: str | None = None
+    """The run that cancelled it (a later event of its key), shown with it."""
 
 
 def cancel_request(error: BaseException) -> CancelRequest | None:
@@ -124,7 +126,3 @@ def cancel_request(error: BaseException) -> CancelRequest | None:
             return request
     return None
 
-
-def describe_error(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -17,7 +17,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .._flows import Flow
 from .._logging import configure_logging
@@ -73,7 +72,8 @@ class App:
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
         self.lease: WorkerLease | None = None
-        self._background: TaskGroup | None = None
+        self._fencings: asyncio.Queue[list[Fence] | str] = asyncio.Queue()
+        """Claims the store refused, or why the worker fenced itself (`_handle_fencing`)."""
         self.started = asyncio.Event()
         self.health = WorkerHealth()
         """The last health check, read by the probe endpoint's thread (see `_check_health`)."""
@@ -273,10 +273,10 @@ class App:
         try:
             # the background loops live as long as the runs; the sources end first
             async with anyio.create_task_group() as background:
-                self._background = background
                 loops: list[Callable[[], Awaitable[None]]] = [
                     partial(house.heartbeat, lease),
                     partial(house.watch_clock, self._frozen),
+                    self._handle_fencing,
                     house.sweep,
                     house.live_status if sys.stderr.isatty() else house.report,
                     partial(house.publish, exporter),
@@ -294,7 +294,6 @@ class App:
                     background.cancel_scope.cancel()
         finally:
             writer.on_fenced = None
-            self._background = None
             await self._shut_down(settings, house, lease, exporter)
             await store.close()
             self.started.clear()
@@ -360,31 +359,40 @@ class App:
 
     def _on_fenced(self, fences: list[Fence]) -> None:
         """The store refused claims of this worker (called on the loop by the writer)."""
-        if self.lease is not None and any(f is self.lease.fence for f in fences):
-            self._lease_lost(
-                "lease taken over: another worker declared this one dead after"
-                " missed heartbeats (was it frozen or cut off from the store?)"
-            )
-            return
-        if self._background is None:
-            return
-        for runner in self.runners:
-            self._background.start_soon(
-                runner.fence_out, fences, "partitions claimed by another worker"
-            )
+        self._fencings.put_nowait(fences)
 
     def _frozen(self, gap: float) -> None:
         """This process stood still longer than the lease: fence itself before writing on."""
-        self._lease_lost(f"frozen for {gap:.0f}s, longer than the lease")
+        if self.lease is not None and self.lease.valid.is_set():
+            self._lease_lost()
+            self._fencings.put_nowait(f"frozen for {gap:.0f}s, longer than the lease")
 
-    def _lease_lost(self, reason: str) -> None:
+    def _lease_lost(self) -> None:
+        """Nothing made under the lease or the partitions' claims is written from now on."""
+        assert self.lease is not None
+        self.lease.lost()
+        fences = [f for r in self.runners for f in r.fences.by_partition.values()]
+        self.lease.writer.drop_lost([self.lease.fence, *fences])
+
+    async def _handle_fencing(self) -> None:
+        """Act on lost claims, one after the other: a runner drops the work of the
+        partitions it lost and rejoins; a lost lease drops everything and is claimed anew."""
         lease = self.lease
-        if lease is None or self._background is None or not lease.valid.is_set():
-            return  # not serving, or already rejoining
-        lease.lost()
-        fences = [lease.fence, *(f for r in self.runners for f in r.fences.by_partition.values())]
-        lease.writer.drop_lost(fences)  # nothing made under them is written from now on
-        self._background.start_soon(self._rejoin, reason)
+        assert lease is not None
+        while True:
+            lost = await self._fencings.get()
+            if isinstance(lost, str):
+                await self._rejoin(lost)
+            elif any(f is lease.fence for f in lost):
+                if lease.valid.is_set():
+                    self._lease_lost()
+                    await self._rejoin(
+                        "lease taken over: another worker declared this one dead after"
+                        " missed heartbeats (was it frozen or cut off from the store?)"
+                    )
+            else:
+                for runner in self.runners:
+                    await runner.fence_out(lost, "partitions claimed by another worker")
 
     async def _rejoin(self, reason: str) -> None:
         """Drop every run in flight, claim the lease anew, then let the sources restart."""

@@ -103,9 +103,10 @@ class WorkerLease:
 class PartitionFences:
     """A runner's claims: one per assigned partition of its consumer group, else the lease's."""
 
-    def __init__(self, lease: WorkerLease, group: str | None) -> None:
+    def __init__(self, lease: WorkerLease, group: str | None, flow_name: str) -> None:
         self.lease = lease
         self.group = group
+        self.flow_name = flow_name
         self.by_partition: dict[tuple[str, int], Fence] = {}
 
     def of(self, partition: tuple[str, int] | None) -> Fence:
@@ -123,7 +124,7 @@ class PartitionFences:
         assert self.group is not None
         writer = self.lease.writer
         for (topic, number), epoch in epochs.items():
-            fence = Fence(partition_scope(self.group, topic, number), epoch)
+            fence = Fence(partition_scope(self.group, topic, number, self.flow_name), epoch)
             if (old := self.by_partition.get((topic, number))) is not None:
                 writer.forget(old)
             self.by_partition[(topic, number)] = fence

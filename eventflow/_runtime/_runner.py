@@ -68,7 +68,7 @@ class SubscriptionRunner(EventSink):
         self.writer = writer
         self.store = store
         self.worker_id = worker_id = lease.worker_id
-        self.fences = PartitionFences(lease, self.source.group_id)
+        self.fences = PartitionFences(lease, self.source.group_id, self.flow.name)
         self._rejoin: FencedError | None = None
         """Set when a claim was lost: the source restarts (a new consumer), then clears it."""
         self.stats = RunnerStats()
@@ -202,7 +202,7 @@ class SubscriptionRunner(EventSink):
         stored: dict[Partition, int] = {}
         if group is not None:
             epochs, crashed = await self.store.claim_partitions(
-                group, list(partitions), self.worker_id
+                self.flow.name, group, list(partitions), self.worker_id
             )
             self.fences.claimed(epochs)
             self._report_taken_over(crashed)

@@ -52,9 +52,11 @@ def worker_scope(worker_id: str) -> str:
     return f"worker:{worker_id}"
 
 
-def partition_scope(group: str, stream: str, partition: int) -> str:
-    """A consumer group's partition (JSON: group names may hold any character)."""
-    return "partition:" + orjson.dumps([group, stream, partition]).decode()
+def partition_scope(group: str, stream: str, partition: int, flow: str) -> str:
+    """A consumer group's partition, as read into `flow` (JSON: names may hold any
+    character). Per flow: two subscriptions of one group and topic do not fence
+    each other."""
+    return "partition:" + orjson.dumps([group, stream, partition, flow]).decode()
 
 
 def is_worker_scope(scope: str) -> bool:

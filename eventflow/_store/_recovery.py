@@ -174,9 +174,14 @@ async def revive_worker(
 
 
 async def claim_partitions(
-    engine: AsyncEngine, group: str, partitions: Sequence[tuple[str, int]], holder: str
+    engine: AsyncEngine,
+    flow_name: str,
+    group: str,
+    partitions: Sequence[tuple[str, int]],
+    holder: str,
 ) -> tuple[dict[tuple[str, int], int], list[CrashedRun]]:
-    """Claim a consumer group's partitions for `holder` (before reading their offsets).
+    """Claim a consumer group's partitions for `holder`'s runs of `flow_name` (before
+    reading their offsets).
 
     Each partition's fence moves on, so whoever held it before writes nothing
     more there; its runs in flight on these partitions (a worker that was
@@ -184,7 +189,7 @@ async def claim_partitions(
     written as finished. Returns the new epochs and the runs ended.
     """
     runs = schema.flow_runs
-    by_scope = {partition_scope(group, t, p): (t, p) for t, p in partitions}
+    by_scope = {partition_scope(group, t, p, flow_name): (t, p) for t, p in partitions}
     now = time.time()
     crashed: list[CrashedRun] = []
     async with engine.begin() as conn:
@@ -194,6 +199,7 @@ async def claim_partitions(
             crashed += await _crash(
                 conn,
                 sa.and_(
+                    runs.c.flow_name == flow_name,
                     runs.c.event_group == group,
                     runs.c.event_source == topic,
                     runs.c.event_partition.in_(numbers),

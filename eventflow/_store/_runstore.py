@@ -58,7 +58,7 @@ class RunStore(ABC):
 
     @abstractmethod
     async def claim_partitions(
-        self, group: str, partitions: Sequence[Partition], holder: str
+        self, flow_name: str, group: str, partitions: Sequence[Partition], holder: str
     ) -> tuple[dict[Partition, int], list[CrashedRun]]:
         """Claim a group's partitions (fencing out their earlier holder, whose runs in
         flight there end CRASHED); the new epochs and the runs ended."""
@@ -159,9 +159,9 @@ class SqlRunStore(RunStore):
         return await _recovery.revive_worker(self.engine, row)
 
     async def claim_partitions(
-        self, group: str, partitions: Sequence[Partition], holder: str
+        self, flow_name: str, group: str, partitions: Sequence[Partition], holder: str
     ) -> tuple[dict[Partition, int], list[CrashedRun]]:
-        return await _recovery.claim_partitions(self.engine, group, partitions, holder)
+        return await _recovery.claim_partitions(self.engine, flow_name, group, partitions, holder)
 
     async def load_offsets(
         self, group_id: str, partitions: Sequence[Partition]
