@@ -26,7 +26,16 @@ from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
 from ._retries import RetryPolicy
-from ._states import Cancelled, Completed, Crashed, Failed, State, StateType, cancel_request
+from ._states import (
+    FENCED_OUT,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    State,
+    StateType,
+    cancel_request,
+)
 from ._threads import Pool, run_sync
 from ._tracebacks import format_traceback, task_failure
 
@@ -249,7 +258,9 @@ class _FlowRunRecord(Attempts):
                 error=cause.message if cause is not None and cause.message else state.message,
                 traceback=None if error is None else stored_traceback(error),
             )
-            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+            if state.type is StateType.FAILED or (
+                state.type is StateType.CRASHED and state.name != "FencedOut"
+            ):
                 _log_failed_run(row, self.writer, state)
         self.writer.put_flow_run(row)
         started = row["started_at"]
@@ -387,7 +398,10 @@ def interrupted(kind: str, error: BaseException) -> State:
     why = type(error).__name__
     if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
         why = error.args[0]  # what cancelled it said why ("SIGTERM")
-    return Crashed(f"the {kind} run was interrupted: {why}", error)
+    state = Crashed(f"the {kind} run was interrupted: {why}", error)
+    if why == FENCED_OUT:
+        state.name = "FencedOut"
+    return state
 
 
 def failure_of(state: State) -> BaseException | None:

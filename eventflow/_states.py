@@ -118,6 +118,12 @@ class CancelRequest:
     """The run that cancelled it (a later event of its key), shown with it."""
 
 
+FENCED_OUT = "fenced out"
+"""Why runs are cancelled when their worker lost the claim they ran under: they end
+CRASHED "FencedOut", unlogged one by one (their worker says once what it lost), and
+nothing of them is written (eventflow/_store/_fences.py)."""
+
+
 def cancel_request(error: BaseException) -> CancelRequest | None:
     """The request behind a deliberate cancellation, or None (an interruption: a crash)."""
     if isinstance(error, asyncio.CancelledError) and error.args:
@@ -125,4 +131,3 @@ def cancel_request(error: BaseException) -> CancelRequest | None:
         if isinstance(request, CancelRequest):
             return request
     return None
-

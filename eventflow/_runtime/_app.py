@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from .._errors import describe_error
 from .._flows import Flow
 from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
@@ -365,7 +366,9 @@ class App:
         """This process stood still longer than the lease: fence itself before writing on."""
         if self.lease is not None and self.lease.valid.is_set():
             self._lease_lost()
-            self._fencings.put_nowait(f"frozen for {gap:.0f}s, longer than the lease")
+            self._fencings.put_nowait(
+                f"frozen for {gap:.0f}s, longer than the lease"
+            )  # str: frozen
 
     def _lease_lost(self) -> None:
         """Nothing made under the lease or the partitions' claims is written from now on."""
@@ -382,20 +385,41 @@ class App:
         while True:
             lost = await self._fencings.get()
             if isinstance(lost, str):
-                await self._rejoin(lost)
-            elif any(f is lease.fence for f in lost):
-                if lease.valid.is_set():
-                    self._lease_lost()
-                    await self._rejoin(
-                        "lease taken over: another worker declared this one dead after"
-                        " missed heartbeats (was it frozen or cut off from the store?)"
-                    )
-            else:
-                for runner in self.runners:
-                    await runner.fence_out(lost, "partitions claimed by another worker")
+                await self._rejoin("frozen", lost)
+                continue
+            if not lease.valid.is_set():
+                continue  # rejoining already
+            holders = await self._holders([lease.fence, *lost])
+            lease_now = holders.get(lease.fence.scope)
+            if any(f is lease.fence for f in lost) or (
+                lease_now is not None and lease_now[0] != lease.fence.epoch
+            ):
+                self._lease_lost()
+                await self._rejoin(
+                    "lease_lost",
+                    "lease taken over: another worker declared it dead after missed"
+                    " heartbeats; was it frozen, or cut off from the store?",
+                )
+                continue
+            others = sorted({h for f in lost if (h := holders.get(f.scope, (0, None))[1])})
+            reason = "claimed by " + (", ".join(others) if others else "another worker")
+            for runner in self.runners:
+                await runner.fence_out(lost, reason)
 
-    async def _rejoin(self, reason: str) -> None:
-        """Drop every run in flight, claim the lease anew, then let the sources restart."""
+    async def _holders(self, fences: Sequence[Fence]) -> dict[str, tuple[int, str | None]]:
+        """Who holds `fences` now (for the log); nothing if the store cannot say."""
+        assert self.lease is not None
+        try:
+            return await self.lease.store.read_fences([f.scope for f in fences])
+        except Exception as error:
+            logger.warning("cannot read who holds the lost claims: %s", describe_error(error))
+            return {}
+
+    async def _rejoin(self, reason: str, detail: str) -> None:
+        """Drop every run in flight, claim the lease anew, then let the sources restart.
+
+        `reason` (lease_lost, frozen) labels `eventflow_fenced_total`; `detail` is logged.
+        """
         assert self.lease is not None
         cancelled = 0
         for runner in self.runners:
@@ -404,7 +428,7 @@ class App:
             "worker %s fenced (%s): dropped %d run(s) in flight, nothing more of them is"
             " written; claiming the lease again and rejoining",
             self.lease.worker_id,
-            reason,
+            detail,
             cancelled,
         )
         crashed = await self.lease.revive(lambda: self._shutting_down)

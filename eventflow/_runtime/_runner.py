@@ -28,7 +28,7 @@ from typing import Any
 
 from .._errors import FencedError, ParameterValidationError, WorkerStoppingError
 from .._retries import Backoff
-from .._states import State, StateType
+from .._states import FENCED_OUT, State, StateType
 from .._store._fences import Fence
 from .._store._runstore import CrashedRun, FinishedRun, RunStore
 from .._store._writer import RunWriter
@@ -259,7 +259,8 @@ class SubscriptionRunner(EventSink):
         if not partitions:
             return 0
         cancelled = await self._drop(partitions)
-        self.stats.fenced[reason] = self.stats.fenced.get(reason, 0) + len(partitions)
+        fenced = self.stats.fenced
+        fenced["partition_claimed"] = fenced.get("partition_claimed", 0) + len(partitions)
         logger.warning(
             "%s: fenced out of %s (%s): dropped %d run(s) in flight there, nothing more of"
             " them is written; rejoining the group",
@@ -272,9 +273,11 @@ class SubscriptionRunner(EventSink):
         return cancelled
 
     async def drop_everything(self, reason: str) -> int:
-        """The worker lost its lease: drop every run in flight and restart the source."""
+        """The worker lost its lease (`reason`: lease_lost, frozen): drop every run in
+        flight and restart the source."""
         cancelled = await self._drop(list(self.inflight.partitions))
-        cancelled += await self.inflight.wait(None, 0)  # unpartitioned runs, replays, batches
+        # unpartitioned runs, replays, batches
+        cancelled += await self.inflight.wait(None, 0, FENCED_OUT)
         self.stats.fenced[reason] = self.stats.fenced.get(reason, 0) + 1
         self._rejoin = FencedError(f"{self.subscription.name}: fenced ({reason}); rejoining")
         return cancelled
@@ -287,7 +290,7 @@ class SubscriptionRunner(EventSink):
             for delivery in self.controls.drop(set(states)):
                 self._settle_unchained(delivery, False)
         self.fences.release(partitions)
-        cancelled = await self.inflight.wait(states, 0)
+        cancelled = await self.inflight.wait(states, 0, FENCED_OUT)
         dropped = self.inflight.drop_queued(states)
         if self.controls is not None:
             self.controls.release(dropped)

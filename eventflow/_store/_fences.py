@@ -108,14 +108,30 @@ async def register_worker(conn: AsyncConnection, row: Mapping[str, Any]) -> int:
     return (await claim(conn, [scope], row["id"]))[scope]
 
 
-def release_statement(holders: Sequence[str], now: float) -> sa.Update:
-    """Move the epoch of every scope `holders` hold: their tokens are stale from then on."""
+async def release(conn: AsyncConnection, holders: Sequence[str], now: float) -> None:
+    """Move the epoch of every scope `holders` hold: their tokens are stale from then on.
+
+    Call it first in its transaction: it locks those fences before any run row, in
+    the order the writer's transactions lock them, so neither waits for the other
+    in a cycle (a deadlock PostgreSQL would break by failing one).
+    """
     fences = schema.fences
-    return (
-        fences.update()
-        .where(fences.c.holder.in_(list(holders)))
-        .values(epoch=fences.c.epoch + 1, holder=None, updated_at=now)
+    held = fences.c.holder.in_(list(holders))
+    await conn.execute(
+        sa.select(fences.c.scope).where(held).order_by(fences.c.scope).with_for_update()
     )
+    await conn.execute(
+        fences.update().where(held).values(epoch=fences.c.epoch + 1, holder=None, updated_at=now)
+    )
+
+
+async def read(conn: AsyncConnection, scopes: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    """Each scope's current epoch and holder (None: released by the crash sweep)."""
+    fences = schema.fences
+    query = sa.select(fences.c.scope, fences.c.epoch, fences.c.holder).where(
+        fences.c.scope.in_(list(scopes))
+    )
+    return {scope: (int(epoch), holder) for scope, epoch, holder in await conn.execute(query)}
 
 
 def stale(current: Iterable[tuple[str, int]], tokens: Iterable[Token]) -> set[Token]:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _schema as schema
-from ._fences import claim, partition_scope, register_worker, release_statement
+from ._fences import claim, partition_scope, register_worker, release
 
 ACTIVE_STATES = ("PENDING", "RUNNING", "RETRYING")
 DONE_STATES = ("COMPLETED", "FAILED", "CANCELLED")
@@ -137,6 +137,7 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
         dead_ids = [row[0] for row in (await conn.execute(dead)).all()]
         if not dead_ids:
             return Sweep([], [])
+        await release(conn, dead_ids, now)  # first: see `release`
         crashed = await _crash(
             conn,
             schema.flow_runs.c.worker_id.in_(dead_ids),
@@ -146,7 +147,6 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
         await conn.execute(
             workers.update().where(workers.c.id.in_(dead_ids)).values(stopped_at=now)
         )
-        await conn.execute(release_statement(dead_ids, now))
     return Sweep(dead_ids, crashed)
 
 
@@ -162,13 +162,13 @@ async def revive_worker(
     now = time.time()
     worker_id = row["id"]
     async with engine.begin() as conn:
+        await release(conn, [worker_id], now)  # first: see `release`
         crashed = await _crash(
             conn,
             schema.flow_runs.c.worker_id == worker_id,
             now,
             "its worker lost its lease (frozen or cut off past it) before the run ended",
         )
-        await conn.execute(release_statement([worker_id], now))
         epoch = await register_worker(conn, row)
     return epoch, crashed
 

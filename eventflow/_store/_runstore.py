@@ -64,6 +64,10 @@ class RunStore(ABC):
         flight there end CRASHED); the new epochs and the runs ended."""
 
     @abstractmethod
+    async def read_fences(self, scopes: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """Each fence's current epoch and holder (None: released by the crash sweep)."""
+
+    @abstractmethod
     async def load_offsets(
         self, group_id: str, partitions: Sequence[Partition]
     ) -> dict[Partition, int]:
@@ -162,6 +166,10 @@ class SqlRunStore(RunStore):
         self, flow_name: str, group: str, partitions: Sequence[Partition], holder: str
     ) -> tuple[dict[Partition, int], list[CrashedRun]]:
         return await _recovery.claim_partitions(self.engine, flow_name, group, partitions, holder)
+
+    async def read_fences(self, scopes: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        async with self.engine.connect() as conn:
+            return await _fences.read(conn, scopes)
 
     async def load_offsets(
         self, group_id: str, partitions: Sequence[Partition]
