@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .._states import StateType
-from .._store._reader import RunNotFoundError
+from .._store._reader import RunFilter, RunNotFoundError
 from ._database import database_option, open_store, run_sync
 from ._output import fmt_duration, fmt_table, fmt_time, jsonable, shorten, utc_timestamp
 
@@ -45,9 +45,8 @@ def runs_list(
 
     async def query() -> list[dict[str, Any]]:
         try:
-            return await reader.list_flow_runs(
-                flow=flow_name, state=state, event_key=event_key, limit=limit
-            )
+            matching = RunFilter(flow=flow_name, state=state, event_key=event_key)
+            return await reader.list_flow_runs(matching, limit=limit)
         finally:
             await reader.close()
 

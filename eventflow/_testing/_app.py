@@ -26,7 +26,7 @@ from .._runtime._source import Source
 from .._runtime._subscription import Subscription
 from .._settings import Settings, normalize_database_url
 from .._store import _schema as schema
-from .._store._reader import RunReader
+from .._store._reader import RunFilter, RunReader
 from ._blocking import BlockingTestApp
 from ._runs import FlowRun
 
@@ -254,9 +254,8 @@ class TestApp:
     async def runs(self, flow: Flow[Any, Any] | None = None) -> list[FlowRun]:
         """Every flow run in the store (of `flow`), oldest first, with task runs and logs."""
         await self._flush()
-        listed = await self._store.list_flow_runs(
-            flow=None if flow is None else flow.name, limit=1_000_000
-        )
+        matching = RunFilter(flow=None if flow is None else flow.name)
+        listed = await self._store.list_flow_runs(matching, limit=1_000_000)
         return [FlowRun.from_row(await self._store.get_flow_run(r["id"])) for r in reversed(listed)]
 
     def dead_letters(self, source: Source, flow: Flow[Any, Any] | None = None) -> list[DeadLetter]:
