@@ -358,7 +358,7 @@ class KafkaSource(Source):
         consumer whose metadata went stale retries it in a tight loop (a whole
         core): the supervisor starts a new consumer once the broker answers.
         """
-        since = self.outage.since
+        since = self.failing_since
         session = self._consumer_options["session_timeout_ms"] / 1000
         if since is not None and time.time() - since > session:
             raise KafkaUnavailableError(

@@ -318,7 +318,7 @@ class MetricsExporter:
             (m.events_invalid, stats.invalid, "invalid"),
             (m.events_duplicate, stats.skipped_duplicates, "duplicates"),
             (m.dead_lettered, stats.dead_lettered, "dead_lettered"),
-            (m.source_errors, source.errors, "source_errors"),
+            (m.source_errors, source.health.errors, "source_errors"),
         ):
             delta = now - getattr(seen, attr)
             if delta > 0:

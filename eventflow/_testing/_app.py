@@ -19,15 +19,15 @@ from anyio.from_thread import BlockingPortal
 from pydantic_core import to_jsonable_python
 
 from .._flows import Flow
-from .._runtime import _memory
 from .._runtime._app import App
-from .._runtime._memory import DeadLetter, EventNotRunError
 from .._runtime._source import Source
 from .._runtime._subscription import Subscription
 from .._settings import Settings, normalize_database_url
 from .._store import _schema as schema
 from .._store._reader import RunFilter, RunReader
+from . import _memory
 from ._blocking import BlockingTestApp
+from ._memory import DeadLetter, EventNotRunError
 from ._runs import FlowRun
 
 Value = Mapping[str, Any] | Sequence[Any] | pydantic.BaseModel | bytes | str | int | float | bool
