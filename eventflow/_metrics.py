@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import _probe_server
-from ._runtime._liveness import SOURCE_STATES
+from ._states import SOURCE_STATES
 
 if TYPE_CHECKING:
     from ._runtime._runner import SubscriptionRunner

@@ -9,9 +9,10 @@ from ._errors import MissingExtraError, WorkerStoppingError
 from ._extras import missing_extra
 from ._retries import Backoff, parse_retry_after
 from ._runtime._app import App
-from ._runtime._liveness import Outage, RepeatFilter, SourceState, quiet_library_logs
+from ._runtime._liveness import Outage, RepeatFilter, quiet_library_logs
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
+from ._states import SourceState
 
 __all__ = [
     "App",

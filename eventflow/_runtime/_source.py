@@ -14,11 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .._partition import Partition as Partition  # re-exported: the runtime imports it from here
 from ._health import SourceHealth
 from ._liveness import Outage
-
-Partition = tuple[str, int]
-"""A partition of a stream: (stream name, partition number), e.g. ("orders", 3)."""
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from .._states import FINAL_STATE_TYPES
 from .._store._operator import OperatorStore
 from . import _models as models
 from . import _views as views
@@ -28,7 +29,6 @@ RECENT_DEAD_LETTERS = 10
 DURATION_SAMPLE = 20_000
 """p50/p95 are of the newest runs of the window, at most this many."""
 
-FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 _STATE_RANK = {"stalled": 3, "reconnecting": 2, "running": 1, "stopped": 0}
 """The worst state of a subscription's workers is the one it shows."""
@@ -161,7 +161,7 @@ async def dashboard(
 
 
 def _finished(counts: dict[str, int]) -> int:
-    return sum(counts.get(s, 0) for s in FINAL_STATES)
+    return sum(counts.get(s, 0) for s in FINAL_STATE_TYPES)
 
 
 def _failure_rate(counts: dict[str, int]) -> float | None:

@@ -9,8 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._states import FINAL_STATE_TYPES
 from . import _schema as schema
-from ._reader import FINAL_STATES, RUN_LIST_COLUMNS, epoch_seconds, rows_of, time_bucket
+from ._reader import RUN_LIST_COLUMNS, epoch_seconds, rows_of, time_bucket
 
 
 class DashboardQueries:
@@ -64,7 +65,7 @@ class DashboardQueries:
             .where(
                 runs.c.created_at >= since,
                 runs.c.created_at < until,
-                runs.c.state_type.in_(FINAL_STATES),
+                runs.c.state_type.in_(FINAL_STATE_TYPES),
                 runs.c.started_at.is_not(None),
                 runs.c.ended_at.is_not(None),
             )

@@ -12,10 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import StoreError
+from .._states import FINAL_STATE_TYPES
 from . import _schema as schema
 from ._engine import make_engine
-
-FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 _HEX = re.compile("[0-9a-f]+")
 
@@ -297,7 +296,7 @@ class RunReader:
             .where(
                 runs.c.ended_at >= since,
                 runs.c.ended_at < until,
-                runs.c.state_type.in_(FINAL_STATES),
+                runs.c.state_type.in_(FINAL_STATE_TYPES),
             )
             .group_by(bucket, runs.c.state_type)
         )

@@ -28,7 +28,7 @@ from .._store._reader import RunFilter, RunReader
 from . import _memory
 from ._blocking import BlockingTestApp
 from ._memory import DeadLetter, EventNotRunError
-from ._runs import FlowRun
+from ._stored_runs import FlowRun
 
 Value = Mapping[str, Any] | Sequence[Any] | pydantic.BaseModel | bytes | str | int | float | bool
 """What `publish` takes: JSON-able data or a pydantic model (encoded as JSON), or raw bytes/text."""

@@ -10,7 +10,7 @@ from anyio.from_thread import BlockingPortal
 from .._flows import Flow
 from .._runtime._source import Source
 from ._memory import DeadLetter
-from ._runs import FlowRun
+from ._stored_runs import FlowRun
 
 if TYPE_CHECKING:
     from ._app import Headers, PendingRun, TestApp, Value
