@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._errors import describe_error
+from .._partition import Partition
 from .._retries import Backoff
 from .._store._fences import Fence, partition_scope, worker_scope
 from .._store._runstore import CrashedRun, RunStore
@@ -107,9 +108,9 @@ class PartitionFences:
         self.lease = lease
         self.group = group
         self.flow_name = flow_name
-        self.by_partition: dict[tuple[str, int], Fence] = {}
+        self.by_partition: dict[Partition, Fence] = {}
 
-    def of(self, partition: tuple[str, int] | None) -> Fence:
+    def of(self, partition: Partition | None) -> Fence:
         """The claim a run of an event of `partition` is made under."""
         if partition is not None and self.group is not None:
             fence = self.by_partition.get(partition)
@@ -117,10 +118,10 @@ class PartitionFences:
                 return fence
         return self.lease.fence
 
-    def tokens(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], Any]:
+    def tokens(self, partitions: Iterable[Partition]) -> dict[Partition, Any]:
         return {p: f.token for p in partitions if (f := self.by_partition.get(p)) is not None}
 
-    def claimed(self, epochs: dict[tuple[str, int], int]) -> None:
+    def claimed(self, epochs: dict[Partition, int]) -> None:
         assert self.group is not None
         writer = self.lease.writer
         for (topic, number), epoch in epochs.items():
@@ -130,7 +131,7 @@ class PartitionFences:
             self.by_partition[(topic, number)] = fence
             writer.watch(fence)
 
-    def release(self, partitions: Iterable[tuple[str, int]]) -> list[Fence]:
+    def release(self, partitions: Iterable[Partition]) -> list[Fence]:
         """Forget the claims of `partitions` (revoked or lost); they count as lost from now."""
         released = []
         for partition in partitions:
@@ -141,6 +142,6 @@ class PartitionFences:
                 released.append(fence)
         return released
 
-    def lost(self, fences: Sequence[Fence]) -> list[tuple[str, int]]:
+    def lost(self, fences: Sequence[Fence]) -> list[Partition]:
         """Of this runner's partitions, those whose claim is among `fences` (or lost)."""
         return [p for p, f in self.by_partition.items() if f.lost or any(f is x for x in fences)]

@@ -32,15 +32,15 @@ from .._states import FENCED_OUT, State, StateType
 from .._store._fences import Fence
 from .._store._runstore import CrashedRun, FinishedRun, RunStore
 from .._store._writer import RunWriter
-from ._admission import AdmissionAbandoned
 from ._commits import OffsetCommits
 from ._delivery import Delivery
+from ._failure_policy import Settlement
 from ._fencing import PartitionFences, WorkerLease
+from ._flow_calls import FlowRuns
 from ._flow_controls import Decision, FlowControls
 from ._inflight import InFlight
+from ._limits import AdmissionAbandoned
 from ._liveness import Outage, SubscriptionHealth
-from ._runs import FlowRuns
-from ._settle import Settlement
 from ._source import Event, EventSink, Partition
 from ._subscription import STORE_BACKLOG_LIMIT, RunnerStats, Subscription
 

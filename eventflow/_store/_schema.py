@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from .._states import FINAL_STATE_TYPES
 from ._types import Timestamp
 
 metadata = sa.MetaData()
@@ -208,9 +209,9 @@ fences = sa.Table(
 )
 """Fencing tokens: each scope's current epoch and who claimed it (see _fences.py)."""
 
-FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+FINAL_STATES = tuple(state.value for state in FINAL_STATE_TYPES)
 """States a run never leaves: no write changes a row in one of them."""
-NOT_FINAL = "state_type NOT IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED')"
+NOT_FINAL = "state_type NOT IN (" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"
 
 source_checkpoints = sa.Table(
     "source_checkpoints",
