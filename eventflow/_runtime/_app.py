@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 
-from .._errors import describe_error
 from .._flows import Flow
 from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
@@ -33,6 +32,7 @@ from ._control_options import Controls, KeyFunction, SingletonMode
 from ._fencing import WorkerLease
 from ._housekeeping import Housekeeping
 from ._liveness import SubscriptionHealth, WorkerHealth
+from ._rejoin import Rejoin
 from ._runner import SubscriptionRunner
 from ._source import Event, Sink, Source
 from ._subscription import FailurePolicy, Notifier, Subscription
@@ -73,8 +73,6 @@ class App:
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
         self.lease: WorkerLease | None = None
-        self._fencings: asyncio.Queue[list[Fence] | str] = asyncio.Queue()
-        """Claims the store refused, or why the worker fenced itself (`_handle_fencing`)."""
         self.started = asyncio.Event()
         self.health = WorkerHealth()
         """The last health check, read by the probe endpoint's thread (see `_check_health`)."""
@@ -236,12 +234,6 @@ class App:
         }
         self.lease = lease = WorkerLease(worker_row, store, writer)
         await lease.register()
-        loop = asyncio.get_running_loop()
-
-        def on_fenced(fences: list[Fence]) -> None:  # on the writer's thread
-            loop.call_soon_threadsafe(self._on_fenced, fences)
-
-        writer.on_fenced = on_fenced
         self.runners = [
             SubscriptionRunner(
                 s,
@@ -256,6 +248,13 @@ class App:
             )
             for s in self.subscriptions
         ]
+        rejoin = Rejoin(lease, self.runners, lambda: self._shutting_down)
+        loop = asyncio.get_running_loop()
+
+        def refused(fences: list[Fence]) -> None:  # on the writer's thread
+            loop.call_soon_threadsafe(rejoin.refused, fences)
+
+        writer.fences.on_refused = refused
         house = Housekeeping(
             self.runners,
             writer=writer,
@@ -276,8 +275,8 @@ class App:
             async with anyio.create_task_group() as background:
                 loops: list[Callable[[], Awaitable[None]]] = [
                     partial(house.heartbeat, lease),
-                    partial(house.watch_clock, self._frozen),
-                    self._handle_fencing,
+                    partial(house.watch_clock, rejoin.frozen),
+                    rejoin.run,
                     house.sweep,
                     house.live_status if sys.stderr.isatty() else house.report,
                     partial(house.publish, exporter),
@@ -294,7 +293,7 @@ class App:
                     await self._drain(settings.shutdown_grace)
                     background.cancel_scope.cancel()
         finally:
-            writer.on_fenced = None
+            writer.fences.on_refused = None
             await self._shut_down(settings, house, lease, exporter)
             await store.close()
             self.started.clear()
@@ -355,89 +354,6 @@ class App:
         for notifier in self._notifiers():
             await anyio.to_thread.run_sync(notifier.close)
         await anyio.to_thread.run_sync(writer.close)
-
-    # -- fencing (eventflow/_store/_fences.py, eventflow/_runtime/_fencing.py) -----------
-
-    def _on_fenced(self, fences: list[Fence]) -> None:
-        """The store refused claims of this worker (called on the loop by the writer)."""
-        self._fencings.put_nowait(fences)
-
-    def _frozen(self, gap: float) -> None:
-        """This process stood still longer than the lease: fence itself before writing on."""
-        if self.lease is not None and self.lease.valid.is_set():
-            self._lease_lost()
-            self._fencings.put_nowait(
-                f"frozen for {gap:.0f}s, longer than the lease"
-            )  # str: frozen
-
-    def _lease_lost(self) -> None:
-        """Nothing made under the lease or the partitions' claims is written from now on."""
-        assert self.lease is not None
-        self.lease.lost()
-        fences = [f for r in self.runners for f in r.fences.by_partition.values()]
-        self.lease.writer.drop_lost([self.lease.fence, *fences])
-
-    async def _handle_fencing(self) -> None:
-        """Act on lost claims, one after the other: a runner drops the work of the
-        partitions it lost and rejoins; a lost lease drops everything and is claimed anew."""
-        lease = self.lease
-        assert lease is not None
-        while True:
-            lost = await self._fencings.get()
-            if isinstance(lost, str):
-                await self._rejoin("frozen", lost)
-                continue
-            if not lease.valid.is_set():
-                continue  # rejoining already
-            holders = await self._holders([lease.fence, *lost])
-            lease_now = holders.get(lease.fence.scope)
-            if any(f is lease.fence for f in lost) or (
-                lease_now is not None and lease_now[0] != lease.fence.epoch
-            ):
-                self._lease_lost()
-                await self._rejoin(
-                    "lease_lost",
-                    "lease taken over: another worker declared it dead after missed"
-                    " heartbeats; was it frozen, or cut off from the store?",
-                )
-                continue
-            others = sorted({h for f in lost if (h := holders.get(f.scope, (0, None))[1])})
-            reason = "claimed by " + (", ".join(others) if others else "another worker")
-            for runner in self.runners:
-                await runner.fence_out(lost, reason)
-
-    async def _holders(self, fences: Sequence[Fence]) -> dict[str, tuple[int, str | None]]:
-        """Who holds `fences` now (for the log); nothing if the store cannot say."""
-        assert self.lease is not None
-        try:
-            return await self.lease.store.read_fences([f.scope for f in fences])
-        except Exception as error:
-            logger.warning("cannot read who holds the lost claims: %s", describe_error(error))
-            return {}
-
-    async def _rejoin(self, reason: str, detail: str) -> None:
-        """Drop every run in flight, claim the lease anew, then let the sources restart.
-
-        `reason` (lease_lost, frozen) labels `eventflow_fenced_total`; `detail` is logged.
-        """
-        assert self.lease is not None
-        cancelled = 0
-        for runner in self.runners:
-            cancelled += await runner.drop_everything(reason)
-        logger.warning(
-            "worker %s fenced (%s): dropped %d run(s) in flight, nothing more of them is"
-            " written; claiming the lease again and rejoining",
-            self.lease.worker_id,
-            detail,
-            cancelled,
-        )
-        crashed = await self.lease.revive(lambda: self._shutting_down)
-        logger.info(
-            "worker %s holds its lease again; %d of its unfinished run(s) ended CRASHED"
-            " (their events run again)",
-            self.lease.worker_id,
-            len(crashed),
-        )
 
     def _notifiers(self, flow_name: str | None = None) -> list[Notifier]:
         """The subscriptions' notifiers (of `flow_name`'s only), each once."""

@@ -79,9 +79,9 @@ class WorkerLease:
             return crashed
 
     def _adopt(self, epoch: int) -> None:
-        self.writer.forget(self.fence)
+        self.writer.fences.forget(self.fence)
         self.fence = Fence(self.fence.scope, epoch)
-        self.writer.watch(self.fence)
+        self.writer.fences.watch(self.fence)
         self.valid.set()
 
     def lost(self) -> None:
@@ -127,9 +127,9 @@ class PartitionFences:
         for (topic, number), epoch in epochs.items():
             fence = Fence(partition_scope(self.group, topic, number, self.flow_name), epoch)
             if (old := self.by_partition.get((topic, number))) is not None:
-                writer.forget(old)
+                writer.fences.forget(old)
             self.by_partition[(topic, number)] = fence
-            writer.watch(fence)
+            writer.fences.watch(fence)
 
     def release(self, partitions: Iterable[Partition]) -> list[Fence]:
         """Forget the claims of `partitions` (revoked or lost); they count as lost from now."""
@@ -138,7 +138,7 @@ class PartitionFences:
             fence = self.by_partition.pop(partition, None)
             if fence is not None:
                 fence.lost = True
-                self.lease.writer.forget(fence)
+                self.lease.writer.fences.forget(fence)
                 released.append(fence)
         return released
 

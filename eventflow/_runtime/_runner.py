@@ -15,7 +15,12 @@ Every event goes through the same four stages, in this module, top to bottom:
 
 Events with the same key run one after the other, different keys
 concurrently; the number of runs in flight is bounded (globally and per
-partition) and the source pauses partitions at the bound.
+partition) and the source pauses partitions at the bound. A partition is
+claimed before its offsets are read, and a claim the store refuses drops that
+partition's work at once (`fence_out`, eventflow/_runtime/_rejoin.py).
+
+Over 450 lines: the four stages and a partition's life (assigned, revoked,
+fenced out) keep InFlight's books together, read top to bottom in one place.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ and the crash sweep moves the epoch of every scope a dead worker held.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -25,6 +26,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import _schema as schema
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+logger = logging.getLogger("eventflow.store")
 
 Token = tuple[str, int]
 """(scope, epoch): what a record made under a claim carries (`Row["fence"]`)."""
@@ -46,6 +52,53 @@ class Fence:
 
     def __post_init__(self) -> None:
         self.token = (self.scope, self.epoch)
+
+
+class FenceWatch:
+    """The writer's side of fencing: the claims whose records go through it, by token.
+
+    A claim the store refused is marked `lost` (on the writer's thread) and
+    reported to `on_refused`; a claim its owner knows to be lost (`drop_lost`)
+    has its records dropped before any write.
+    """
+
+    def __init__(self) -> None:
+        self._watched: dict[Token, Fence] = {}
+        self._lost: set[Token] = set()
+        self.on_refused: Callable[[list[Fence]], None] | None = None
+        """Called on the writer's thread with the claims the store refused."""
+
+    def watch(self, fence: Fence) -> None:
+        self._watched[fence.token] = fence
+
+    def forget(self, fence: Fence) -> None:
+        self._watched.pop(fence.token, None)
+
+    def drop_lost(self, fences: Iterable[Fence]) -> None:
+        """Never write what was made under `fences`: their owner knows they are lost."""
+        fences = list(fences)
+        if len(self._lost) > 100_000:  # long gone claims: their records are gone too
+            self._lost.clear()
+        for fence in fences:
+            fence.lost = True
+            self._lost.add(fence.token)
+
+    def before_commit(self, batch: Batch) -> None:
+        if self._lost:
+            batch.drop_fenced(self._lost & batch.fence_tokens())
+
+    def refused(self, tokens: set[Token]) -> None:
+        """The store refused `tokens`: mark their claims lost and tell the owner."""
+        lost = [fence for token in tokens if (fence := self._watched.pop(token, None))]
+        self._lost |= tokens
+        for fence in lost:
+            fence.lost = True
+        logger.debug("the store refused records under %d stale fencing token(s)", len(tokens))
+        if lost and self.on_refused is not None:
+            try:
+                self.on_refused(lost)
+            except Exception:
+                logger.exception("reporting lost claims failed")
 
 
 def worker_scope(worker_id: str) -> str:

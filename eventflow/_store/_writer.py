@@ -31,7 +31,7 @@ from .._errors import StoreError, describe_error
 from .._retries import Backoff
 from ._batch import Batch, Row, describe, is_transient
 from ._committer import Committer, LocalCommitter, ProcessCommitter
-from ._fences import Fence, Token
+from ._fences import FenceWatch, Token
 
 logger = logging.getLogger("eventflow.store")
 
@@ -105,12 +105,8 @@ class RunWriter:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._start_lock = threading.Lock()
-        self._fences: dict[Token, Fence] = {}
-        """The claims of this process whose records go through here, by token."""
-        self._lost: set[Token] = set()
-        """Tokens of claims known lost: their records are dropped before any write."""
-        self.on_fenced: Callable[[list[Fence]], None] | None = None
-        """Called on the writer thread with the claims the store refused (now `lost`)."""
+        self.fences = FenceWatch()
+        """The claims whose records go through here (eventflow/_store/_fences.py)."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -152,36 +148,6 @@ class RunWriter:
         timings = self._timings
         return [timings.popleft() for _ in range(len(timings))]
 
-    # -- fencing (eventflow/_store/_fences.py) ------------------------------------------
-
-    def watch(self, fence: Fence) -> None:
-        """Records made under `fence` go through here: mark it lost if the store refuses it."""
-        self._fences[fence.token] = fence
-
-    def forget(self, fence: Fence) -> None:
-        self._fences.pop(fence.token, None)
-
-    def drop_lost(self, fences: Iterable[Fence]) -> None:
-        """Never write what was made under `fences` (lost: the caller found out first)."""
-        for fence in fences:
-            fence.lost = True
-            self._lost.add(fence.token)
-        if len(self._lost) > 100_000:  # long gone claims: their records were written or dropped
-            self._lost = {f.token for f in fences}
-
-    def _fenced(self, batch: Batch) -> None:
-        """The store refused some of the batch's tokens: mark those claims lost, tell the owner."""
-        lost = [fence for token in batch.fenced if (fence := self._fences.pop(token, None))]
-        self._lost |= batch.fenced
-        for fence in lost:
-            fence.lost = True
-        logger.debug("the store refused %d record(s) under stale fencing tokens", len(batch.fenced))
-        if lost and self.on_fenced is not None:
-            try:
-                self.on_fenced(lost)
-            except Exception:
-                logger.exception("reporting lost claims failed")
-
     # -- producers (any thread, never block) ----------------------------------------
 
     def ensure_flow(self, name: str, version: str | None) -> None:
@@ -222,15 +188,8 @@ class RunWriter:
         self, subscription: str, source: str, value: str, fence: Token | None = None
     ) -> None:
         """Where `subscription`'s source resumes, in the transaction of the records before."""
-        now = time.time()
-        row = {
-            "subscription": subscription,
-            "source": source,
-            "value": value,
-            "updated_at": now,
-            "fence": fence,
-        }
-        self._queue.append((_CHECKPOINT, row))
+        row = {"subscription": subscription, "source": source, "value": value}
+        self._queue.append((_CHECKPOINT, {**row, "updated_at": time.time(), "fence": fence}))
 
     def put_offsets(
         self,
@@ -444,12 +403,11 @@ class RunWriter:
     async def _commit(self, batch: Batch) -> None:
         assert self._committer is not None
         started = time.perf_counter()
-        if self._lost:
-            batch.drop_fenced(self._lost & batch.fence_tokens())
+        self.fences.before_commit(batch)
         count = batch.record_count()
         await self._committer.commit(batch)
         if batch.fenced:
-            self._fenced(batch)
+            self.fences.refused(batch.fenced)
         self.stats.batches += 1
         self.stats.records += count
         self.stats.last_batch_records = count

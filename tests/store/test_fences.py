@@ -79,9 +79,9 @@ async def test_records_made_under_a_claim_that_moved_on_are_refused(
     writer: RunWriter, store: SqlRunStore, database_url: str
 ) -> None:
     reported: list[list[Fence]] = []
-    writer.on_fenced = reported.append
+    writer.fences.on_refused = reported.append
     old = (await claim(store, "a", 0))[0]
-    writer.watch(old)
+    writer.fences.watch(old)
     writer.put_flow_run(event_run("r1", old, 0))
     writer.put_offsets(GROUP, [(TOPIC, 0, 1)], fences={(TOPIC, 0): old.token})
     await writer.flush()
@@ -147,7 +147,7 @@ async def test_the_sweep_fences_a_dead_worker_and_revive_gives_it_a_new_lease(
     epoch = await store.register_worker(row)
     lease = Fence(worker_scope("frozen"), epoch)
     partition = (await claim(store, "frozen", 0))[0]
-    writer.watch(lease)
+    writer.fences.watch(lease)
     writer.put_flow_run(flow_run("polled", "RUNNING", worker_id="frozen", fence=lease.token))
     await writer.flush()
 
@@ -186,8 +186,8 @@ async def test_records_of_a_claim_dropped_by_its_owner_are_never_written(
 ) -> None:
     """A worker that found itself frozen drops what it queued, before any write."""
     fence = (await claim(store, "a", 0))[0]
-    writer.watch(fence)
-    writer.drop_lost([fence])
+    writer.fences.watch(fence)
+    writer.fences.drop_lost([fence])
     writer.put_flow_run(event_run("late", fence, 0, "COMPLETED"))
     await writer.flush()
     assert await rows(database_url, schema.flow_runs) == []
