@@ -16,7 +16,7 @@ Two witnesses, so that nothing depends on when a poll happened to look:
   transaction as the write (a row change cannot escape them);
 - a `Watcher` polls the store during the test (offsets every 0.2 s, final
   states every second), remembering each run's first final state and each
-  offset's highest value, as an outside observer of what readers saw.
+  offset's last value, as an outside observer of what readers saw.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class OffsetMove:
 
 @dataclass
 class Watcher:
-    """Polls the store while the test runs: first final states, offsets' highest values.
+    """Polls the store while the test runs: each run's first final state, each offset's moves.
 
     Errors (the database restarted by the test) are counted and polling goes on.
     """
@@ -146,7 +146,7 @@ class Watcher:
     runs_interval: float = 1.0
     first_final: dict[str, tuple[str, Any]] = field(default_factory=dict)
     final_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
-    highest: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    last: dict[tuple[str, str, int], int] = field(default_factory=dict)
     backwards: list[OffsetMove] = field(default_factory=list)
     completed_timeline: list[tuple[float, int]] = field(default_factory=list)
     errors: int = 0
@@ -206,13 +206,11 @@ class Watcher:
         )
         now = time.time()
         for group, topic, partition, offset in result.all():
-            key = (str(group), str(topic), int(partition))
-            previous = self.highest.get(key)
-            if previous is not None and int(offset) < previous:
-                if not self.backwards or self.backwards[-1].after != int(offset):
-                    self.backwards.append(OffsetMove(key, previous, int(offset), now))
-            else:
-                self.highest[key] = int(offset)
+            key, offset = (str(group), str(topic), int(partition)), int(offset)
+            previous = self.last.get(key)
+            if previous is not None and offset < previous:
+                self.backwards.append(OffsetMove(key, previous, offset, now))
+            self.last[key] = offset
 
     async def _poll_runs(self, conn: Any) -> None:
         result = await conn.exec_driver_sql(
