@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -277,6 +279,7 @@ class ContractReport:
     watcher: str  # what the watcher saw by itself, beside the triggers
     seen_final_changes: list[str] = field(default_factory=list)  # line 1, by the watcher
     seen_offsets_backwards: list[str] = field(default_factory=list)  # line 3, by the watcher
+    empty_errors: list[str] = field(default_factory=list)  # line 6: logged errors saying nothing
 
     def violations(self) -> list[str]:
         found = []
@@ -296,6 +299,8 @@ class ContractReport:
             found.append(f"line 4: {len(self.order_inversions)} per-key order inversions")
         if self.late_task_writes:
             found.append(f"line 5: {len(self.late_task_writes)} task writes under a finished run")
+        if self.empty_errors:
+            found.append(f"line 6: {len(self.empty_errors)} logged errors with an empty message")
         if self.missing:
             found.append(f"{len(self.missing)} of {self.events} events without a COMPLETED run")
         if self.unknown:
@@ -317,6 +322,7 @@ class ContractReport:
             ("order inversions", self.order_inversions),
             ("late task writes", self.late_task_writes),
             ("missing", [str(p) for p in self.missing]),
+            ("empty errors", self.empty_errors),
         ):
             if items:
                 lines.append(f"  {title} (first 8 of {len(items)}): {'; '.join(items[:8])}")
@@ -324,6 +330,20 @@ class ContractReport:
 
     def assert_holds(self) -> None:
         assert not self.violations(), self.summary()
+
+
+_EMPTY_ERROR = re.compile(r"\| (WARNING|ERROR) +\|.*:\s*($|;)")
+"""A log line whose error says nothing: `crash sweep failed: `, `TimeoutError: ; retrying`."""
+
+
+def empty_errors(logs: Iterable[Path]) -> list[str]:
+    """The WARNING and ERROR lines of these logs that end where the error should be."""
+    found = []
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            if _EMPTY_ERROR.search(line):
+                found.append(f"{log.name}: {line.strip()}")
+    return found
 
 
 def _epoch(value: Any) -> float:

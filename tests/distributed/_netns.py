@@ -9,7 +9,8 @@ bridge namespace and one end moved into the host's.
 
 A cut drops packets inside the host's namespace (nftables, both directions), so
 its sockets stay open and no FIN or RST gets out: to its peers the host went
-dark, as when a link or a whole machine dies. `slow` delays its link (netem).
+dark, as when a link or a whole machine dies. (No netem: this machine's kernel
+has no sch_netem; nftables drops are enough.)
 
 The test process reaches the hosts from a client namespace of its own: `entered`
 moves the calling thread there (setns(2)) and back; threads it starts meanwhile
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -90,13 +92,8 @@ class Host:
         )
 
     def heal(self) -> None:
-        """Let every packet through again (and undo `slow`)."""
+        """Let every packet through again."""
         self.run("nft", "delete", "table", "inet", "eventflow_cut", check=False)
-        self.run("tc", "qdisc", "del", "dev", "eth0", "root", check=False)
-
-    def slow(self, delay_ms: int) -> None:
-        """Delay every packet leaving this host by `delay_ms` (a degrading link)."""
-        self.run("tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", f"{delay_ms}ms")
 
     def kill_all(self) -> None:
         """SIGKILL every process left in this namespace."""
@@ -105,11 +102,28 @@ class Host:
                 os.kill(int(pid), 9)
 
 
+_OURS = re.compile(r"^ef(\d+)x[0-9a-f]{4}-\w+$")
+"""Names of the namespaces made here: `ef<pid of the test process>x<random>-<host>`."""
+
+
+def remove_stale_namespaces() -> None:
+    """Delete namespaces made here by a test process that no longer exists (one killed
+    before it could clean up), with what still runs in them."""
+    for line in _run("ip", "netns", "list", check=False).splitlines():
+        name = line.split()[0] if line.strip() else ""
+        match = _OURS.match(name)
+        if match is None or Path(f"/proc/{match.group(1)}").exists():
+            continue
+        stale = Host(name, "")
+        stale.kill_all()
+        _run("ip", "netns", "del", name, check=False)
+
+
 @dataclass
 class Network:
     """A bridge namespace and the hosts on it; `remove` deletes them all."""
 
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    token: str = field(default_factory=lambda: f"{os.getpid()}x{uuid.uuid4().hex[:4]}")
     hosts: dict[str, Host] = field(default_factory=dict)
 
     @property
@@ -117,6 +131,7 @@ class Network:
         return f"ef{self.token}-br"
 
     def create(self) -> None:
+        remove_stale_namespaces()
         _run("ip", "netns", "add", self.bridge)
         _run("ip", "-n", self.bridge, "link", "set", "lo", "up")
         _run("ip", "-n", self.bridge, "link", "add", "br0", "type", "bridge")

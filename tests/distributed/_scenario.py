@@ -14,7 +14,13 @@ import sqlalchemy as sa
 
 from eventflow._store._engine import make_engine
 from tests._kafka import create_topic, wait_until
-from tests.distributed._contract import ContractReport, Watcher, check_contract, install_audit
+from tests.distributed._contract import (
+    ContractReport,
+    Watcher,
+    check_contract,
+    empty_errors,
+    install_audit,
+)
 from tests.runtime._workers import Worker
 
 APP = "tests/apps/fence_worker.py:app"
@@ -147,7 +153,11 @@ class Scenario:
                 except Exception:
                     worker.kill()
         await self.watcher.stop()
-        return await check_contract(self.url, self.bootstrap, self.topic, self.group, self.watcher)
+        report = await check_contract(
+            self.url, self.bootstrap, self.topic, self.group, self.watcher
+        )
+        report.empty_errors = empty_errors(sorted(self.logs.glob("*.log")))
+        return report
 
 
 def _timestamp(url: str, epoch: float) -> Any:

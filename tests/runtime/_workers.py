@@ -56,6 +56,8 @@ class Worker:
         for worker in cls.started:
             if worker.alive():
                 worker.kill()
+            else:
+                worker._file.close()
         cls.started.clear()
 
     def kill(self) -> None:
