@@ -29,7 +29,7 @@ async def test_the_server_ends_a_dead_processs_runs_crashed(database_url: str) -
                 "started_at": now,
                 "heartbeat_at": heartbeat,
                 "stopped_at": None,
-            }  # fmt: skip
+            }
         )
         writer.put_flow_run(flow_run(f"run-of-{worker_id}", "RUNNING", worker_id=worker_id))
     await writer.flush()
