@@ -66,8 +66,11 @@ def measure_eventflow(
     watch: tuple[str, ...] | list[str] = (),
     watch_tree: tuple[str, ...] | list[str] = (),
     persist_results: bool = True,
+    tree: Path = ROOT,
 ) -> dict[str, Any]:
-    child = [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)]
+    """One eventflow round; with `tree`, the eventflow of that checkout (`--compare-with`)."""
+    script = tree / "bench" / "_eventflow_kafka.py"
+    child = [sys.executable, str(script), bootstrap, topic, str(count)]
     if database_url is not None:
         child += ["--database-url", database_url]
     child += [f"--watch={w}" for w in watch] + [f"--watch-tree={w}" for w in watch_tree]
@@ -75,9 +78,13 @@ def measure_eventflow(
         [*child, "--control", control],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tree,
         timeout=1800,
-        env={**os.environ, "EVENTFLOW_PERSIST_RESULTS": "1" if persist_results else "0"},
+        env={
+            **os.environ,
+            "EVENTFLOW_PERSIST_RESULTS": "1" if persist_results else "0",
+            **({} if tree == ROOT else {"PYTHONPATH": str(tree)}),
+        },
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -183,9 +190,11 @@ def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def _label(store: str, persist_results: bool) -> str:
-    """A row of the side-by-side table: the store, and `-nores` without task results kept."""
-    return store if persist_results else f"{store}-nores"
+def _label(store: str, persist_results: bool, tree: Path = ROOT) -> str:
+    """A row of the side-by-side table: the store, `-nores` without task results kept,
+    `-base` for the checkout compared with."""
+    label = store if persist_results else f"{store}-nores"
+    return label if tree == ROOT else f"{label}-base"
 
 
 def results_ratio(by_store: dict[str, list[dict[str, Any]]], stores: tuple[str, ...]) -> str:
@@ -224,6 +233,13 @@ def main() -> None:
         help="task results kept (the default) or not; 'both' alternates them in each store's"
         " rounds and prints both figures",
     )
+    parser.add_argument(
+        "--compare-with",
+        metavar="TREE",
+        type=Path,
+        help="another checkout of eventflow (e.g. `git worktree add /tmp/base HEAD~1`): each"
+        " round also runs its eventflow, alternating with this one's, rows suffixed `-base`",
+    )
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="eventflow-kbench-broker-")
@@ -242,23 +258,32 @@ def main() -> None:
         print("load before the runs:", os.getloadavg(), flush=True)
         watch = [f"broker={broker_pid(data_dir)}"]
         persist = {"on": (True,), "off": (False,), "both": (True, False)}[args.results]
-        kinds = [(store, keep) for store in stores for keep in persist]
+        trees = [ROOT] if args.compare_with is None else [ROOT, args.compare_with.resolve()]
+        kinds = [(store, keep, tree) for store in stores for keep in persist for tree in trees]
         by_store: dict[str, list[dict[str, Any]]] = {_label(*kind): [] for kind in kinds}
         for round_ in range(args.rounds):
-            for store, keep in kinds if round_ % 2 == 0 else kinds[::-1]:
-                url, tree = None, []
+            for store, keep, tree in kinds if round_ % 2 == 0 else kinds[::-1]:
+                url, watched = None, []
                 if store == "postgresql":
                     assert postgres is not None
                     url = postgres.create_database()
-                    tree = [f"postgres={postmaster_pid(postgres.data_dir)}"]
+                    watched = [f"postgres={postmaster_pid(postgres.data_dir)}"]
                 result = measure_eventflow(
-                    bootstrap, topic, args.events, "none", url, watch, tree, persist_results=keep
+                    bootstrap,
+                    topic,
+                    args.events,
+                    "none",
+                    url,
+                    watch,
+                    watched,
+                    persist_results=keep,
+                    tree=tree,
                 )
                 if postgres is not None and url is not None:
                     postgres.drop_database(url)  # rounds do not write out each other's pages
-                by_store[_label(store, keep)].append(result)
+                by_store[_label(store, keep, tree)].append(result)
                 print(
-                    f"round {round_ + 1} {_label(store, keep)}: "
+                    f"round {round_ + 1} {_label(store, keep, tree)}: "
                     f"{result.get('events_per_s', 'error')} events/s,"
                     f" CPU us/event {result.get('cpu_us_per_event', result.get('error'))}",
                     flush=True,

@@ -78,6 +78,11 @@ class RunInfo:
     parameters: dict[str, Any]
 
 
+def parameters_json(parameters: dict[str, Any]) -> str | None:
+    """A run's parameters as stored (what a crashed direct call is matched by)."""
+    return _json(parameters)
+
+
 def _json(value: Any) -> str | None:
     try:
         text = orjson.dumps(value, default=to_jsonable_python).decode()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
+from .._errors import describe_error
 from .._store._writer import RunWriter
-from ._failure_policy import describe
 from ._fencing import PartitionFences
 from ._inflight import InFlight, PartitionState
 from ._liveness import Outage
@@ -106,7 +106,7 @@ class OffsetCommits:
             async with asyncio.timeout(SOURCE_CALL_TIMEOUT):
                 await self.source.commit(offsets)
         except Exception as error:  # the store has them; the broker's copy is for lag tools
-            self.outage.failed(describe(error))
+            self.outage.failed(describe_error(error))
             return
         self.outage.recovered()
         self.committed.update(offsets)

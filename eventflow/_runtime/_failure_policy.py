@@ -115,10 +115,10 @@ class Settlement:
                         "%s: dead letter for %s not sent before shutdown: %s",
                         self.name,
                         event.id,
-                        describe(send_error),
+                        describe_error(send_error),
                     )
                     return False
-                self.outage.failed(f"send failed: {describe(send_error)}")
+                self.outage.failed(f"send failed: {describe_error(send_error)}")
                 failures += 1
                 await asyncio.sleep(DEAD_LETTER_RETRY.delay(failures))
 
@@ -152,7 +152,3 @@ def _headers(
     if event.offset is not None:
         headers.append(("eventflow-original-offset", str(event.offset).encode()))
     return headers
-
-
-describe = describe_error
-"""`Type: message`, never an empty message (eventflow/_errors.py)."""

@@ -108,6 +108,7 @@ class SubscriptionRunner(EventSink):
                 worker_id=worker_id,
                 source_name=self.source.name,
                 group=self.source.group_id,
+                fences=self.fences,
                 store=store,
                 writer=writer,
                 stats=self.stats,

@@ -81,6 +81,8 @@ flow_runs = sa.Table(
             # unpartitioned sources (HTTP) deduplicate by event id; Kafka by position
             ("ix_flow_runs_event_id", ("event_id",), "event_partition IS NULL"),
             ("ix_flow_runs_retry_of", ("retry_of", "created_at"), "retry_of IS NOT NULL"),
+            # a crashed direct call is resumed once: is there a run resuming it yet?
+            ("ix_flow_runs_resumed_from", ("resumed_from",), "resumed_from IS NOT NULL"),
         )
     ),
 )

@@ -1,4 +1,5 @@
-"""fences: fencing tokens per worker lease and per consumer group partition
+"""fences: fencing tokens per worker lease and per consumer group partition; runs by
+the run they resume (a crashed direct call is resumed once)
 
 A worker claims each partition it is assigned (and its own lease) by moving
 the scope's epoch; the writer's transaction refuses records whose token is no
@@ -31,7 +32,16 @@ def upgrade() -> None:
         sa.Column("holder", sa.String(64)),
         sa.Column("updated_at", Timestamp(), nullable=False),
     )
+    where = sa.text("resumed_from IS NOT NULL")
+    op.create_index(
+        "ix_flow_runs_resumed_from",
+        "flow_runs",
+        ["resumed_from"],
+        postgresql_where=where,
+        sqlite_where=where,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_flow_runs_resumed_from", "flow_runs")
     op.drop_table("fences")
