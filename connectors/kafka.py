@@ -26,7 +26,15 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from eventflow import ConfigurationError, EventflowError
-from eventflow.runtime import Event, EventSink, Partition, Sink, Source, quiet_library_logs
+from eventflow.runtime import (
+    TRACING,
+    Event,
+    EventSink,
+    Partition,
+    Sink,
+    Source,
+    quiet_library_logs,
+)
 
 logger = logging.getLogger("eventflow.kafka")
 
@@ -207,11 +215,28 @@ class KafkaSink(Sink):
     async def send(
         self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> None:
-        """Publish; KafkaUnavailableError if the broker did not acknowledge it in `send_timeout`."""
+        """Publish; KafkaUnavailableError if the broker did not acknowledge it in `send_timeout`.
+
+        While tracing is on, each message gets a PRODUCER span, its context in the
+        message's `traceparent` header (eventflow/_tracing.py).
+        """
         if self._producer is None:
             await self.start()
+        if TRACING.on:
+            key_text = None if key is None else key.decode("utf-8", "replace")
+            with TRACING.producer_span(
+                "kafka", self.topic, headers, **{"messaging.kafka.message.key": key_text}
+            ) as traced:
+                sent = await self._send(value, key, traced)
+                TRACING.published(sent.partition, sent.offset)
+            return
+        await self._send(value, key, headers)
+
+    async def _send(
+        self, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> Any:
         assert self._producer is not None
-        await _bounded(
+        return await _bounded(
             self._producer.send_and_wait(self.topic, value, key=key, headers=list(headers) or None),
             f"send to {self.topic}",
             self.send_timeout,
@@ -236,6 +261,8 @@ class KafkaSource(Source):
     WARNING, a summary every 30 s, one INFO when it is back). A commit gets
     `commit_timeout_s`.
     """
+
+    messaging_system = "kafka"
 
     def __init__(
         self,
@@ -576,6 +603,8 @@ class KafkaRangeSource(Source):
     """
 
     finite = True
+
+    messaging_system = "kafka"
 
     def __init__(
         self,

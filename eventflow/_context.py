@@ -37,6 +37,8 @@ class FlowRunContext:
     running: set[Any] = field(default_factory=set)
     """Its task runs in progress (records): if the flow run is interrupted, they end
     with it (a sync flow's tasks run apart from it, and would stay RUNNING)."""
+    span: Any = None
+    """Its OpenTelemetry span while tracing is on (eventflow/_tracing.py)."""
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)

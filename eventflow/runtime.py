@@ -6,8 +6,10 @@ from ._runtime._app import App
 from ._runtime._liveness import Outage, RepeatFilter, SourceState, quiet_library_logs
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
+from ._tracing import TRACING, Tracing
 
 __all__ = [
+    "TRACING",
     "App",
     "Backoff",
     "Event",
@@ -21,6 +23,7 @@ __all__ = [
     "Source",
     "SourceState",
     "Subscription",
+    "Tracing",
     "WorkerStoppingError",
     "quiet_library_logs",
 ]

@@ -14,6 +14,7 @@ sources). A retry (`runs retry`) resumes the run it retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,9 @@ from .._resume import Resume, ResumePlans
 from .._retries import Backoff
 from .._states import State, StateType
 from .._store._runstore import RunStore
+from .._store._traces import trace_context
 from .._store._writer import RunWriter
+from .._tracing import TRACING
 from ._delivery import Delivery, partition_of
 from ._records import ControlRecords
 from ._source import Event, Source
@@ -62,6 +65,8 @@ class FlowRuns:
         self.params = params
         self.resume_plans = ResumePlans()
         self._stopping = stopping
+        self.messaging_system = source.messaging_system
+        TRACING.setup()  # each worker, once its subscriptions are built
 
     async def find_unfinished(self, event_ids: Sequence[str]) -> None:
         """Hold the plans of unpartitioned events whose earlier run did not end, for
@@ -81,6 +86,28 @@ class FlowRuns:
         event = delivery.event
         if retry_of is None:  # a delivery, not a replay: resume its unfinished run, if any
             resume = self.resume_plans.take(event.stream, event.partition, event.offset, event.id)
+        if TRACING.on:
+            earlier = retry_of or (None if resume is None else resume.run_id)
+            with TRACING.incoming(
+                event.headers,
+                self.messaging_system,
+                await self._trace_context(earlier),
+                "resumes" if retry_of is None else "retries",
+            ):
+                return await self._run(delivery, run_id, retry_of, resume)
+        return await self._run(delivery, run_id, retry_of, resume)
+
+    async def _trace_context(self, run_id: str | None) -> str | None:
+        """The stored trace context of the run this one resumes or retries."""
+        engine = getattr(self.store, "engine", None)
+        if run_id is None or engine is None:
+            return None
+        return await trace_context(engine, run_id)
+
+    async def _run(
+        self, delivery: Delivery, run_id: str | None, retry_of: str | None, resume: Resume | None
+    ) -> State:
+        event = delivery.event
         info = EventInfo(
             source=event.stream or self.source_name,
             id=event.id,
@@ -142,15 +169,19 @@ class FlowRuns:
         resumed = row.get("resumed_from")  # runs retry: reuse what that run completed
         resume = None if resumed is None else await self._kept_results(resumed)
         if row["event_payload"] is None:  # a direct call's run: its stored parameters
-            await run_flow(
-                self.flow,
-                self.writer,
-                kwargs=orjson.loads(row["parameters"] or "{}"),
-                worker_id=self.worker_id,
-                flow_run_id=row["id"],
-                retry_of=row["retry_of"],
-                resume=resume,
-            )
+            with contextlib.ExitStack() as tracing:
+                if TRACING.on and row["retry_of"] is not None:
+                    earlier = await self._trace_context(row["retry_of"])
+                    tracing.enter_context(TRACING.incoming((), None, earlier, "retries"))
+                await run_flow(
+                    self.flow,
+                    self.writer,
+                    kwargs=orjson.loads(row["parameters"] or "{}"),
+                    worker_id=self.worker_id,
+                    flow_run_id=row["id"],
+                    retry_of=row["retry_of"],
+                    resume=resume,
+                )
             return
         event = Event(
             id=row["event_id"] or row["retry_of"],

@@ -1,0 +1,455 @@
+"""OpenTelemetry tracing: a span per flow run, per task run and per published message.
+
+eventflow calls the OpenTelemetry *API* only, so the `TracerProvider` the
+process has (the user's, or one an agent like `opentelemetry-instrument` set
+up) gets the spans. With none set, `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+`OTEL_TRACES_EXPORTER`) makes eventflow set up the SDK's, with a batching
+span processor and the OTLP exporter (`eventflow[otel]`); every other `OTEL_*`
+variable (service name, sampler, batch sizes) is read by the SDK itself.
+
+With neither, tracing stays off: nothing of OpenTelemetry is imported, no
+thread starts, and the engine's cost is one attribute check per run
+(`TRACING.on`). The switch is thrown once per worker (`setup`, when its
+subscriptions are built) and on each top-level direct call of a flow.
+
+Spans (kinds and attributes after OpenTelemetry's messaging conventions):
+
+- a flow run: CONSUMER for a run of an event, INTERNAL for a direct call, a
+  schedule's tick or a subflow; a child of the event's `traceparent` header
+  (of the calling run for a subflow); a resumed or retried run links to the
+  run it resumes or retries (and, with no header of its own, continues its trace);
+- a task run: a child of its flow run, each retry an event on it;
+- a published message (`producer_span`): PRODUCER, a child of the code that
+  sends it, its context injected into the message's headers.
+
+Each flow run keeps its span's `traceparent` in the store (`trace_context`),
+for the UI's trace link and for the runs that resume it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Link, Span, Tracer, TracerProvider
+
+    from ._states import State
+
+logger = logging.getLogger("eventflow.tracing")
+
+INSTRUMENTATION = "eventflow"
+SCHEDULE_PREFIX = "schedule:"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What the runtime knows of the next flow run's origin, beyond its row."""
+
+    links: tuple[Link, ...] = ()
+    system: str | None = None
+
+
+_incoming: contextvars.ContextVar[Incoming | None] = contextvars.ContextVar(
+    "eventflow_trace_incoming", default=None
+)
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def export_requested() -> bool:
+    """Whether `OTEL_*` variables ask for spans to be exported."""
+    if _truthy("OTEL_SDK_DISABLED"):
+        return False
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+class Tracing:
+    """The process's switch and tracer (one instance: `TRACING`)."""
+
+    __slots__ = ("_pinned", "_warned", "on", "tracer")
+
+    def __init__(self) -> None:
+        self.on = False
+        self.tracer: Tracer | None = None
+        self._pinned: list[Tracer] = []
+        self._warned = False
+
+    # -- switching on and off -----------------------------------------------------------
+
+    def setup(self) -> bool:
+        """Turn tracing on if a TracerProvider is set, or set one up if `OTEL_*` ask;
+        whether tracing is on. Cheap when it stays off: nothing is imported."""
+        if self._pinned:
+            return True
+        requested = export_requested()
+        if "opentelemetry.trace" not in sys.modules and not requested:
+            self._use(None)  # no one imported the API: no provider can be set
+            return False
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            self._warn_missing(requested)
+            self._use(None)
+            return False
+        provider = trace.get_tracer_provider()
+        if _unset(provider):
+            if not requested or not self._configure_sdk():
+                self._use(None)
+                return False
+            provider = trace.get_tracer_provider()
+        self._use(provider)
+        return True
+
+    def _use(self, provider: TracerProvider | None) -> None:
+        if provider is None:
+            self.on, self.tracer = False, None
+            return
+        from . import __version__
+
+        self.tracer = provider.get_tracer(INSTRUMENTATION, __version__)
+        self.on = True
+
+    def pin(self, provider: TracerProvider) -> None:
+        """Send eventflow's spans to `provider` until `unpin` (TestApp's collector)."""
+        from . import __version__
+
+        tracer = provider.get_tracer(INSTRUMENTATION, __version__)
+        self._pinned.append(tracer)
+        self.tracer, self.on = tracer, True
+
+    def unpin(self) -> None:
+        self._pinned.pop()
+        if self._pinned:
+            self.tracer = self._pinned[-1]
+        else:
+            self.setup()
+
+    def _warn_missing(self, requested: bool) -> None:
+        if requested and not self._warned:
+            self._warned = True
+            logger.warning(
+                "OTEL_* variables ask for traces, but OpenTelemetry is not installed:"
+                ' pip install "eventflow[otel]"'
+            )
+
+    def _configure_sdk(self) -> bool:
+        """The SDK's TracerProvider with a batching processor, as the global provider."""
+        try:
+            from opentelemetry import trace
+            from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+        except ImportError:
+            self._warn_missing(True)
+            return False
+        exporter: SpanExporter | None = _exporter()
+        if exporter is None:
+            return False
+        attributes: dict[str, str] = {}
+        named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
+            "OTEL_RESOURCE_ATTRIBUTES", ""
+        )
+        if not named:
+            attributes[SERVICE_NAME] = "eventflow"
+        provider = TracerProvider(resource=Resource.create(attributes))
+        # spans are queued and exported from the processor's thread: never on the loop
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        logger.info("tracing: exporting spans (%s)", type(exporter).__name__)
+        return True
+
+    # -- the runtime's side ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def incoming(
+        self,
+        headers: Headers,
+        system: str | None = None,
+        earlier: str | None = None,
+        relation: str = "resumes",
+    ) -> Iterator[None]:
+        """Around the run of an event: its producer's context (from `headers`) is the
+        parent; `earlier` is the stored `traceparent` of the run it resumes or retries
+        (`relation`): a link, and the parent when the headers carry none."""
+        from opentelemetry import context, propagate, trace
+
+        parent = propagate.extract(headers, getter=KAFKA_GETTER) if headers else None
+        links: tuple[Link, ...] = ()
+        if earlier:
+            previous = propagate.extract({"traceparent": earlier})
+            span_context = trace.get_current_span(previous).get_span_context()
+            if span_context.is_valid:
+                links = (trace.Link(span_context, {"eventflow.link": relation}),)
+                if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+                    parent = previous
+        token = context.attach(parent) if parent is not None else None
+        marker = _incoming.set(Incoming(links, system))
+        try:
+            yield
+        finally:
+            _incoming.reset(marker)
+            if token is not None:
+                context.detach(token)
+
+    # -- the engine's side ----------------------------------------------------------------
+
+    def flow_started(self, row: dict[str, Any]) -> Span:
+        """A started flow run's span (the current context is its parent); its
+        `traceparent` goes into the row."""
+        from opentelemetry.trace import SpanKind
+
+        assert self.tracer is not None
+        incoming = _incoming.get()
+        if incoming is not None:
+            _incoming.set(None)  # the event's, not its subflows'
+        else:
+            incoming = Incoming()
+        source = row["event_source"]
+        attributes: dict[str, Any] = {
+            "eventflow.flow.name": row["flow_name"],
+            "eventflow.flow_run.id": row["id"],
+        }
+        for key, column in (
+            ("eventflow.flow_run.parent_id", "parent_flow_run_id"),
+            ("eventflow.flow_run.retry_of", "retry_of"),
+            ("eventflow.flow_run.resumed_from", "resumed_from"),
+            ("eventflow.worker.id", "worker_id"),
+            ("eventflow.event.id", "event_id"),
+            ("eventflow.event.source", "event_source"),
+        ):
+            value = row[column]
+            if value is not None:
+                attributes[key] = value
+        kind = SpanKind.INTERNAL
+        if source is not None and not source.startswith(SCHEDULE_PREFIX):
+            kind = SpanKind.CONSUMER
+            if incoming.system is not None:
+                attributes["messaging.system"] = incoming.system
+            attributes["messaging.operation.type"] = "process"
+            attributes["messaging.operation.name"] = "process"
+            attributes["messaging.destination.name"] = source
+            if row["event_partition"] is not None:
+                attributes["messaging.destination.partition.id"] = str(row["event_partition"])
+            if row["event_offset"] is not None:
+                attributes["messaging.kafka.offset"] = row["event_offset"]
+            if row["event_group"] is not None:
+                attributes["messaging.consumer.group.name"] = row["event_group"]
+            if row["event_key"] is not None:
+                attributes["messaging.kafka.message.key"] = row["event_key"]
+        span = self.tracer.start_span(
+            f"flow {row['flow_name']}", kind=kind, attributes=attributes, links=incoming.links
+        )
+        row["trace_context"] = traceparent(span)
+        return span
+
+    def task_started(self, row: dict[str, Any], parent: Span | None) -> Span:
+        """A task run's span, a child of `parent`, else of the current context (its flow
+        run's span, or that of the task that called it)."""
+        from opentelemetry import trace
+
+        assert self.tracer is not None
+        return self.tracer.start_span(
+            f"task {row['task_name']}",
+            context=None if parent is None else trace.set_span_in_context(parent),
+            attributes={
+                "eventflow.task.name": row["task_name"],
+                "eventflow.task_run.id": row["id"],
+                "eventflow.task_run.name": row["name"],
+                "eventflow.flow_run.id": row["flow_run_id"],
+            },
+        )
+
+    def enter(self, span: Span) -> object:
+        """Make `span` the current one (what user code, its logs and sinks see)."""
+        from opentelemetry import context, trace
+
+        return context.attach(trace.set_span_in_context(span))
+
+    def leave(self, token: object) -> None:
+        from opentelemetry import context
+
+        context.detach(token)  # type: ignore[arg-type]
+
+    def retried(self, span: Span, state: State, attempt: int, delay: float) -> None:
+        """A failed attempt that will be retried: an event on the run's span."""
+        attributes: dict[str, Any] = {
+            "eventflow.attempt": attempt,
+            "eventflow.retry_delay_s": float(delay),
+            "eventflow.state_name": state.name,
+        }
+        if isinstance(state.data, BaseException):
+            attributes["exception.type"] = type(state.data).__qualname__
+            attributes["exception.message"] = str(state.data)
+        elif state.message:
+            attributes["exception.message"] = state.message
+        span.add_event("retry", attributes)
+
+    def finished(self, span: Span, row: dict[str, Any], state: State) -> None:
+        """End a run's span with its final state (a failure: its exception, status ERROR)."""
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_attribute("eventflow.state", row["state_type"])
+        span.set_attribute("eventflow.state_name", row["state_name"])
+        span.set_attribute("eventflow.run_count", row["run_count"])
+        if row["state_type"] != "COMPLETED":
+            error = state.data if isinstance(state.data, BaseException) else None
+            if error is not None:
+                span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, row.get("error") or state.message or None))
+        span.end(int(row["ended_at"] * 1e9) if row.get("ended_at") else None)
+
+    # -- sinks and clients ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def producer_span(
+        self, system: str, destination: str, headers: Headers, **attributes: Any
+    ) -> Iterator[list[tuple[str, bytes]]]:
+        """A PRODUCER span around one publish; yields `headers` plus its context."""
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import SpanKind
+
+        assert self.tracer is not None
+        span_attributes = {
+            "messaging.system": system,
+            "messaging.destination.name": destination,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            **{k: v for k, v in attributes.items() if v is not None},
+        }
+        with self.tracer.start_as_current_span(
+            f"publish {destination}", kind=SpanKind.PRODUCER, attributes=span_attributes
+        ) as span:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            kept = [(k, v) for k, v in headers if k.lower() not in carrier]
+            yield kept + [(k, v.encode()) for k, v in carrier.items()]
+
+    def published(self, partition: int | None, offset: int | None) -> None:
+        """Where the message of the current producer span went (the broker's answer)."""
+        from opentelemetry import trace
+
+        span = trace.get_current_span()
+        if partition is not None:
+            span.set_attribute("messaging.destination.partition.id", str(partition))
+        if offset is not None:
+            span.set_attribute("messaging.kafka.offset", offset)
+
+    def current_headers(self) -> dict[str, str]:
+        """The current context as HTTP headers (`traceparent`, `tracestate`); {} when off."""
+        if not self.on:
+            return {}
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return carrier
+
+    def current_ids(self) -> tuple[str, str] | None:
+        """The current span's trace id and span id in hex, for log lines; None if none."""
+        from opentelemetry import trace
+
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return None
+        return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+
+
+def traceparent(span: Span) -> str | None:
+    """The W3C `traceparent` of `span` (what the store keeps)."""
+    span_context = span.get_span_context()
+    if not span_context.is_valid:
+        return None
+    flags = int(span_context.trace_flags)
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags:02x}"
+
+
+def trace_id_of(value: str | None) -> str | None:
+    """The trace id in a stored `traceparent`, or None."""
+    if not value or len(value) < 35 or value[2] != "-":
+        return None
+    return value[3:35]
+
+
+def _unset(provider: object) -> bool:
+    """Whether `provider` is the API's stand-in (no provider was set) or a no-op one."""
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
+
+    return isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
+
+
+def _exporter() -> Any:
+    """The span exporter `OTEL_TRACES_EXPORTER` names (otlp by default, or console)."""
+    name = (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name != "otlp":
+        logger.warning("tracing: OTEL_TRACES_EXPORTER=%s is not supported; spans stay off", name)
+        return None
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            logger.warning(
+                "tracing: OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs"
+                " opentelemetry-exporter-otlp-proto-grpc; spans stay off"
+            )
+            return None
+        return GrpcExporter()
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        logger.warning('tracing: the OTLP exporter is missing: pip install "eventflow[otel]"')
+        return None
+    return OTLPSpanExporter()
+
+
+class _HeaderGetter:
+    """Reads a context from Kafka-style headers: (key, bytes) pairs."""
+
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        values = [
+            v.decode("latin-1") if isinstance(v, bytes) else str(v)
+            for k, v in carrier
+            if k.lower() == key and v is not None
+        ]
+        return values or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [k for k, _v in carrier]
+
+
+KAFKA_GETTER: Any = _HeaderGetter()
+
+
+def headers_from(mapping: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    """HTTP-style headers as event headers (an HTTP poll's response context)."""
+    return [(k.lower(), v.encode("latin-1")) for k, v in mapping.items()]
+
+
+TRACING = Tracing()
