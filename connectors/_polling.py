@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from eventflow import ConfigurationError, EventflowError
 from eventflow._extras import missing_extra
 from eventflow._retries import Backoff, parse_retry_after
-from eventflow.runtime import Event, EventSink, Source
+from eventflow.runtime import TRACING, Event, EventSink, Source
 
 try:
     import httpx
@@ -213,7 +213,8 @@ class PollingSource(Source):
         request = client.build_request(
             method,
             url,
-            headers={**self.headers, **(headers or {})},
+            # the current trace context, if any (the user's: polls run outside runs)
+            headers={**self.headers, **TRACING.current_headers(), **(headers or {})},
             content=content,
             timeout=None,  # one deadline for the whole exchange, in `fetch`
         )

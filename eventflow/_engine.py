@@ -378,8 +378,8 @@ async def run_flow(
             TRACING.leave(trace_token)
     record.finish(state)
     hooks = flow.on_completion if state.type is StateType.COMPLETED else flow.on_failure
-    if hooks:
-        await run_hooks(hooks, flow, record.info(), state)
+    if hooks:  # inside the run's span (a notifier's request carries its context)
+        await TRACING.within(span, run_hooks(hooks, flow, record.info(), state))
     return state
 
 

@@ -33,9 +33,9 @@ import contextvars
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Span, Tracer, TracerProvider
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ._states import State
 
 logger = logging.getLogger("eventflow.tracing")
+
+T = TypeVar("T")
 
 INSTRUMENTATION = "eventflow"
 SCHEDULE_PREFIX = "schedule:"
@@ -282,6 +284,16 @@ class Tracing:
 
         return context.attach(trace.set_span_in_context(span))
 
+    async def within(self, span: Span | None, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` with `span` current (as it is, without a span)."""
+        if span is None:
+            return await awaitable
+        token = self.enter(span)
+        try:
+            return await awaitable
+        finally:
+            self.leave(token)
+
     def leave(self, token: object) -> None:
         from opentelemetry import context
 
@@ -447,9 +459,13 @@ class _HeaderGetter:
 KAFKA_GETTER: Any = _HeaderGetter()
 
 
-def headers_from(mapping: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    """HTTP-style headers as event headers (an HTTP poll's response context)."""
-    return [(k.lower(), v.encode("latin-1")) for k, v in mapping.items()]
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def trace_headers(mapping: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+    """The trace context in HTTP headers (a poll's response), as event headers."""
+    found = ((name, mapping.get(name)) for name in TRACE_HEADERS)
+    return tuple((name, value.encode("latin-1")) for name, value in found if value)
 
 
 TRACING = Tracing()

@@ -6,7 +6,7 @@ from ._runtime._app import App
 from ._runtime._liveness import Outage, RepeatFilter, SourceState, quiet_library_logs
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
-from ._tracing import TRACING, Tracing
+from ._tracing import TRACING, Tracing, trace_headers
 
 __all__ = [
     "TRACING",
@@ -26,4 +26,5 @@ __all__ = [
     "Tracing",
     "WorkerStoppingError",
     "quiet_library_logs",
+    "trace_headers",
 ]
