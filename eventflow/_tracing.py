@@ -47,6 +47,7 @@ logger = logging.getLogger("eventflow.tracing")
 T = TypeVar("T")
 
 INSTRUMENTATION = "eventflow"
+MAX_BATCH_LINKS = 128
 SCHEDULE_PREFIX = "schedule:"
 
 Headers = Sequence[tuple[str, bytes]]
@@ -58,6 +59,8 @@ class Incoming:
 
     links: tuple[Link, ...] = ()
     system: str | None = None
+    batch: int = 0
+    """The events of a batch's run (CONSUMER, linked to each event's context), else 0."""
 
 
 _incoming: contextvars.ContextVar[Incoming | None] = contextvars.ContextVar(
@@ -210,6 +213,24 @@ class Tracing:
             if token is not None:
                 context.detach(token)
 
+    @contextlib.contextmanager
+    def incoming_batch(self, batch: Sequence[Headers], system: str | None) -> Iterator[None]:
+        """Around the one run of a batch of events: a link to each event's context (as
+        the messaging conventions have it for batches), at most `MAX_BATCH_LINKS`."""
+        from opentelemetry import propagate, trace
+
+        links: list[Link] = []
+        for headers in batch:
+            if headers and len(links) < MAX_BATCH_LINKS:
+                found = trace.get_current_span(propagate.extract(headers, getter=KAFKA_GETTER))
+                if found.get_span_context().is_valid:
+                    links.append(trace.Link(found.get_span_context()))
+        marker = _incoming.set(Incoming(tuple(links), system, batch=len(batch)))
+        try:
+            yield
+        finally:
+            _incoming.reset(marker)
+
     # -- the engine's side ----------------------------------------------------------------
 
     def flow_started(self, row: dict[str, Any]) -> Span:
@@ -240,7 +261,13 @@ class Tracing:
             if value is not None:
                 attributes[key] = value
         kind = SpanKind.INTERNAL
-        if source is not None and not source.startswith(SCHEDULE_PREFIX):
+        if incoming.batch:
+            kind = SpanKind.CONSUMER
+            if incoming.system is not None:
+                attributes["messaging.system"] = incoming.system
+            attributes["messaging.operation.type"] = "process"
+            attributes["messaging.batch.message_count"] = incoming.batch
+        elif source is not None and not source.startswith(SCHEDULE_PREFIX):
             kind = SpanKind.CONSUMER
             if incoming.system is not None:
                 attributes["messaging.system"] = incoming.system

@@ -13,11 +13,13 @@
 # It receives OTLP over HTTP (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318)
 # and gRPC, and serves its query API and UI on QUERY_PORT
 # (http://127.0.0.1:16686/api/traces/<trace id>). The Go module carries no UI
-# assets (they are built from another repository): its UI page is Jaeger's
-# placeholder; the query API is complete.
+# assets (they are built from another repository, jaeger-ui): its UI page is
+# Jaeger's placeholder unless JAEGER_UI_ASSETS names a built jaeger-ui
+# (packages/jaeger-ui/build); the query API is complete either way.
 #
 # Environment:
 #   JAEGER_VERSION        module version (default v1.75.0)
+#   JAEGER_UI_ASSETS      a directory of built jaeger-ui assets to serve at /
 #   JAEGER_START_TIMEOUT  seconds to wait for readiness (default 60)
 #   JAEGER_STOP_TIMEOUT   seconds to wait after SIGTERM before SIGKILL (default 15)
 set -euo pipefail
@@ -122,6 +124,7 @@ extensions:
       endpoint: 127.0.0.1:$query
     grpc:
       endpoint: 127.0.0.1:$query_grpc
+$(if [[ -n "${JAEGER_UI_ASSETS:-}" ]]; then printf '    ui:\n      assets_path: %s\n' "$JAEGER_UI_ASSETS"; fi)
 receivers:
   otlp:
     protocols:

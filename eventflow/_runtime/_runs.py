@@ -228,13 +228,17 @@ class FlowRuns:
             + ", ".join(e.id for e in events[:50])
             + (", ..." if len(events) > 50 else ""),
         )
-        state = await run_flow(
-            self.flow,
-            self.writer,
-            args=([d.document for d in batch],),
-            worker_id=self.worker_id,
-            flow_run_id=run_id,
-        )
+        with contextlib.ExitStack() as tracing:
+            if TRACING.on:
+                headers = [d.event.headers for d in batch]
+                tracing.enter_context(TRACING.incoming_batch(headers, self.messaging_system))
+            state = await run_flow(
+                self.flow,
+                self.writer,
+                args=([d.document for d in batch],),
+                worker_id=self.worker_id,
+                flow_run_id=run_id,
+            )
         completed = state.type is StateType.COMPLETED
         for event in events:
             records.run(

@@ -320,3 +320,29 @@ def test_the_users_provider_wins_over_the_otel_variables(tmp_path: Path) -> None
     assert report["on"] is True
     assert report["processors"] == ["SimpleSpanProcessor"]  # the user's, nothing added
     assert report["user_spans"] == ["flow probe", "task one"]
+
+
+async def test_a_batch_run_is_a_consumer_span_linked_to_each_events_context() -> None:
+    @flow(name="traced-batch")
+    async def total(values: list[dict[str, int]]) -> int:
+        return sum(v["n"] for v in values)
+
+    source = KafkaSource("readings", bootstrap_servers="127.0.0.1:1", group_id="readings")
+    app = App()
+    app.subscribe(source, total, batch_size=3, batch_timeout=5.0)
+    parents = [f"00-{PARENT_TRACE[:-1]}{i}-{PARENT_SPAN[:-1]}{i}-01" for i in range(3)]
+    async with TestApp(app, trace=True) as test:
+        pending = [
+            test.send(source, {"n": i}, headers={"traceparent": parent})
+            for i, parent in enumerate(parents)
+        ]
+        for run in pending:
+            await run
+        (span,) = [s for s in test.spans() if s.name == "flow traced-batch"]
+    assert span.kind is SpanKind.CONSUMER and span.attributes is not None
+    assert span.attributes["messaging.batch.message_count"] == 3
+    assert span.attributes["messaging.system"] == "kafka"
+    linked = [
+        f"00-{link.context.trace_id:032x}-{link.context.span_id:016x}-01" for link in span.links
+    ]
+    assert linked == parents
