@@ -360,11 +360,19 @@ class Tracing:
     def producer_span(
         self, system: str, destination: str, headers: Headers, **attributes: Any
     ) -> Iterator[list[tuple[str, bytes]]]:
-        """A PRODUCER span around one publish; yields `headers` plus its context."""
+        """A PRODUCER span around one publish; yields `headers` with its context.
+
+        Its parent is the current span (the task run that publishes), or, with
+        none, the context `headers` carry already (a dead letter continues the
+        trace of the message it forwards).
+        """
         from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind
 
         assert self.tracer is not None
+        parent = None
+        if headers and not trace.get_current_span().get_span_context().is_valid:
+            parent = propagate.extract(headers, getter=KAFKA_GETTER)
         span_attributes = {
             "messaging.system": system,
             "messaging.destination.name": destination,
@@ -373,7 +381,10 @@ class Tracing:
             **{k: v for k, v in attributes.items() if v is not None},
         }
         with self.tracer.start_as_current_span(
-            f"publish {destination}", kind=SpanKind.PRODUCER, attributes=span_attributes
+            f"publish {destination}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=span_attributes,
         ) as span:
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))

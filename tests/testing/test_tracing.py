@@ -206,6 +206,8 @@ def test_producer_spans_put_their_context_in_the_headers() -> None:
         TRACING.unpin()
     (span,) = exporter.get_finished_spans()
     assert span.kind is SpanKind.PRODUCER and span.name == "publish out"
+    # no span was current: the context the headers carried is the parent (a dead letter's)
+    assert span.parent is not None and span.parent.span_id == int("2" * 16, 16)
     assert span.attributes is not None
     assert span.attributes["messaging.destination.partition.id"] == "3"
     assert span.attributes["messaging.kafka.offset"] == 42
