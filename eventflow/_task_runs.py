@@ -266,10 +266,8 @@ async def run_task(
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
     task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
     flow_run.running.add(record)
-    if TRACING.on:
-        # the flow run's span is the parent, unless the context carried it (or a task's)
-        record.span = TRACING.task_started(row, None if flow_token is None else flow_run.span)
-    trace_token = None if record.span is None else TRACING.enter(record.span)
+    # the flow run's span is the parent, unless the context carried it (or a task's)
+    trace_token = TRACING.task_entered(record, flow_run, flow_token is None) if TRACING.on else None
     try:
         state = await run_attempts(
             task.fn, task.is_async, args, kwargs, task.retry_policy, task.timeout_seconds, record

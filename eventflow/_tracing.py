@@ -128,6 +128,7 @@ class Tracing:
             return
         from . import __version__
 
+        _api.load()
         self.tracer = provider.get_tracer(INSTRUMENTATION, __version__)
         self.on = True
 
@@ -135,6 +136,7 @@ class Tracing:
         """Send eventflow's spans to `provider` until `unpin` (TestApp's collector)."""
         from . import __version__
 
+        _api.load()
         tracer = provider.get_tracer(INSTRUMENTATION, __version__)
         self._pinned.append(tracer)
         self.tracer, self.on = tracer, True
@@ -236,8 +238,6 @@ class Tracing:
     def flow_started(self, row: dict[str, Any]) -> Span:
         """A started flow run's span (the current context is its parent); its
         `traceparent` goes into the row."""
-        from opentelemetry.trace import SpanKind
-
         assert self.tracer is not None
         incoming = _incoming.get()
         if incoming is not None:
@@ -260,15 +260,15 @@ class Tracing:
             value = row[column]
             if value is not None:
                 attributes[key] = value
-        kind = SpanKind.INTERNAL
+        kind = _api.INTERNAL
         if incoming.batch:
-            kind = SpanKind.CONSUMER
+            kind = _api.CONSUMER
             if incoming.system is not None:
                 attributes["messaging.system"] = incoming.system
             attributes["messaging.operation.type"] = "process"
             attributes["messaging.batch.message_count"] = incoming.batch
         elif source is not None and not source.startswith(SCHEDULE_PREFIX):
-            kind = SpanKind.CONSUMER
+            kind = _api.CONSUMER
             if incoming.system is not None:
                 attributes["messaging.system"] = incoming.system
             attributes["messaging.operation.type"] = "process"
@@ -291,12 +291,10 @@ class Tracing:
     def task_started(self, row: dict[str, Any], parent: Span | None) -> Span:
         """A task run's span, a child of `parent`, else of the current context (its flow
         run's span, or that of the task that called it)."""
-        from opentelemetry import trace
-
         assert self.tracer is not None
         return self.tracer.start_span(
             f"task {row['task_name']}",
-            context=None if parent is None else trace.set_span_in_context(parent),
+            context=None if parent is None else _api.set_span_in_context(parent),
             attributes={
                 "eventflow.task.name": row["task_name"],
                 "eventflow.task_run.id": row["id"],
@@ -305,11 +303,16 @@ class Tracing:
             },
         )
 
+    def task_entered(self, record: Any, flow_run: Any, carried: bool) -> object:
+        """Start a task run's span (`record.span`) and make it current; the token to
+        `leave` with. The flow run's span is its parent unless the context `carried`
+        one (the flow run's, or that of the task calling this one)."""
+        span = record.span = self.task_started(record.row, None if carried else flow_run.span)
+        return self.enter(span)
+
     def enter(self, span: Span) -> object:
         """Make `span` the current one (what user code, its logs and sinks see)."""
-        from opentelemetry import context, trace
-
-        return context.attach(trace.set_span_in_context(span))
+        return _api.attach(_api.set_span_in_context(span))
 
     async def within(self, span: Span | None, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` with `span` current (as it is, without a span)."""
@@ -322,9 +325,7 @@ class Tracing:
             self.leave(token)
 
     def leave(self, token: object) -> None:
-        from opentelemetry import context
-
-        context.detach(token)  # type: ignore[arg-type]
+        _api.detach(token)
 
     def retried(self, span: Span, state: State, attempt: int, delay: float) -> None:
         """A failed attempt that will be retried: an event on the run's span."""
@@ -342,12 +343,16 @@ class Tracing:
 
     def finished(self, span: Span, row: dict[str, Any], state: State) -> None:
         """End a run's span with its final state (a failure: its exception, status ERROR)."""
-        from opentelemetry.trace import Status, StatusCode
-
-        span.set_attribute("eventflow.state", row["state_type"])
-        span.set_attribute("eventflow.state_name", row["state_name"])
-        span.set_attribute("eventflow.run_count", row["run_count"])
+        span.set_attributes(
+            {
+                "eventflow.state": row["state_type"],
+                "eventflow.state_name": row["state_name"],
+                "eventflow.run_count": row["run_count"],
+            }
+        )
         if row["state_type"] != "COMPLETED":
+            from opentelemetry.trace import Status, StatusCode
+
             error = state.data if isinstance(state.data, BaseException) else None
             if error is not None:
                 span.record_exception(error)
@@ -419,6 +424,29 @@ class Tracing:
         if not span_context.is_valid:
             return None
         return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+
+
+class _Api:
+    """The API's callables the engine's hooks use, imported once tracing is on (a
+    function-level import on every run costs more than the attribute it reads)."""
+
+    INTERNAL: Any = None
+    CONSUMER: Any = None
+    set_span_in_context: Any = None
+    attach: Any = None
+    detach: Any = None
+
+    def load(self) -> None:
+        if self.attach is not None:
+            return
+        from opentelemetry import context, trace
+
+        self.INTERNAL, self.CONSUMER = trace.SpanKind.INTERNAL, trace.SpanKind.CONSUMER
+        self.set_span_in_context = trace.set_span_in_context
+        self.attach, self.detach = context.attach, context.detach
+
+
+_api = _Api()
 
 
 def traceparent(span: Span) -> str | None:

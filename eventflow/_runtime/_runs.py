@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -94,8 +94,8 @@ class FlowRuns:
                 await self._trace_context(earlier),
                 "resumes" if retry_of is None else "retries",
             ):
-                return await self._run(delivery, run_id, retry_of, resume)
-        return await self._run(delivery, run_id, retry_of, resume)
+                return await self._flow_run(delivery, run_id, retry_of, resume)
+        return await self._flow_run(delivery, run_id, retry_of, resume)
 
     async def _trace_context(self, run_id: str | None) -> str | None:
         """The stored trace context of the run this one resumes or retries."""
@@ -104,9 +104,10 @@ class FlowRuns:
             return None
         return await trace_context(engine, run_id)
 
-    async def _run(
+    def _flow_run(
         self, delivery: Delivery, run_id: str | None, retry_of: str | None, resume: Resume | None
-    ) -> State:
+    ) -> Coroutine[Any, Any, State]:
+        """The flow's run for the event, not awaited yet (no coroutine of its own)."""
         event = delivery.event
         info = EventInfo(
             source=event.stream or self.source_name,
@@ -120,7 +121,7 @@ class FlowRuns:
         )
         params = self.params
         if params is None:
-            return await run_flow(
+            return run_flow(
                 self.flow,
                 self.writer,
                 raw_parameters=event.value,
@@ -139,7 +140,7 @@ class FlowRuns:
             kwargs = {**self._flow_parameters(decoded), **override}
         except Exception as error:
             kwargs = {"__invalid_event__": f"{type(error).__name__}: {error}"}
-        return await run_flow(
+        return run_flow(
             self.flow,
             self.writer,
             kwargs=kwargs,
