@@ -207,7 +207,7 @@ def tracing_ratio(by_store: dict[str, list[dict[str, Any]]], stores: tuple[str, 
             traced, plain = statistics.median(on), statistics.median(off)
             lines.append(
                 f"  {store}: {traced:,.0f} traced, {plain:,.0f} not: {traced / plain:.2f}x"
-                f" ({(1 - traced / plain) * 100:+.1f}% cost)"
+                f" ({(traced / plain - 1) * 100:+.0f}% events/s)"
             )
     return "\n".join(lines)
 
