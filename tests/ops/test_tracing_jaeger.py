@@ -23,9 +23,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind
 
+from eventflow._store import _schema as schema
 from tests._jaeger import Jaeger, JaegerTrace
 from tests._kafka import Kafka, consume_all, create_topic, wait_until
-from tests._store import flow_runs
+from tests._store import flow_runs, rows
 from tests.runtime._workers import Worker
 
 pytestmark = pytest.mark.kafka
@@ -206,6 +207,14 @@ async def test_a_crashed_run_resumes_in_the_same_trace_linked_to_it(
     # enrich completed (its span exported, its result kept); ship waits at the gate
     seen = await jaeger.wait_for_trace(trace_id, lambda t: bool(t.named("task enrich")))
     crashed_span_id = seen.one("task enrich").parent_id
+
+    async def enrich_kept() -> bool:  # durable in the store: what the resume reuses
+        done = await rows(
+            sqlite_url, schema.task_runs, schema.task_runs.c.state_type == "COMPLETED"
+        )
+        return bool(done)
+
+    await wait_until(enrich_kept, timeout=30, interval=0.1)
     (crashed,) = await flow_runs(sqlite_url)
     assert crashed["trace_context"].startswith(f"00-{trace_id}-{crashed_span_id}-")
     first.kill()  # kill -9: the run's own span is never exported
