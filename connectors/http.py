@@ -37,8 +37,7 @@ from typing import Any
 import orjson
 
 from eventflow import ConfigurationError
-from eventflow._extras import missing_extra
-from eventflow.runtime import TRACING, Backoff, Event, EventSink, trace_headers
+from eventflow.runtime import TRACING, Backoff, Event, EventSink, missing_extra, trace_headers
 
 from ._polling import (
     PollBodyError,

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.metadata
 import logging
-import os
 import sys
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._trace_context import KAFKA_GETTER, Headers, trace_headers, trace_id_of, traceparent
+from ._tracing_setup import MISSING, configure_sdk, export_requested
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Span, Tracer, TracerProvider
@@ -50,7 +53,7 @@ INSTRUMENTATION = "eventflow"
 MAX_BATCH_LINKS = 128
 SCHEDULE_PREFIX = "schedule:"
 
-Headers = Sequence[tuple[str, bytes]]
+__all__ = ["TRACING", "Tracing", "trace_headers", "trace_id_of", "traceparent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,23 +69,6 @@ class Incoming:
 _incoming: contextvars.ContextVar[Incoming | None] = contextvars.ContextVar(
     "eventflow_trace_incoming", default=None
 )
-
-
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def export_requested() -> bool:
-    """Whether `OTEL_*` variables ask for spans to be exported."""
-    if _truthy("OTEL_SDK_DISABLED"):
-        return False
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter:
-        return exporter != "none"
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
 
 
 class Tracing:
@@ -115,7 +101,7 @@ class Tracing:
             return False
         provider = trace.get_tracer_provider()
         if _unset(provider):
-            if not requested or not self._configure_sdk():
+            if not requested or not configure_sdk():
                 self._use(None)
                 return False
             provider = trace.get_tracer_provider()
@@ -126,18 +112,14 @@ class Tracing:
         if provider is None:
             self.on, self.tracer = False, None
             return
-        from . import __version__
-
         _api.load()
-        self.tracer = provider.get_tracer(INSTRUMENTATION, __version__)
+        self.tracer = provider.get_tracer(INSTRUMENTATION, _version())
         self.on = True
 
     def pin(self, provider: TracerProvider) -> None:
         """Send eventflow's spans to `provider` until `unpin` (TestApp's collector)."""
-        from . import __version__
-
         _api.load()
-        tracer = provider.get_tracer(INSTRUMENTATION, __version__)
+        tracer = provider.get_tracer(INSTRUMENTATION, _version())
         self._pinned.append(tracer)
         self.tracer, self.on = tracer, True
 
@@ -151,36 +133,7 @@ class Tracing:
     def _warn_missing(self, requested: bool) -> None:
         if requested and not self._warned:
             self._warned = True
-            logger.warning(
-                "OTEL_* variables ask for traces, but OpenTelemetry is not installed:"
-                ' pip install "eventflow[otel]"'
-            )
-
-    def _configure_sdk(self) -> bool:
-        """The SDK's TracerProvider with a batching processor, as the global provider."""
-        try:
-            from opentelemetry import trace
-            from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-        except ImportError:
-            self._warn_missing(True)
-            return False
-        exporter: SpanExporter | None = _exporter()
-        if exporter is None:
-            return False
-        attributes: dict[str, str] = {}
-        named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(
-            "OTEL_RESOURCE_ATTRIBUTES", ""
-        )
-        if not named:
-            attributes[SERVICE_NAME] = "eventflow"
-        provider = TracerProvider(resource=Resource.create(attributes))
-        # spans are queued and exported from the processor's thread: never on the loop
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
-        logger.info("tracing: exporting spans (%s)", type(exporter).__name__)
-        return True
+            logger.warning(MISSING)
 
     # -- the runtime's side ---------------------------------------------------------------
 
@@ -426,6 +379,15 @@ class Tracing:
         return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
 
 
+def _version() -> str | None:
+    """eventflow's version, for the instrumentation scope (read from the installed
+    package: `eventflow/__init__.py` imports the runtime, which the core must not)."""
+    try:
+        return importlib.metadata.version("eventflow")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 class _Api:
     """The API's callables the engine's hooks use, imported once tracing is on (a
     function-level import on every run costs more than the attribute it reads)."""
@@ -449,89 +411,11 @@ class _Api:
 _api = _Api()
 
 
-def traceparent(span: Span) -> str | None:
-    """The W3C `traceparent` of `span` (what the store keeps)."""
-    span_context = span.get_span_context()
-    if not span_context.is_valid:
-        return None
-    flags = int(span_context.trace_flags)
-    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags:02x}"
-
-
-def trace_id_of(value: str | None) -> str | None:
-    """The trace id in a stored `traceparent`, or None."""
-    if not value or len(value) < 35 or value[2] != "-":
-        return None
-    return value[3:35]
-
-
 def _unset(provider: object) -> bool:
     """Whether `provider` is the API's stand-in (no provider was set) or a no-op one."""
     from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
 
     return isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
-
-
-def _exporter() -> Any:
-    """The span exporter `OTEL_TRACES_EXPORTER` names (otlp by default, or console)."""
-    name = (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        return ConsoleSpanExporter()
-    if name != "otlp":
-        logger.warning("tracing: OTEL_TRACES_EXPORTER=%s is not supported; spans stay off", name)
-        return None
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
-        except ImportError:
-            logger.warning(
-                "tracing: OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs"
-                " opentelemetry-exporter-otlp-proto-grpc; spans stay off"
-            )
-            return None
-        return GrpcExporter()
-    try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    except ImportError:
-        logger.warning('tracing: the OTLP exporter is missing: pip install "eventflow[otel]"')
-        return None
-    return OTLPSpanExporter()
-
-
-class _HeaderGetter:
-    """Reads a context from Kafka-style headers: (key, bytes) pairs."""
-
-    def get(self, carrier: Headers, key: str) -> list[str] | None:
-        values = [
-            v.decode("latin-1") if isinstance(v, bytes) else str(v)
-            for k, v in carrier
-            if k.lower() == key and v is not None
-        ]
-        return values or None
-
-    def keys(self, carrier: Headers) -> list[str]:
-        return [k for k, _v in carrier]
-
-
-KAFKA_GETTER: Any = _HeaderGetter()
-
-
-TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def trace_headers(mapping: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
-    """The trace context in HTTP headers (a poll's response), as event headers."""
-    found = ((name, mapping.get(name)) for name in TRACE_HEADERS)
-    return tuple((name, value.encode("latin-1")) for name, value in found if value)
 
 
 TRACING = Tracing()
