@@ -26,7 +26,16 @@ from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
 from ._retries import RetryPolicy
-from ._states import Cancelled, Completed, Crashed, Failed, State, StateType, cancel_request
+from ._states import (
+    FENCED_OUT,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    State,
+    StateType,
+    cancel_request,
+)
 from ._threads import Pool, run_sync
 from ._tracebacks import format_traceback, task_failure
 from ._tracing import TRACING
@@ -34,6 +43,7 @@ from ._tracing import TRACING
 if TYPE_CHECKING:
     from ._flows import Flow
     from ._resume import Resume
+    from ._store._fences import Fence
     from ._store._writer import RunWriter
 
 logger = logging.getLogger("eventflow.engine")
@@ -254,7 +264,9 @@ class _FlowRunRecord(Attempts):
                 error=cause.message if cause is not None and cause.message else state.message,
                 traceback=None if error is None else stored_traceback(error),
             )
-            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+            if state.type is StateType.FAILED or (
+                state.type is StateType.CRASHED and state.name != "FencedOut"
+            ):
                 _log_failed_run(row, self.writer, state)
         self.writer.put_flow_run(row)
         if self.span is not None:
@@ -282,6 +294,7 @@ async def run_flow(
     retry_of: str | None = None,
     flow_run_id: str | None = None,
     resume: Resume | None = None,
+    fence: Fence | None = None,
 ) -> State:
     """Run `flow` once, recorded through `writer`, and return its final state.
 
@@ -289,7 +302,8 @@ async def run_flow(
     a JSON document (an event; `decoded`: that document if a flow control has
     decoded it already, so it is not parsed twice). Invalid parameters end the run FAILED without
     calling the flow; nothing is raised. With `resume`, task calls reuse the
-    results that run kept (eventflow/_resume.py).
+    results that run kept (eventflow/_resume.py). With `fence` (a worker's claim),
+    its records carry the claim's token: the store refuses them once it is lost.
     """
     run_id = flow_run_id or new_id()
     writer.ensure_flow(flow.name, flow.version)
@@ -320,6 +334,7 @@ async def run_flow(
         "ended_at": None,
         "traceback": None,
         "resumed_from": None if resume is None else resume.run_id,
+        "fence": None if fence is None else fence.token,
     }
     span = TRACING.flow_started(row) if TRACING.on else None
     try:
@@ -348,6 +363,7 @@ async def run_flow(
     record = _FlowRunRecord(row, writer, parameters, span)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
+    context.fence = fence
     context.span = span
     token = current_flow_run.set(context)
     trace_token = None if span is None else TRACING.enter(span)
@@ -366,6 +382,9 @@ async def run_flow(
             await _finish_forgotten(context)
     except BaseException as error:
         ended = interrupted("flow", error)
+        request = cancel_request(error)
+        if request is not None and request.linked_run_id is not None:
+            row["linked_run_id"] = request.linked_run_id  # the run that superseded it
         for task_record in list(context.running):  # not reached by the interruption
             task_record.finish(interrupted("task", error))
         record.finish(ended)
@@ -392,7 +411,10 @@ def interrupted(kind: str, error: BaseException) -> State:
     why = type(error).__name__
     if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
         why = error.args[0]  # what cancelled it said why ("SIGTERM")
-    return Crashed(f"the {kind} run was interrupted: {why}", error)
+    state = Crashed(f"the {kind} run was interrupted: {why}", error)
+    if why == FENCED_OUT:
+        state.name = "FencedOut"
+    return state
 
 
 def failure_of(state: State) -> BaseException | None:

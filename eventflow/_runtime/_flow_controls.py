@@ -252,7 +252,7 @@ class FlowControls:
             return
         holding.cancelled_by, holding.reason, holding.message = by, reason, message
         if holding.task is not None:
-            holding.task.cancel(CancelRequest(reason, message))
+            holding.task.cancel(CancelRequest(reason, message, by))
 
     # -- at the run ------------------------------------------------------------------------
 

@@ -193,6 +193,12 @@ class Source(ABC):
         return None if health is None else health.outage.since
 
     @property
+    def errors(self) -> int:
+        """Fetch errors recorded so far (exported as `eventflow_source_errors_total`)."""
+        health = self.__dict__.get("health")
+        return 0 if health is None else health.errors
+
+    @property
     def last_error(self) -> str | None:
         """The last error recorded, as text."""
         health = self.__dict__.get("health")

@@ -4,8 +4,8 @@ Kept while tracing is on (null otherwise): the UI links the run to its trace,
 and a run that resumes or retries it links its own span to it (and continues
 its trace when its event carries no context of its own).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
