@@ -41,6 +41,8 @@ class FlowRunContext:
     fence: Fence | None = None
     """The claim the run is made under (a worker's partition or lease): its records
     carry its token, and once it is lost no task of the run starts."""
+    span: Any = None
+    """Its OpenTelemetry span while tracing is on (eventflow/_tracing.py)."""
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)

@@ -38,6 +38,7 @@ from ._states import (
 )
 from ._threads import Pool, run_sync
 from ._tracebacks import format_traceback, task_failure
+from ._tracing import TRACING
 
 if TYPE_CHECKING:
     from ._flows import Flow
@@ -211,12 +212,15 @@ def _log_failed_run(row: dict[str, Any], writer: RunWriter, state: State) -> Non
 
 
 class _FlowRunRecord(Attempts):
-    __slots__ = ("parameters", "row", "writer")
+    __slots__ = ("parameters", "row", "span", "writer")
 
-    def __init__(self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any]) -> None:
+    def __init__(
+        self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any], span: Any
+    ) -> None:
         self.row = row
         self.writer = writer
         self.parameters = parameters
+        self.span = span  # OpenTelemetry's, None while tracing is off (eventflow/_tracing.py)
 
     def info(self) -> RunInfo:
         row = self.row
@@ -235,6 +239,8 @@ class _FlowRunRecord(Attempts):
         name = "AwaitingRetry" if delay > 0 else "Retrying"
         row.update(state_type=RETRYING, state_name=name, error=state.message)
         self.writer.put_flow_run(row)
+        if self.span is not None:
+            TRACING.retried(self.span, state, attempt, delay)
         RECORDER.retried("flow", row["flow_name"])
         get_run_logger().info(
             "flow run failed (attempt %d), retrying in %gs: %s", attempt, delay, state.message
@@ -268,6 +274,8 @@ class _FlowRunRecord(Attempts):
             ):
                 _log_failed_run(row, self.writer, state)
         self.writer.put_flow_run(row)
+        if self.span is not None:
+            TRACING.finished(self.span, row, state)
         started = row["started_at"]
         RECORDER.run_finished(
             "flow",
@@ -333,6 +341,7 @@ async def run_flow(
         "resumed_from": None if resume is None else resume.run_id,
         "fence": None if fence is None else fence.token,
     }
+    span = TRACING.flow_started(row) if TRACING.on else None
     try:
         if decoded is not NOT_DECODED:
             parameters = flow.validate_decoded(decoded)
@@ -344,7 +353,7 @@ async def run_flow(
         row["started_at"] = None
         if raw_parameters is not None and event is None:
             row["parameters"] = raw_parameters.decode("utf-8", "replace")
-        record = _FlowRunRecord(row, writer, {})
+        record = _FlowRunRecord(row, writer, {}, span)
         state = Failed(error)
         record.finish(state)
         if flow.on_failure:
@@ -356,11 +365,13 @@ async def run_flow(
     if flow.flow_run_name is not None:
         row["name"] = flow.format_run_name(parameters)
     writer.put_flow_run(row)
-    record = _FlowRunRecord(row, writer, parameters)
+    record = _FlowRunRecord(row, writer, parameters, span)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
     context.fence = fence
+    context.span = span
     token = current_flow_run.set(context)
+    trace_token = None if span is None else TRACING.enter(span)
     try:
         state = await run_attempts(
             flow.fn,
@@ -387,10 +398,12 @@ async def run_flow(
         raise
     finally:
         current_flow_run.reset(token)
+        if trace_token is not None:
+            TRACING.leave(trace_token)
     record.finish(state)
     hooks = flow.on_completion if state.type is StateType.COMPLETED else flow.on_failure
-    if hooks:
-        await run_hooks(hooks, flow, record.info(), state)
+    if hooks:  # inside the run's span (a notifier's request carries its context)
+        await TRACING.within(span, run_hooks(hooks, flow, record.info(), state))
     return state
 
 

@@ -21,6 +21,7 @@ from ._logging import enable_print_logging
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
 from ._threads import portal_loop, running_loop
+from ._tracing import TRACING
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -220,6 +221,8 @@ class Flow(Generic[P, R]):
         parent = current_flow_run.get()
         if parent is not None:
             return await run_flow(self, parent.writer, args=args, kwargs=kwargs, parent=parent)
+        if not TRACING.on:
+            TRACING.setup()  # a provider set up since the last direct call counts
         writer = await default_writer_async()
         lease = batch_lease()
         try:

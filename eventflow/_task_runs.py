@@ -39,6 +39,7 @@ from ._resume import KeptResult
 from ._states import Failed, State, StateType
 from ._threads import running_loop
 from ._tracebacks import TaskFailure, mark_task_failure, task_failure
+from ._tracing import TRACING
 
 if TYPE_CHECKING:
     from ._store._writer import RunWriter
@@ -76,7 +77,7 @@ def _resolve(value: Any) -> Any:
 
 
 class _TaskRunRecord(Attempts):
-    __slots__ = ("args", "kwargs", "parameters", "row", "task", "writer")
+    __slots__ = ("args", "kwargs", "parameters", "row", "span", "task", "writer")
 
     def __init__(
         self,
@@ -92,6 +93,7 @@ class _TaskRunRecord(Attempts):
         self.args = args
         self.kwargs = kwargs
         self.parameters: dict[str, Any] | None = None
+        self.span: Any = None  # OpenTelemetry's while it runs and tracing is on
 
     def info(self) -> RunInfo:
         if self.parameters is None:
@@ -114,6 +116,8 @@ class _TaskRunRecord(Attempts):
         name = "AwaitingRetry" if delay > 0 else "Retrying"
         row.update(state_type=RETRYING, state_name=name, error=state.message)
         self.writer.put_task_run(row)
+        if self.span is not None:
+            TRACING.retried(self.span, state, attempt, delay)
         RECORDER.retried("task", row["task_name"])
         get_run_logger().info(
             "task run %s failed (attempt %d), retrying in %gs: %s",
@@ -152,6 +156,8 @@ class _TaskRunRecord(Attempts):
             ended_at=ended,
         )
         self.writer.put_task_run(row)
+        if self.span is not None:
+            TRACING.finished(self.span, row, state)
         started = row["started_at"]
         RECORDER.run_finished(
             "task",
@@ -267,6 +273,8 @@ async def run_task(
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
     task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
     flow_run.running.add(record)
+    # the flow run's span is the parent, unless the context carried it (or a task's)
+    trace_token = TRACING.task_entered(record, flow_run, flow_token is None) if TRACING.on else None
     try:
         state = await run_attempts(
             task.fn, task.is_async, args, kwargs, task.retry_policy, task.timeout_seconds, record
@@ -276,6 +284,8 @@ async def run_task(
         raise
     finally:
         flow_run.running.discard(record)
+        if trace_token is not None:
+            TRACING.leave(trace_token)
         current_task_run.reset(task_token)
         if flow_token is not None:
             current_flow_run.reset(flow_token)

@@ -146,6 +146,8 @@ class Source(ABC):
     """True for a source whose `run` returns once it delivered everything (a file, an
     offset range): that ends it. Any other source's `run` returning is a failure, and
     the runtime starts it again."""
+    messaging_system: str | None = None
+    """OpenTelemetry's `messaging.system` of the runs of its events ("kafka"), if any."""
 
     # -- what it yields
 

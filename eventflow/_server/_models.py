@@ -142,6 +142,12 @@ class FlowRunDetail(FlowRun):
     edges: list[Edge]
     logs: list[LogEntry]
     replays: list[RunRef] = Field(description="Runs asked for as retries of this one.")
+    trace_id: str | None = Field(
+        None, description="The OpenTelemetry trace of the run's span (hex), if it was traced."
+    )
+    trace_url: str | None = Field(
+        None, description="That trace in a tracing UI: EVENTFLOW_TRACE_URL_TEMPLATE filled in."
+    )
 
 
 class HistoryBucket(BaseModel):

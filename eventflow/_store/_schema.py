@@ -65,6 +65,7 @@ flow_runs = sa.Table(
     sa.Column("linked_run_id", sa.String(32)),
     sa.Column("traceback", sa.Text),  # bounded: eventflow/_tracebacks.py
     sa.Column("resumed_from", sa.String(32)),  # the unfinished run whose task results it reused
+    sa.Column("trace_context", sa.String(64)),  # its span's W3C traceparent (eventflow/_tracing.py)
     # Only what a query needs: every index costs each run's insert (migration 0006).
     # (state_type last: counts by flow and state read these indexes alone)
     sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at", "state_type"),

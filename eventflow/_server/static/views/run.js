@@ -64,7 +64,10 @@ export class RunView {
         run.retry_of ? fact("Retry of", h("a", { href: `#/runs/${run.retry_of}`, id: "retry-of" }, shortId(run.retry_of))) : null,
         run.resumed_from ? fact("Resumed from", h("a", { href: `#/runs/${run.resumed_from}`, id: "resumed-from" }, shortId(run.resumed_from))) : null,
         run.linked_run_id ? fact("Linked run", h("a", { href: `#/runs/${run.linked_run_id}`, id: "linked-run" }, shortId(run.linked_run_id))) : null,
-        run.parent_flow_run_id ? fact("Parent run", h("a", { href: `#/runs/${run.parent_flow_run_id}` }, shortId(run.parent_flow_run_id))) : null),
+        run.parent_flow_run_id ? fact("Parent run", h("a", { href: `#/runs/${run.parent_flow_run_id}` }, shortId(run.parent_flow_run_id))) : null,
+        run.trace_id ? fact("Trace", run.trace_url
+          ? h("a", { href: run.trace_url, id: "trace-link", class: "mono", target: "_blank", rel: "noopener" }, run.trace_id)
+          : h("span", { id: "trace-id", class: "mono" }, run.trace_id)) : null),
       run.error ? h("div", { class: "panel", id: "error-panel" },
         h("h2", {}, "Error", failing ? [" in task run ", h("a", {
           href: "#task-runs", id: "error-task-link", "data-task-id": failing.id,
