@@ -18,6 +18,7 @@ from ._engine import EventInfo, RunInfo
 from ._errors import (
     ConfigurationError,
     EventflowError,
+    FencedError,
     MissingContextError,
     ParameterValidationError,
     RunNotFinishedError,
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigurationError",
     "EventInfo",
     "EventflowError",
+    "FencedError",
     "Flow",
     "FlowRunContext",
     "MissingContextError",
