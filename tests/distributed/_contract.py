@@ -173,6 +173,19 @@ class Watcher:
         finally:
             await engine.dispose()
 
+    def longest_stall(self, start: float, stop: float) -> float:
+        """The longest time in [start, stop] (epoch s) in which no new COMPLETED run became
+        visible in the store (a run finished in memory but not stored does not count)."""
+        last_rise, longest, previous = start, 0.0, None
+        for at, completed in self.completed_timeline:
+            if previous is not None and completed > previous and at >= start:
+                longest = max(longest, min(at, stop) - last_rise)
+                last_rise = at
+            previous = completed
+            if at > stop:
+                break
+        return max(longest, min(stop, time.time()) - last_rise if last_rise < stop else 0.0)
+
     def summary(self) -> str:
         return (
             f"watcher: {self.polls} polls, {self.errors} errors, saw {len(self.final_changes)}"

@@ -117,6 +117,15 @@ def test_longest_gap() -> None:
     assert longest_gap([], 0.0, 10.0) == 10.0
 
 
+def test_longest_stall() -> None:
+    watcher = Watcher("sqlite+aiosqlite:///unused.db")
+    counts = {0: 5, 1: 6, 2: 6, 3: 6, 7: 9, 8: 9, 9: 9, 12: 9, 13: 10}
+    watcher.completed_timeline = [(float(t), n) for t, n in counts.items()]
+    assert watcher.longest_stall(1.5, 13.0) == 6.0  # 7 -> 13: nothing new stored
+    assert watcher.longest_stall(1.5, 10.0) == 5.5  # 1.5 -> 7
+    assert watcher.longest_stall(0.5, 3.0) == 2.0  # 1 -> 3 (the window's end)
+
+
 @pytest.mark.slow(60)
 @pytest.mark.timeout(300)
 async def test_without_faults_the_contract_holds(
