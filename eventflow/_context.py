@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._futures import TaskFuture
     from ._resume import Resume
+    from ._store._fences import Fence
     from ._store._writer import RunWriter
 
 
@@ -37,6 +38,9 @@ class FlowRunContext:
     running: set[Any] = field(default_factory=set)
     """Its task runs in progress (records): if the flow run is interrupted, they end
     with it (a sync flow's tasks run apart from it, and would stay RUNNING)."""
+    fence: Fence | None = None
+    """The claim the run is made under (a worker's partition or lease): its records
+    carry its token, and once it is lost no task of the run starts."""
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)

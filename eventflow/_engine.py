@@ -26,13 +26,23 @@ from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
 from ._retries import RetryPolicy
-from ._states import Cancelled, Completed, Crashed, Failed, State, StateType, cancel_request
+from ._states import (
+    FENCED_OUT,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    State,
+    StateType,
+    cancel_request,
+)
 from ._threads import Pool, run_sync
 from ._tracebacks import format_traceback, task_failure
 
 if TYPE_CHECKING:
     from ._flows import Flow
     from ._resume import Resume
+    from ._store._fences import Fence
     from ._store._writer import RunWriter
 
 logger = logging.getLogger("eventflow.engine")
@@ -248,7 +258,9 @@ class _FlowRunRecord(Attempts):
                 error=cause.message if cause is not None and cause.message else state.message,
                 traceback=None if error is None else stored_traceback(error),
             )
-            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+            if state.type is StateType.FAILED or (
+                state.type is StateType.CRASHED and state.name != "FencedOut"
+            ):
                 _log_failed_run(row, self.writer, state)
         self.writer.put_flow_run(row)
         started = row["started_at"]
@@ -274,6 +286,7 @@ async def run_flow(
     retry_of: str | None = None,
     flow_run_id: str | None = None,
     resume: Resume | None = None,
+    fence: Fence | None = None,
 ) -> State:
     """Run `flow` once, recorded through `writer`, and return its final state.
 
@@ -281,7 +294,8 @@ async def run_flow(
     a JSON document (an event; `decoded`: that document if a flow control has
     decoded it already, so it is not parsed twice). Invalid parameters end the run FAILED without
     calling the flow; nothing is raised. With `resume`, task calls reuse the
-    results that run kept (eventflow/_resume.py).
+    results that run kept (eventflow/_resume.py). With `fence` (a worker's claim),
+    its records carry the claim's token: the store refuses them once it is lost.
     """
     run_id = flow_run_id or new_id()
     writer.ensure_flow(flow.name, flow.version)
@@ -312,6 +326,7 @@ async def run_flow(
         "ended_at": None,
         "traceback": None,
         "resumed_from": None if resume is None else resume.run_id,
+        "fence": None if fence is None else fence.token,
     }
     try:
         if decoded is not NOT_DECODED:
@@ -339,6 +354,7 @@ async def run_flow(
     record = _FlowRunRecord(row, writer, parameters)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
+    context.fence = fence
     token = current_flow_run.set(context)
     try:
         state = await run_attempts(
@@ -355,6 +371,9 @@ async def run_flow(
             await _finish_forgotten(context)
     except BaseException as error:
         ended = interrupted("flow", error)
+        request = cancel_request(error)
+        if request is not None and request.linked_run_id is not None:
+            row["linked_run_id"] = request.linked_run_id  # the run that superseded it
         for task_record in list(context.running):  # not reached by the interruption
             task_record.finish(interrupted("task", error))
         record.finish(ended)
@@ -379,7 +398,10 @@ def interrupted(kind: str, error: BaseException) -> State:
     why = type(error).__name__
     if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
         why = error.args[0]  # what cancelled it said why ("SIGTERM")
-    return Crashed(f"the {kind} run was interrupted: {why}", error)
+    state = Crashed(f"the {kind} run was interrupted: {why}", error)
+    if why == FENCED_OUT:
+        state.name = "FencedOut"
+    return state
 
 
 def failure_of(state: State) -> BaseException | None:

@@ -1,4 +1,5 @@
-"""Run states: a small closed set of types, each state carrying a human name."""
+"""Run states: a small closed set of types, each state carrying a human name; and the
+states a subscription is in (shown by the status line, the store, the UI and a gauge)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from ._errors import RunNotFinishedError
+from ._errors import RunNotFinishedError, describe_error
 
 
 class StateType(StrEnum):
@@ -21,9 +22,11 @@ class StateType(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-FINAL_STATE_TYPES = frozenset(
-    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
-)
+FINAL_STATE_TYPES = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
+"""The states no worker changes once a run is in one (StrEnum members: equal to their names)."""
+
+SourceState = Literal["running", "reconnecting", "stalled", "stopped"]
+SOURCE_STATES: tuple[SourceState, ...] = ("running", "reconnecting", "stalled", "stopped")
 
 
 @dataclass(slots=True)
@@ -114,6 +117,14 @@ class CancelRequest:
 
     name: str
     message: str
+    linked_run_id: str | None = None
+    """The run that cancelled it (a later event of its key), shown with it."""
+
+
+FENCED_OUT = "fenced out"
+"""Why runs are cancelled when their worker lost the claim they ran under: they end
+CRASHED "FencedOut", unlogged one by one (their worker says once what it lost), and
+nothing of them is written (eventflow/_store/_fences.py)."""
 
 
 def cancel_request(error: BaseException) -> CancelRequest | None:
@@ -123,8 +134,3 @@ def cancel_request(error: BaseException) -> CancelRequest | None:
         if isinstance(request, CancelRequest):
             return request
     return None
-
-
-def describe_error(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

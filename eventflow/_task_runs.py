@@ -29,7 +29,7 @@ from ._engine import (
     run_hooks,
     stored_traceback,
 )
-from ._errors import UpstreamFailedError
+from ._errors import FencedError, UpstreamFailedError
 from ._futures import TaskFuture
 from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
@@ -206,6 +206,12 @@ async def run_task(
     awaited call in a flow wants, without one more coroutine around this one.
     """
     writer = flow_run.writer
+    fence = flow_run.fence
+    if fence is not None and fence.lost:
+        raise FencedError(
+            f"flow run {flow_run.flow_run_id}: its worker lost the claim it ran under;"
+            " no further task of it runs"
+        )
     run_id = task_run_id or new_id()
     if position is None:
         position = _position(flow_run)
@@ -225,6 +231,7 @@ async def run_task(
         "result": None,
         "position": position,
         "reused_from": None,
+        "fence": None if fence is None else fence.token,
     }
     record = _TaskRunRecord(task, row, writer, args, kwargs)
     upstream: list[TaskFuture[Any]] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from .._states import FINAL_STATE_TYPES
 from ._types import Timestamp
 
 metadata = sa.MetaData()
@@ -197,6 +198,20 @@ leases = sa.Table(
     sa.Column("holder", sa.String(64), nullable=False),
     sa.Column("expires_at", TIMESTAMP, nullable=False),
 )
+
+fences = sa.Table(
+    "fences",
+    metadata,
+    sa.Column("scope", sa.String(600), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+"""Fencing tokens: each scope's current epoch and who claimed it (see _fences.py)."""
+
+FINAL_STATES = tuple(state.value for state in FINAL_STATE_TYPES)
+"""States a run never leaves: no write changes a row in one of them."""
+NOT_FINAL = "state_type NOT IN (" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"
 
 source_checkpoints = sa.Table(
     "source_checkpoints",

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from .._errors import describe_error
 from .._notify import Notification
 from .._retries import Backoff
 from .._states import State
@@ -153,7 +154,5 @@ def _headers(
     return headers
 
 
-def describe(error: BaseException) -> str:
-    """`Type: message`, or the type alone when the message is empty (a TimeoutError)."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+describe = describe_error
+"""`Type: message`, never an empty message (eventflow/_errors.py)."""

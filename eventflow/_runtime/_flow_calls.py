@@ -30,6 +30,7 @@ from .._states import State, StateType
 from .._store._runstore import RunStore
 from .._store._writer import RunWriter
 from ._delivery import Delivery, partition_of
+from ._fencing import PartitionFences
 from ._records import ControlRecords
 from ._source import Event, Source
 from ._subscription import ParamsOverride
@@ -48,6 +49,7 @@ class FlowRuns:
         writer: RunWriter,
         store: RunStore,
         *,
+        fences: PartitionFences,
         worker_id: str,
         source: Source,
         params: ParamsOverride | None,
@@ -56,6 +58,7 @@ class FlowRuns:
         self.flow = flow
         self.writer = writer
         self.store = store
+        self.fences = fences
         self.worker_id = worker_id
         self.source_name = source.name
         self.group = source.group_id
@@ -91,6 +94,7 @@ class FlowRuns:
             timestamp=event.timestamp,
             group=self.group,
         )
+        fence = delivery.fence or self.fences.of(delivery.partition)
         params = self.params
         if params is None:
             return await run_flow(
@@ -103,6 +107,7 @@ class FlowRuns:
                 flow_run_id=run_id,
                 retry_of=retry_of,
                 resume=resume,
+                fence=fence,
             )
         try:
             override = params(event) if callable(params) else params
@@ -121,6 +126,7 @@ class FlowRuns:
             flow_run_id=run_id,
             retry_of=retry_of,
             resume=resume,
+            fence=fence,
         )
 
     def _flow_parameters(self, decoded: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +156,7 @@ class FlowRuns:
                 flow_run_id=row["id"],
                 retry_of=row["retry_of"],
                 resume=resume,
+                fence=self.fences.lease.fence,
             )
             return
         event = Event(
@@ -161,7 +168,9 @@ class FlowRuns:
             offset=row["event_offset"],
             timestamp=None if row["event_time"] is None else row["event_time"].timestamp(),
         )
-        await self.run(Delivery(event, partition_of(event)), row["id"], row["retry_of"], resume)
+        delivery = Delivery(event, partition_of(event))
+        delivery.fence = self.fences.lease.fence  # a replay is not its partition's delivery
+        await self.run(delivery, row["id"], row["retry_of"], resume)
 
     async def _kept_results(self, run_id: str) -> Resume:
         """What the run a retry resumes kept; read again while the store is down (the
@@ -203,6 +212,7 @@ class FlowRuns:
             args=([d.document for d in batch],),
             worker_id=self.worker_id,
             flow_run_id=run_id,
+            fence=self.fences.lease.fence,
         )
         completed = state.type is StateType.COMPLETED
         for event in events:
