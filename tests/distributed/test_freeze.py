@@ -69,9 +69,13 @@ async def freeze_one_of(
     frozen.signal_group(signal.SIGCONT)
     await producer.wait(timeout=total / rate + 120)
     await scenario.wait_done(producer.sent, timeout=180)
+    fenced = [
+        line for line in frozen.log.read_text(errors="replace").splitlines()
+        if "WARNING" in line and "fenced" in line.lower()
+    ]  # fmt: skip
     print(
         f"froze {frozen_id} with {in_flight} runs in flight for {held:.1f}s;"
-        f" {producer.sent} events at {rate}/s"
+        f" {producer.sent} events at {rate}/s; its log has {len(fenced)} WARNINGs about fencing"
     )
 
 
