@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._defaults import batch_lease
-from ._engine import parameters_json
+from ._engine import json_text
 from ._errors import ParameterValidationError
 from ._store._cache import cache_engine
 from ._store._recovery import sweep_crashed
@@ -44,7 +44,7 @@ async def resume_crashed(
     if not crashed:
         return None
     try:
-        parameters = parameters_json(flow.validate(args, kwargs or {}))
+        parameters = json_text(flow.validate(args, kwargs or {}))
     except ParameterValidationError:
         return None  # the call fails as it would anyway
     run_id = crashed.pop(parameters or "", None)

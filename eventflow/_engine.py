@@ -20,7 +20,7 @@ import orjson
 from pydantic_core import to_jsonable_python
 
 from ._context import FlowRunContext, current_flow_run
-from ._errors import ParameterValidationError, RunTimeoutError
+from ._errors import FencedError, ParameterValidationError, RunTimeoutError
 from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
@@ -79,12 +79,8 @@ class RunInfo:
     parameters: dict[str, Any]
 
 
-def parameters_json(parameters: dict[str, Any]) -> str | None:
-    """A run's parameters as stored (what a crashed direct call is matched by)."""
-    return _json(parameters)
-
-
-def _json(value: Any) -> str | None:
+def json_text(value: Any) -> str | None:
+    """A value as stored (a run's parameters, a result): JSON text, or None if too long."""
     try:
         text = orjson.dumps(value, default=to_jsonable_python).decode()
     except (TypeError, ValueError):
@@ -153,6 +149,8 @@ async def run_attempts(
                 state = Failed(RunTimeoutError(f"exceeded its timeout of {timeout:g}s"), "TimedOut")
             else:
                 state = Failed(error)
+        except FencedError as error:  # its worker lost its claim: not a failure, not retried
+            return fenced_out(error)
         except Exception as error:
             state = Failed(error)
         retry_number = attempt - 1
@@ -251,7 +249,7 @@ class _FlowRunRecord(Attempts):
         state.run_id = row["id"]
         ended = time.time()
         if state.type is StateType.COMPLETED:
-            result = None if state.data is None else _json(state.data)
+            result = None if state.data is None else json_text(state.data)
             row.update(
                 state_type=COMPLETED,
                 state_name=state.name,
@@ -361,7 +359,7 @@ async def run_flow(
         return state
 
     if event is None or event.payload is not raw_parameters:
-        row["parameters"] = _json(parameters)  # else the payload column holds them already
+        row["parameters"] = json_text(parameters)  # else the payload column holds them already
     if flow.flow_run_name is not None:
         row["name"] = flow.format_run_name(parameters)
     writer.put_flow_run(row)
@@ -402,7 +400,8 @@ async def run_flow(
             TRACING.leave(trace_token)
     record.finish(state)
     hooks = flow.on_completion if state.type is StateType.COMPLETED else flow.on_failure
-    if hooks:  # inside the run's span (a notifier's request carries its context)
+    # (fenced out: whoever holds its claim now runs it; a hook runs in the run's span)
+    if hooks and state.name != "FencedOut":
         await TRACING.within(span, run_hooks(hooks, flow, record.info(), state))
     return state
 
@@ -416,9 +415,16 @@ def interrupted(kind: str, error: BaseException) -> State:
     why = type(error).__name__
     if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
         why = error.args[0]  # what cancelled it said why ("SIGTERM")
-    state = Crashed(f"the {kind} run was interrupted: {why}", error)
     if why == FENCED_OUT:
-        state.name = "FencedOut"
+        return fenced_out(error)
+    return Crashed(f"the {kind} run was interrupted: {why}", error)
+
+
+def fenced_out(error: BaseException) -> State:
+    """The state of a run whose worker lost the claim it ran under (its records are
+    refused by the store): CRASHED "FencedOut", not logged, no failure hook."""
+    state = Crashed("its worker lost the claim it ran under (fenced out)", error)
+    state.name = "FencedOut"
     return state
 
 

@@ -295,7 +295,7 @@ async def run_task(
     if state.type is StateType.FAILED:
         _log_failed_task(flow_run, row, state)
     hooks = task.on_completion if state.type is StateType.COMPLETED else task.on_failure
-    if hooks:
+    if hooks and state.name != "FencedOut":
         await run_hooks(hooks, task, record.info(), state)
     return state.result() if unwrap else state
 
