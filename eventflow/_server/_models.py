@@ -142,6 +142,11 @@ class FlowRunDetail(FlowRun):
     edges: list[Edge]
     logs: list[LogEntry]
     replays: list[RunRef] = Field(description="Runs asked for as retries of this one.")
+    retry_refused: str | None = Field(
+        None,
+        description="Why the run cannot be retried (the API would answer 409 with it);"
+        " null when it can be.",
+    )
 
 
 class HistoryBucket(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from .._store._replay import retry_refusal
 from . import _models as models
 from ._masking import SecretMasker, redact
 
@@ -148,4 +149,5 @@ def run_detail(
             for entry in run["logs"]
         ],
         replays=[run_ref(r) for r in replays],
+        retry_refused=retry_refusal(run, replays),
     )

@@ -9,7 +9,7 @@ API, the CLI and the UI only need the database, not the flow's code.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +23,14 @@ from ._reader import RunNotFoundError
 
 REPLAYABLE_STATES = ("FAILED", "CRASHED", "CANCELLED")
 
-NOT_RUNS = ("Batched", "CancelSignal", "Duplicate")
+NOT_RUNS = ("Abandoned", "Batched", "CancelSignal", "Duplicate")
 """State names of flow-control records that are not runs of the flow for their own event:
 one event of a batch (its batch run ran the flow), a cancel signal, an idempotency
-duplicate. Running one again would run what never was meant to run (or run it twice).
-The records of events a control cancelled (Debounced, Skipped, Superseded,
-CancelledByEvent) are real events, and may run again."""
+duplicate, and an event abandoned while it waited for a concurrency slot or the rate
+limit (CRASHED "Abandoned": it never started, and its source delivers it again, so
+that redelivery is its run). Running one again would run what never was meant to run
+(or run it twice). The records of events a control cancelled (Debounced, Skipped,
+Superseded, CancelledByEvent) are real events, and may run again."""
 
 _COPIED = (
     "flow_name",
@@ -46,14 +48,45 @@ _COPIED = (
 
 
 class ReplayError(StoreError, ValueError):
-    """The run cannot be replayed (it has not failed, crashed or been cancelled, or it is
-    a flow control's record that is not a run: `NOT_RUNS`)."""
+    """The run cannot be replayed (it has not failed, crashed or been cancelled, it is a
+    flow control's record that is not a run: `NOT_RUNS`, or it was retried already)."""
 
 
-def _not_a_run(old: Any) -> str | None:
+def retry_refusal(old: Mapping[str, Any], retries: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why run `old` cannot be retried (its retries so far: `retries`, oldest first);
+    None if it can. The one rule for the API's 409, the CLI and the UI's Retry button."""
+    run_id = old["id"]
+    if old["state_type"] not in REPLAYABLE_STATES:
+        return (
+            f"flow run {run_id} is {old['state_type']}; only FAILED, CRASHED or"
+            " CANCELLED runs can be retried"
+        )
+    refusal = _not_a_run(old)
+    if refusal is not None:
+        return refusal
+    if retries:  # a second retry would run again what the first one ran (a charge twice)
+        last = retries[-1]
+        retry_id, state = last["id"], last["state_type"]
+        if state in REPLAYABLE_STATES:
+            return (
+                f"flow run {run_id} was retried already as run {retry_id} ({state}):"
+                f" retry {retry_id}"
+            )
+        if state == "COMPLETED":
+            return f"flow run {run_id} was retried already as run {retry_id}, which completed"
+        return f"flow run {run_id} is being retried already as run {retry_id} ({state})"
+    return None
+
+
+def _not_a_run(old: Mapping[str, Any]) -> str | None:
     """Why run `old` cannot run again as it is, being a record in `NOT_RUNS`; None if it can."""
     run_id, linked = old["id"], old["linked_run_id"]
     match old["state_name"]:
+        case "Abandoned":
+            return (
+                f"flow run {run_id} is an event abandoned while it waited for a flow control;"
+                " it never started, and its source delivered it again: retry that run"
+            )
         case "Batched":
             return f"flow run {run_id} is one event of batch run {linked}: retry run {linked}"
         case "Duplicate":
@@ -69,7 +102,9 @@ def _not_a_run(old: Any) -> str | None:
     return None
 
 
-def _request_row(old: Any, now: float) -> dict[str, Any]:
+def _request_row(old: Any, now: float, *, full: bool) -> dict[str, Any]:
+    """A replay request of run `old`: it resumes `old` (reusing the results of its
+    completed task runs, eventflow/_resume.py) unless `full`."""
     return {
         **{column: old[column] for column in _COPIED},
         "id": new_id(),
@@ -77,8 +112,19 @@ def _request_row(old: Any, now: float) -> dict[str, Any]:
         "state_name": "AwaitingReplay",
         "run_count": 0,
         "retry_of": old["id"],
+        "resumed_from": None if full else old["id"],
         "created_at": now,
     }
+
+
+async def _retries(conn: Any, run_id: str) -> list[dict[str, Any]]:
+    runs = schema.flow_runs
+    query = (
+        sa.select(runs.c.id, runs.c.state_type)
+        .where(runs.c.retry_of == run_id)
+        .order_by(runs.c.created_at, runs.c.id)
+    )
+    return [dict(row) for row in (await conn.execute(query)).mappings()]
 
 
 async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False) -> str:
@@ -86,23 +132,30 @@ async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False)
 
     The new run resumes the old one: its task calls reuse the results of the
     task runs that completed (eventflow/_resume.py). With `full`, it runs all anew.
+    A run is retried at most once (`retry_refusal`): retry its retry instead.
     """
     runs = schema.flow_runs
     async with engine.begin() as conn:
-        old = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
+        # PostgreSQL: the old run's row lock makes two retries of it take turns, so the
+        # second sees the first's request (SQLite renders no FOR UPDATE: its INSERT below
+        # checks and writes under the database's write lock)
+        old_query = sa.select(runs).where(runs.c.id == run_id).with_for_update()
+        found = (await conn.execute(old_query)).mappings().first()
+        old = None if found is None else dict(found)
         if old is None:
             raise RunNotFoundError(f"no flow run {run_id!r}")
-        if old["state_type"] not in REPLAYABLE_STATES:
-            raise ReplayError(
-                f"flow run {run_id} is {old['state_type']}; only FAILED, CRASHED or"
-                " CANCELLED runs can be retried"
-            )
-        refusal = _not_a_run(old)
+        refusal = retry_refusal(old, await _retries(conn, run_id))
         if refusal is not None:
             raise ReplayError(refusal)
-        row = _request_row(old, time.time())
-        row["resumed_from"] = None if full else old["id"]
-        await conn.execute(runs.insert().values(**row))
+        row = _request_row(old, time.time(), full=full)
+        columns = list(row)
+        values = sa.select(
+            *(sa.literal(row[c], type_=runs.c[c].type).label(c) for c in columns)
+        ).where(~sa.exists().where(runs.c.retry_of == run_id))
+        inserted = await conn.execute(runs.insert().from_select(columns, values))
+        if inserted.rowcount != 1:  # another retry got in between (SQLite)
+            refusal = retry_refusal(old, await _retries(conn, run_id))
+            raise ReplayError(refusal or f"flow run {run_id} is being retried already")
     return str(row["id"])
 
 
@@ -140,12 +193,13 @@ class ReplayFilter:
 
 
 async def request_replay(
-    engine: AsyncEngine, matching: ReplayFilter, *, limit: int = 1000
+    engine: AsyncEngine, matching: ReplayFilter, *, limit: int = 1000, full: bool = False
 ) -> list[str]:
     """Ask for every run matching the filter (oldest first, at most `limit`) to run again.
 
     A run that already has a replay request or replay is skipped, so asking twice
     does not run an event twice; so is a record that is not a run (`NOT_RUNS`).
+    Each replay resumes its run, as `request_retry` does, unless `full`.
     """
     runs = schema.flow_runs
     query = (
@@ -157,7 +211,7 @@ async def request_replay(
     )
     now = time.time()
     async with engine.begin() as conn:
-        rows = [_request_row(old, now) for old in (await conn.execute(query)).mappings()]
+        rows = [_request_row(old, now, full=full) for old in (await conn.execute(query)).mappings()]
         if rows:
             await conn.execute(runs.insert(), rows)
     return [str(row["id"]) for row in rows]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 
 from eventflow._server import create_app
+from eventflow._store._operator import OperatorStore
+from eventflow._store._replay import ReplayError
 from eventflow._store._writer import RunWriter
 from tests.server._serve import serve
 from tests.server.conftest import Store
@@ -33,6 +36,12 @@ def test_retry_creates_a_linked_pending_run(fresh_store: Store) -> None:
         completed = client.post(f"/api/flow-runs/{runs.order_ok[0]}/retry")
         assert completed.status_code == 409
         assert "only FAILED, CRASHED or CANCELLED" in completed.json()["detail"]
+
+        full = client.post(f"/api/flow-runs/{runs.order_invalid}/retry", params={"full": True})
+        assert full.status_code == 201 and full.json()["resumed_from"] is None  # all anew
+        again = client.post(f"/api/flow-runs/{runs.order_invalid}/retry")
+        assert again.status_code == 409
+        assert f"retried already as run {full.json()['id']} (PENDING)" in again.json()["detail"]
 
 
 def test_replay_by_filter_asks_once_per_failed_run(fresh_store: Store) -> None:
@@ -100,3 +109,24 @@ def test_a_run_decided_by_a_flow_control_links_to_the_run_it_defers_to(
         listed = client.get("/api/flow-runs", params={"state": "CANCELLED"}).json()
     assert (run["state_name"], run["linked_run_id"]) == ("Duplicate", original)
     assert [r["linked_run_id"] for r in listed["items"]] == [original]
+
+
+def test_retries_of_one_run_asked_at_once_make_one_run(fresh_store: Store) -> None:
+    """Two operators clicking Retry together: the store lets one request in, on either
+    database (PostgreSQL: the old run's row lock; SQLite: the write lock)."""
+
+    async def race() -> list[str | BaseException]:
+        store = OperatorStore(fresh_store.url)
+        try:
+            return await asyncio.gather(
+                *(store.retry(fresh_store.runs.order_failed) for _ in range(8)),
+                return_exceptions=True,
+            )
+        finally:
+            await store.close()
+
+    outcomes = asyncio.run(race())
+    made = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, ReplayError)]
+    assert len(made) == 1 and len(refused) == 7, outcomes
+    assert all("retried already" in str(error) for error in refused)
