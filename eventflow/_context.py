@@ -52,6 +52,8 @@ class TaskRunContext:
     task_run_id: str
     task_name: str
     flow_run: FlowRunContext
+    task_key: str = ""
+    """The task's identity (`Task.key`: module and qualified name); "" outside a task."""
 
 
 current_flow_run: ContextVar[FlowRunContext | None] = ContextVar("eventflow_flow_run", default=None)

@@ -251,14 +251,16 @@ async def run_task(
     key = None
     if task.cache_key_fn is not None:
         key = cache_key(task, flow_run, run_id, record.info().parameters)
-        hit = None if key is None else await lookup(writer.database_url, key, task.name)
+        hit = None if key is None else await lookup(writer.database_url, key, task)
         if hit is not None:
-            reused = _reuse(task, row, writer, KeptResult(hit[0], task.name, hit[1]), "Cached")
+            reused = _reuse(
+                task, row, writer, KeptResult(hit.task_run_id, task.name, hit.result), "Cached"
+            )
             if reused is not None:
                 return reused.result() if unwrap else reused
 
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
-    task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
+    task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run, task.key))
     flow_run.running.add(record)
     try:
         state = await run_attempts(
