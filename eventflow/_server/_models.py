@@ -264,6 +264,11 @@ class ReplayRequest(BaseModel):
     until: DateTime | EpochSeconds | None = None
     key: str | None = None
     limit: JsonInteger = Field(1000, ge=1, le=10_000)
+    full: bool = Field(
+        False,
+        description="Run every task again; by default each replay resumes its run after"
+        " the task runs that completed, as a retry does.",
+    )
 
 
 class ReplayResponse(BaseModel):

@@ -198,7 +198,8 @@ async def list_flow_runs(
 async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> models.ReplayResponse:
     """Runs that already have a retry are skipped, so asking twice runs nothing twice;
     so are flow-control records that are not runs (an event of a batch run, a
-    Duplicate, a CancelSignal)."""
+    Duplicate, a CancelSignal, an event Abandoned while it waited for a control).
+    Each replay resumes its run after its completed tasks unless `full`."""
     if _matches_nothing(body.flow_name, body.key):
         return models.ReplayResponse(ids=[], count=0)
     since, until = _utc(body.since), _utc(body.until)
@@ -209,7 +210,7 @@ async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> mode
         until=until.timestamp() if until else None,
         key=body.key,
     )
-    ids = await _store(request).replay(matching, limit=body.limit)
+    ids = await _store(request).replay(matching, limit=body.limit, full=body.full)
     return models.ReplayResponse(ids=ids, count=len(ids))
 
 
