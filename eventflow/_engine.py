@@ -196,12 +196,13 @@ def _log_failed_run(row: dict[str, Any], writer: RunWriter, state: State) -> Non
 
 
 class _FlowRunRecord(Attempts):
-    __slots__ = ("parameters", "row", "writer")
+    __slots__ = ("before_retry", "parameters", "row", "writer")
 
     def __init__(self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any]) -> None:
         self.row = row
         self.writer = writer
         self.parameters = parameters
+        self.before_retry: Callable[[], None] | None = None
 
     def info(self) -> RunInfo:
         row = self.row
@@ -214,6 +215,8 @@ class _FlowRunRecord(Attempts):
         else:
             row.update(run_count=attempt, state_type=RUNNING, state_name="Retrying")
             self.writer.put_flow_run(row)
+            if self.before_retry is not None:
+                self.before_retry()
 
     def on_retry(self, state: State, attempt: int, delay: float) -> None:
         row = self.row
@@ -339,6 +342,8 @@ async def run_flow(
     record = _FlowRunRecord(row, writer, parameters)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
+    if flow.retry_resumes:
+        record.before_retry = context.resume_attempt
     token = current_flow_run.set(context)
     try:
         state = await run_attempts(

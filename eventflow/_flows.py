@@ -43,6 +43,7 @@ class Flow(Generic[P, R]):
         flow_run_name: str | Callable[..., str] | None = None,
         retries: int | None = None,
         retry_delay_seconds: RetryDelay | None = None,
+        retry_resumes: bool = True,
         timeout_seconds: float | None = None,
         validate_parameters: bool = True,
         log_prints: bool = False,
@@ -57,6 +58,9 @@ class Flow(Generic[P, R]):
         self.flow_run_name = flow_run_name
         self.retries = retries or 0
         self.retry_policy = RetryPolicy.build(retries, retry_delay_seconds)
+        self.retry_resumes = retry_resumes
+        """A flow retry (`retries`) resumes after the task calls the failed attempt
+        completed, as a crashed run does; False: every attempt calls every task."""
         self.timeout_seconds = positive_seconds("timeout_seconds", timeout_seconds)
         self.validate_parameters = validate_parameters
         self.log_prints = log_prints
@@ -325,6 +329,7 @@ def flow(
     flow_run_name: str | Callable[..., str] | None = None,
     retries: int | None = None,
     retry_delay_seconds: RetryDelay | None = None,
+    retry_resumes: bool = True,
     timeout_seconds: float | None = None,
     validate_parameters: bool = True,
     log_prints: bool = False,

@@ -247,6 +247,7 @@ async def run_task(
         if kept is not None:
             reused = _reuse(task, row, writer, kept, "Reused")
             if reused is not None:
+                flow_run.call_completed(row)
                 return reused.result() if unwrap else reused
     key = None
     if task.cache_key_fn is not None:
@@ -257,6 +258,7 @@ async def run_task(
                 task, row, writer, KeptResult(hit.task_run_id, task.name, hit.result), "Cached"
             )
             if reused is not None:
+                flow_run.call_completed(row)
                 return reused.result() if unwrap else reused
 
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
@@ -275,6 +277,7 @@ async def run_task(
         if flow_token is not None:
             current_flow_run.reset(flow_token)
     record.finish(state)
+    flow_run.call_completed(row)
     if key is not None and row["result"] is not None and state.type is StateType.COMPLETED:
         await keep(task, writer.database_url, key, row["result"], run_id, flow_run.flow_run_id)
     if state.type is StateType.FAILED:
