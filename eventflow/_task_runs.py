@@ -34,7 +34,7 @@ from ._futures import TaskFuture
 from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
-from ._results import decode_result, encode_result
+from ._results import decode_result, encode_result, encode_result_async
 from ._resume import KeptResult
 from ._states import Failed, State, StateType
 from ._threads import running_loop
@@ -76,7 +76,7 @@ def _resolve(value: Any) -> Any:
 
 
 class _TaskRunRecord(Attempts):
-    __slots__ = ("args", "kwargs", "parameters", "row", "task", "writer")
+    __slots__ = ("args", "encoded", "kwargs", "parameters", "row", "task", "writer")
 
     def __init__(
         self,
@@ -92,6 +92,8 @@ class _TaskRunRecord(Attempts):
         self.args = args
         self.kwargs = kwargs
         self.parameters: dict[str, Any] | None = None
+        self.encoded = False
+        """The result is in the row already (`encode_result_async`, off the loop)."""
 
     def info(self) -> RunInfo:
         if self.parameters is None:
@@ -140,7 +142,7 @@ class _TaskRunRecord(Attempts):
         error = failure_of(state)
         if error is not None:  # the flow it fails will headline this task run's error
             mark_task_failure(error, TaskFailure(row["id"], row["name"], state.message))
-        if state.type is StateType.COMPLETED:
+        if state.type is StateType.COMPLETED and not self.encoded:
             row["result"] = encode_result(self.task, state.data)
         row.update(
             state_type=STATE_TEXT[state.type],
@@ -276,6 +278,13 @@ async def run_task(
         current_task_run.reset(task_token)
         if flow_token is not None:
             current_flow_run.reset(flow_token)
+    if state.type is StateType.COMPLETED:  # a large result is encoded off the loop
+        record.encoded = True
+        try:
+            row["result"] = await encode_result_async(task, state.data)
+        except BaseException:  # interrupted meanwhile: it completed, its result not kept
+            record.finish(state)
+            raise
     record.finish(state)
     flow_run.call_completed(row)
     if key is not None and row["result"] is not None and state.type is StateType.COMPLETED:
