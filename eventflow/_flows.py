@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import os
 import signal
+import sys
 import threading
 import typing
 from collections.abc import Callable, Coroutine, Sequence
@@ -19,7 +22,9 @@ from ._errors import ParameterValidationError, SyncInAsyncError
 from ._logging import enable_print_logging
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
-from ._threads import portal_loop, running_loop
+from ._threads import busy_threads, portal_loop, running_loop
+
+logger = logging.getLogger("eventflow.engine")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -250,6 +255,10 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
     `INTERRUPT_GRACE_SECONDS`), then the interrupt goes on: KeyboardInterrupt is
     raised again, and SIGTERM is delivered again with its default action. A
     SIGTERM handler of the program's own is left alone.
+
+    After Ctrl-C, Python waits at exit for the sync tasks still running on
+    eventflow's threads (a thread cannot be stopped): the worker says so, and a
+    second Ctrl-C ends the process at once (exit status 130), the run recorded.
     """
     ended = threading.Event()
     tasks: list[asyncio.Task[Any]] = []
@@ -277,10 +286,31 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
         if isinstance(interrupt, _Terminated):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
+        _second_interrupt_quits()
         raise
     finally:
         if ours:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _second_interrupt_quits() -> None:
+    """After a Ctrl-C that stopped a run: if sync tasks still hold threads, which the
+    interpreter joins at exit, say so and let the next Ctrl-C end the process now."""
+    busy = busy_threads()
+    if not busy or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+    logger.warning(
+        "interrupted: the run is recorded CRASHED; Python waits for %d sync flow or task"
+        " call(s) still running on their threads before it exits: press Ctrl-C again to"
+        " quit now",
+        busy,
+    )
+
+    def quit_now(signum: int, frame: object) -> None:
+        sys.stderr.flush()
+        os._exit(130)  # 128 + SIGINT, as a shell reports an interrupted command
+
+    signal.signal(signal.SIGINT, quit_now)
 
 
 def _outcome(state: State, return_state: bool) -> Any:
