@@ -149,5 +149,6 @@ def run_detail(
             for entry in run["logs"]
         ],
         replays=[run_ref(r) for r in replays],
+        pruned=run["pruned"],
         retry_refused=retry_refusal(run, replays),
     )
