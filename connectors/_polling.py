@@ -22,9 +22,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from eventflow import ConfigurationError, EventflowError
-from eventflow._extras import missing_extra
-from eventflow._retries import Backoff, parse_retry_after
-from eventflow.runtime import Event, EventSink, Source
+from eventflow.runtime import Backoff, Event, EventSink, Source, missing_extra, parse_retry_after
 
 try:
     import httpx

@@ -37,8 +37,7 @@ from typing import Any
 import orjson
 
 from eventflow import ConfigurationError
-from eventflow._extras import missing_extra
-from eventflow.runtime import Backoff, Event, EventSink
+from eventflow.runtime import Backoff, Event, EventSink, missing_extra
 
 from ._polling import (
     PollBodyError,

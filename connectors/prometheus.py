@@ -39,8 +39,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventflow import ConfigurationError
-from eventflow._extras import missing_extra
-from eventflow.runtime import Backoff, Event
+from eventflow.runtime import Backoff, Event, missing_extra
 
 from ._polling import PollBodyError, PollingSource, url_for_names
 

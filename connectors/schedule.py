@@ -26,8 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from eventflow import ConfigurationError
-from eventflow._extras import missing_extra
-from eventflow.runtime import Event, EventSink, Source
+from eventflow.runtime import Event, EventSink, Source, missing_extra
 
 try:
     from croniter import croniter

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import _probe_server
-from ._runtime._liveness import SOURCE_STATES
+from ._states import SOURCE_STATES
 
 if TYPE_CHECKING:
     from ._runtime._runner import SubscriptionRunner
@@ -318,7 +318,7 @@ class MetricsExporter:
             (m.events_invalid, stats.invalid, "invalid"),
             (m.events_duplicate, stats.skipped_duplicates, "duplicates"),
             (m.dead_lettered, stats.dead_lettered, "dead_lettered"),
-            (m.source_errors, source.errors, "source_errors"),
+            (m.source_errors, source.health.errors, "source_errors"),
         ):
             delta = now - getattr(seen, attr)
             if delta > 0:

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
-logger = logging.getLogger("eventflow.engine")
+from ._partition import Partition
 
-Partition = tuple[str, int]
+logger = logging.getLogger("eventflow.engine")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._ephemeral import ephemeral_url
 from ._errors import ConfigurationError
-from ._store._ephemeral import ephemeral_url
 
 DEFAULT_DATABASE_URL = "sqlite:///eventflow.db"
 SUPPORTED_DATABASES = "sqlite:///path/to/runs.db or postgresql://user:password@host/database"
@@ -45,7 +45,7 @@ def normalize_database_url(url: str) -> str:
     """Map the URLs users write to the async drivers eventflow uses.
 
     An in-memory SQLite URL becomes the process's ephemeral store file (see
-    eventflow/_store/_ephemeral.py).
+    eventflow/_ephemeral.py).
     """
     url = ephemeral_url(url)
     if url.startswith("sqlite:"):

@@ -1,4 +1,5 @@
-"""Run states: a small closed set of types, each state carrying a human name."""
+"""Run states: a small closed set of types, each state carrying a human name; and the
+states a subscription is in (shown by the status line, the store, the UI and a gauge)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import RunNotFinishedError
 
@@ -21,9 +22,11 @@ class StateType(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-FINAL_STATE_TYPES = frozenset(
-    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
-)
+FINAL_STATE_TYPES = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
+"""The states no worker changes once a run is in one (StrEnum members: equal to their names)."""
+
+SourceState = Literal["running", "reconnecting", "stalled", "stopped"]
+SOURCE_STATES: tuple[SourceState, ...] = ("running", "reconnecting", "stalled", "stopped")
 
 
 @dataclass(slots=True)

@@ -1,11 +1,18 @@
-"""The public face of the streaming runtime: what connectors implement and the App."""
+"""The public face of the streaming runtime: the connector contract and the App.
 
-from ._errors import WorkerStoppingError
-from ._retries import Backoff
+A connector implements `Source` (and `Sink` to publish), talks to the runtime
+through the `EventSink` it is handed, and may use the helpers below; nothing
+else. See the guide "Writing a connector".
+"""
+
+from ._errors import MissingExtraError, WorkerStoppingError
+from ._extras import missing_extra
+from ._retries import Backoff, parse_retry_after
 from ._runtime._app import App
-from ._runtime._liveness import Outage, RepeatFilter, SourceState, quiet_library_logs
+from ._runtime._liveness import Outage, RepeatFilter, quiet_library_logs
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
+from ._states import SourceState
 
 __all__ = [
     "App",
@@ -13,6 +20,7 @@ __all__ = [
     "Event",
     "EventSink",
     "FailurePolicy",
+    "MissingExtraError",
     "Notifier",
     "Outage",
     "Partition",
@@ -22,5 +30,7 @@ __all__ = [
     "SourceState",
     "Subscription",
     "WorkerStoppingError",
+    "missing_extra",
+    "parse_retry_after",
     "quiet_library_logs",
 ]

@@ -16,10 +16,10 @@ per-key order, retries, failure policies, offsets stored with the runs).
 `with TestApp(app) as test:` is the same for sync test code.
 """
 
-from ._runtime._memory import DeadLetter, EventNotRunError
 from ._testing._app import PendingRun, TestApp
 from ._testing._blocking import BlockingPendingRun, BlockingTestApp
-from ._testing._runs import FlowRun, RunLog, TaskRun
+from ._testing._memory import DeadLetter, EventNotRunError
+from ._testing._stored_runs import FlowRun, RunLog, TaskRun
 
 __all__ = [
     "BlockingPendingRun",

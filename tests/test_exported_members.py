@@ -1,6 +1,7 @@
 import types
 
 import eventflow
+import eventflow.runtime
 import eventflow.testing
 
 
@@ -25,3 +26,14 @@ def test_the_testing_module_exports_its_public_names() -> None:
     assert public == set(module.__all__)
     for name in module.__all__:
         assert getattr(module, name).__module__.startswith("eventflow."), name
+
+
+def test_the_connector_contract_exports_its_public_names() -> None:
+    """`eventflow.runtime` is all a connector may import (besides `eventflow`'s errors)."""
+    module = eventflow.runtime
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(module.__all__)

@@ -27,7 +27,7 @@ from .._store._migrate import upgrade
 from .._store._runstore import SqlRunStore
 from .._store._writer import RunWriter
 from ._checks import check_subscription
-from ._controls import Controls, KeyFunction, SingletonMode
+from ._control_options import Controls, KeyFunction, SingletonMode
 from ._housekeeping import Housekeeping
 from ._liveness import SubscriptionHealth, WorkerHealth
 from ._runner import SubscriptionRunner

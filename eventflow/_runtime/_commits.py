@@ -13,9 +13,9 @@ import asyncio
 from collections.abc import Iterable, Mapping
 
 from .._store._writer import RunWriter
+from ._failure_policy import describe
 from ._inflight import InFlight, PartitionState
 from ._liveness import Outage
-from ._settle import describe
 from ._source import Partition, Source
 from ._subscription import SOURCE_CALL_TIMEOUT
 

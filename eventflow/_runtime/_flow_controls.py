@@ -11,8 +11,8 @@ or a cancel signal cancelled it). The controls know nothing of the runner:
 only the delivery, the callbacks, and a predicate saying which events must
 not start any more.
 
-The mechanics live in modules of their own: `_admission` (concurrency, rate
-limits, priority), `_holding` (debounce, batches), `_claims` (idempotency),
+The mechanics live in modules of their own: `_limits` (concurrency, rate
+limits, priority), `_debounce_and_batch`, `_claims` (idempotency),
 `_records` (what they write about the runs they decide on).
 """
 
@@ -30,11 +30,11 @@ from .._metrics import RECORDER
 from .._states import CancelRequest, State
 from .._store._runstore import RunStore
 from .._store._writer import RunWriter
-from ._controls import Controls, evaluate_key
+from ._control_options import Controls, evaluate_key
+from ._debounce_and_batch import Batcher, Debouncer
 from ._delivery import Delivery
-from ._gate import Run, RunGate
-from ._holding import Batcher, Debouncer
 from ._records import ControlRecords
+from ._run_gate import Run, RunGate
 from ._source import Event, Partition
 from ._subscription import RunnerStats
 
@@ -49,7 +49,7 @@ class Decision(enum.Enum):
 
 
 @dataclass(eq=False, slots=True)
-class Holding:
+class KeyedRun:
     """An event holding a singleton key or cancellable by key, from delivery until it ends."""
 
     event: Event
@@ -115,11 +115,11 @@ class FlowControls:
             self._batcher = Batcher(
                 controls.batch_size, controls.batch_timeout, self._next_batch, waiting=stats.waiting
             )
-        self._holders: dict[str, Holding] = {}
+        self._holders: dict[str, KeyedRun] = {}
         """Every held event (singleton or cancellable) until its run ends, by event id."""
-        self._singletons: dict[str, Holding] = {}
+        self._singletons: dict[str, KeyedRun] = {}
         """The current holder of each singleton key."""
-        self._cancellable: dict[str, set[Holding]] = {}
+        self._cancellable: dict[str, set[KeyedRun]] = {}
         """The events in flight by cancel key (see `cancel_on`)."""
 
     # -- at delivery -----------------------------------------------------------------------
@@ -237,16 +237,16 @@ class FlowControls:
             holding.cancel_key = key
             self._cancellable.setdefault(key, set()).add(holding)
 
-    def _holding(self, delivery: Delivery) -> Holding:
+    def _holding(self, delivery: Delivery) -> KeyedRun:
         event = delivery.event
         holding = self._holders.get(event.id)
         if holding is None:
             if delivery.run_id is None:
                 delivery.run_id = new_id()
-            holding = self._holders[event.id] = Holding(event, delivery.run_id)
+            holding = self._holders[event.id] = KeyedRun(event, delivery.run_id)
         return holding
 
-    def _cancel(self, holding: Holding, by: str, reason: str, message: str) -> None:
+    def _cancel(self, holding: KeyedRun, by: str, reason: str, message: str) -> None:
         """Cancel a held event's run (or, not started yet, it never starts)."""
         if holding.cancelled_by is not None:
             return
@@ -279,7 +279,7 @@ class FlowControls:
             holder.task = None  # the run is over: too late to cancel it
         return Decision.SKIP if state is None else state
 
-    def _record_cancelled(self, holding: Holding) -> None:
+    def _record_cancelled(self, holding: KeyedRun) -> None:
         """The event's run was cancelled (or never started): a later event or a signal."""
         self.records.run(
             holding.event,

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from .._states import SourceState
 
 logger = logging.getLogger("eventflow.runtime")
 
-SourceState = Literal["running", "reconnecting", "stalled", "stopped"]
-SOURCE_STATES: tuple[SourceState, ...] = ("running", "reconnecting", "stalled", "stopped")
 
 SUMMARY_EVERY = 30.0
 """Seconds between the log summaries of an outage that goes on."""

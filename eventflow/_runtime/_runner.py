@@ -31,14 +31,14 @@ from .._retries import Backoff
 from .._states import State, StateType
 from .._store._runstore import FinishedRun, RunStore
 from .._store._writer import RunWriter
-from ._admission import AdmissionAbandoned
 from ._commits import OffsetCommits
 from ._delivery import Delivery
+from ._failure_policy import Settlement
+from ._flow_calls import FlowRuns
 from ._flow_controls import Decision, FlowControls
 from ._inflight import InFlight
+from ._limits import AdmissionAbandoned
 from ._liveness import Outage, SubscriptionHealth
-from ._runs import FlowRuns
-from ._settle import Settlement
 from ._source import Event, EventSink, Partition
 from ._subscription import STORE_BACKLOG_LIMIT, RunnerStats, Subscription
 

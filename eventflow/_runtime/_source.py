@@ -1,22 +1,22 @@
-"""The interfaces between the runtime and connectors.
+"""The connector contract: what a source yields, how it acknowledges, how it reports health.
 
-A connector implements `Source` (and `Sink` for publishing); the runtime hands
-each source an `EventSink`, its side of the conversation. The runtime never
-imports a connector.
+A connector subclasses `Source` (and `Sink` to publish) and talks to the
+runtime only through the `EventSink` handed to `Source.run`; all of it is public
+in `eventflow.runtime`, documented in docs/guides/writing-a-connector.md. The
+runtime never imports a connector, and what it keeps beside a source (health
+bookkeeping in `_health.py`, the test harness's hook) is not part of the contract.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .._partition import Partition as Partition  # re-exported: the runtime imports it from here
+from ._health import SourceHealth
 from ._liveness import Outage
-
-Partition = tuple[str, int]
-"""A partition of a stream: (stream name, partition number), e.g. ("orders", 3)."""
 
 
 @dataclass(slots=True)
@@ -40,7 +40,16 @@ class Event:
 
 
 class EventSink(ABC):
-    """The runtime's side of a source: where events go and what to fetch."""
+    """The runtime's side of a source, handed to `Source.run`: where events go.
+
+    Every source uses `stopping` and `deliver`. The rest is for the sources that
+    need it: a partitioned source (Kafka) reports `assigned` and `revoked`
+    partitions and pauses those `paused` names; an unpartitioned one fetches
+    while `accepting()` and may keep a `checkpoint`; a source only one worker
+    may run at a time (a schedule) holds a `lease`.
+    """
+
+    # -- every source
 
     @property
     @abstractmethod
@@ -51,17 +60,41 @@ class EventSink(ABC):
     async def deliver(self, events: Sequence[Event]) -> None:
         """Take events to run; returns without waiting for their runs."""
 
+    # -- a partitioned source (events with `stream`, `partition` and `offset`)
+
+    @abstractmethod
+    async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Partitions were assigned: returns the offsets stored with the runs, to seek to."""
+
+    @abstractmethod
+    async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """Partitions are being taken away: finish or abandon their runs, store their offsets.
+
+        Returns the offsets stored, for the source to commit to the broker.
+        """
+
     @abstractmethod
     def paused(self, assigned: Iterable[Partition]) -> set[Partition]:
         """Of the `assigned` partitions, those to pause now (bound reached, store down)."""
+
+    # -- an unpartitioned source (events acknowledged with `Source.ack`)
 
     @abstractmethod
     def accepting(self) -> bool:
         """False while an unpartitioned source should not fetch (bound reached, store down)."""
 
-    @abstractmethod
-    async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
-        """Partitions were assigned: returns the offsets stored with the runs, to seek to."""
+    async def checkpoint(self) -> str | None:
+        """What the source last saved with `save_checkpoint`, from the store; None if nothing."""
+        return None
+
+    def save_checkpoint(self, value: str) -> None:  # noqa: B027 - optional: keeps nothing
+        """Save where an unpartitioned source resumes after a restart (an HTTP cursor).
+
+        Stored with the run records written before it. Save a position once the
+        events before it are acknowledged (`Source.ack`): their runs are durable.
+        """
+
+    # -- a source only one worker of an app may run at a time
 
     @abstractmethod
     async def lease(self, name: str, ttl: float) -> bool:
@@ -74,24 +107,6 @@ class EventSink(ABC):
     @abstractmethod
     async def release_lease(self, name: str) -> None:
         """Give lease `name` up now, so another worker need not wait for it to expire."""
-
-    @abstractmethod
-    async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
-        """Partitions are being taken away: finish or abandon their runs, store their offsets.
-
-        Returns the offsets stored, for the source to commit to the broker.
-        """
-
-    async def checkpoint(self) -> str | None:
-        """What the source last saved with `save_checkpoint`, from the store; None if nothing."""
-        return None
-
-    def save_checkpoint(self, value: str) -> None:  # noqa: B027 - optional: keeps nothing
-        """Save where an unpartitioned source resumes after a restart (an HTTP cursor).
-
-        Stored with the run records written before it. Save a position once the
-        events before it are acknowledged (`Source.ack`): their runs are durable.
-        """
 
 
 class Sink(ABC):
@@ -111,7 +126,14 @@ class Sink(ABC):
 
 
 class Source(ABC):
-    """An async stream of events with acknowledgement.
+    """An async stream of events with acknowledgement: what a connector implements.
+
+    - What it yields: `run` fetches events and hands them to `sink.deliver` until
+      `sink.stopping`.
+    - How it acknowledges: the runtime calls `commit` (partitioned events: the
+      next offsets, their runs durable) or `ack` (the others, one by one).
+    - How it reports health: `record_error` for a fetch error it recovers from,
+      `record_ok` once fetching works again.
 
     `group_id` names the consumer (Kafka: the consumer group); with it, the
     runtime stores committed offsets in the run store, in the same transaction
@@ -124,10 +146,22 @@ class Source(ABC):
     """True for a source whose `run` returns once it delivered everything (a file, an
     offset range): that ends it. Any other source's `run` returning is a failure, and
     the runtime starts it again."""
-    errors: int = 0
-    """Fetch errors so far (exported as `eventflow_source_errors_total`); see `record_error`."""
-    last_error: str | None = None
-    last_error_at: float | None = None
+
+    # -- what it yields
+
+    @abstractmethod
+    async def run(self, sink: EventSink) -> None:
+        """Fetch events and `deliver` them until `sink.stopping` (or cancellation)."""
+
+    # -- how it acknowledges
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:  # noqa: B027
+        """Offsets (next to read) whose runs are durable in the store; tell the broker."""
+
+    async def ack(self, events: Sequence[Event]) -> None:  # noqa: B027
+        """Unpartitioned events whose runs are durable in the store."""
+
+    # -- how it reports health
 
     def record_error(self, error: BaseException | str) -> None:
         """Count a fetch error the source recovers from (it backs off and goes on).
@@ -136,27 +170,38 @@ class Source(ABC):
         every 30 s while they go on; `record_ok` ends the run (one INFO line).
         Until then the subscription's state is `reconnecting`.
         """
-        self.errors += 1
-        self.last_error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.last_error_at = time.time()
-        self.outage.failed(self.last_error, self.last_error_at)
+        self.health.failed(error)
 
     def record_ok(self) -> None:
         """A fetch (or a connection check) succeeded: an outage, if any, is over."""
-        outage = self.__dict__.get("outage")
-        if outage is not None and outage.active:
-            outage.recovered()
+        health = self.__dict__.get("health")
+        if health is not None:
+            health.recovered()
 
     @property
     def failing(self) -> bool:
         """True from a `record_error` until the next `record_ok`."""
-        outage = self.__dict__.get("outage")
-        return outage is not None and outage.active
+        health = self.__dict__.get("health")
+        return health is not None and health.failing
 
-    @functools.cached_property
-    def outage(self) -> Outage:
-        """The quiet log of this source's failures (see `record_error`)."""
-        return Outage(self.name)
+    @property
+    def failing_since(self) -> float | None:
+        """When the current run of errors began (`time.time()`); None while it works."""
+        health = self.__dict__.get("health")
+        return None if health is None else health.outage.since
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error recorded, as text."""
+        health = self.__dict__.get("health")
+        return None if health is None else health.last_error
+
+    @property
+    def last_error_at(self) -> float | None:
+        health = self.__dict__.get("health")
+        return None if health is None else health.last_error_at
+
+    # -- optional reports and hooks
 
     def lag(self) -> Mapping[Partition, int]:
         """Events behind the end of each assigned partition, where the source knows it."""
@@ -166,27 +211,29 @@ class Source(ABC):
         """The next offset the source delivers from each assigned partition, where it knows it."""
         return {}
 
-    @abstractmethod
-    async def run(self, sink: EventSink) -> None:
-        """Fetch events and `deliver` them until `sink.stopping` (or cancellation)."""
-
-    async def commit(self, offsets: Mapping[Partition, int]) -> None:  # noqa: B027
-        """Offsets (next to read) whose runs are durable in the store; tell the broker."""
-
-    async def ack(self, events: Sequence[Event]) -> None:  # noqa: B027
-        """Unpartitioned events whose runs are durable in the store."""
+    def dead_letter_sink(self) -> Sink | None:
+        """Where failed events go when the subscription does not name a sink."""
+        return None
 
     async def close(self) -> None:  # noqa: B027
         """Disconnect (Kafka: leave the group); called after the final commit."""
 
-    def settled(self, event: Event, finished: bool) -> None:  # noqa: B027 - optional hook
-        """The runtime is done with `event`: its outcome is recorded and its failure policy
-        applied, though perhaps not yet durable (`commit`/`ack` say that).
+    # -- kept by the runtime, not part of the contract
+
+    @functools.cached_property
+    def health(self) -> SourceHealth:
+        """The runtime's bookkeeping of this source's errors (see `record_error`)."""
+        return SourceHealth(self.name)
+
+    @property
+    def outage(self) -> Outage:
+        """The quiet log of this source's failures (the runtime ticks it)."""
+        return self.health.outage
+
+    def settled(self, event: Event, finished: bool) -> None:  # noqa: B027 - a runtime hook
+        """The test harness's hook (eventflow.testing's in-memory source): the runtime is
+        done with `event`, its outcome recorded though perhaps not yet durable.
 
         `finished` is False when the event stopped there (its partition stopped, or
-        the worker is stopping). For sources that report outcomes (eventflow.testing).
+        the worker is stopping). Connectors do not implement it.
         """
-
-    def dead_letter_sink(self) -> Sink | None:
-        """Where failed events go when the subscription does not name a sink."""
-        return None

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from .._flows import Flow
 from .._notify import Notification
-from ._controls import Controls
+from ._control_options import Controls
 from ._source import Event, Sink, Source
 
 FailurePolicy = Literal["dead_letter", "skip", "stop"]

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from .._states import FINAL_STATE_TYPES
 from .._store._operator import OperatorStore
 from . import _models as models
 from . import _views as views
@@ -28,7 +29,6 @@ RECENT_DEAD_LETTERS = 10
 DURATION_SAMPLE = 20_000
 """p50/p95 are of the newest runs of the window, at most this many."""
 
-FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 _STATE_RANK = {"stalled": 3, "reconnecting": 2, "running": 1, "stopped": 0}
 """The worst state of a subscription's workers is the one it shows."""
@@ -99,7 +99,9 @@ async def dashboard(
     since = until - timedelta(seconds=models.WINDOW_SECONDS[window])
     size = bucket_size(models.WINDOW_SECONDS[window], DASHBOARD_BUCKETS)
     aligned = datetime.fromtimestamp(math.floor(since.timestamp() / size) * size, UTC)
-    counts = await reader.created_histogram_by_flow(since=since, until=until, bucket_seconds=size)
+    counts = await reader.dashboard.created_histogram_by_flow(
+        since=since, until=until, bucket_seconds=size
+    )
     all_flows = buckets(((b, s, n) for b, _f, s, n in counts), since=since, until=until, size=size)
     starts = [b.start.timestamp() for b in all_flows]
     per_flow: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -114,10 +116,10 @@ async def dashboard(
             totals[state] += n
         bucket.failure_rate = _failure_rate(bucket.counts)
     durations = sorted(
-        await reader.newest_durations(since=since, until=until, limit=DURATION_SAMPLE)
+        await reader.dashboard.newest_durations(since=since, until=until, limit=DURATION_SAMPLE)
     )
-    active = await reader.count_active_runs()
-    events = await reader.events_by_source(
+    active = await reader.dashboard.count_active_runs()
+    events = await reader.dashboard.events_by_source(
         since=until - timedelta(seconds=RATE_SECONDS), until=until
     )
     workers = await reader.list_workers()
@@ -159,7 +161,7 @@ async def dashboard(
 
 
 def _finished(counts: dict[str, int]) -> int:
-    return sum(counts.get(s, 0) for s in FINAL_STATES)
+    return sum(counts.get(s, 0) for s in FINAL_STATE_TYPES)
 
 
 def _failure_rate(counts: dict[str, int]) -> float | None:
@@ -212,7 +214,7 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
     to the broker), events/s over the last hour, and its newest dead letters: FAILED runs of
     its events, which the default failure policy sends to the dead-letter topic."""
     reader = _store(request)
-    rows = await reader.subscription_status(name) if "\x00" not in name else []
+    rows = await reader.dashboard.subscription_status(name) if "\x00" not in name else []
     if not rows:
         raise HTTPException(404, f"no subscription {name!r}")
     cutoff = time.time() - _settings(request).worker_lease
@@ -224,7 +226,7 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
     since = until - timedelta(hours=1)
     size = bucket_size(3600, DASHBOARD_BUCKETS)
     counts = dict(
-        await reader.events_histogram(
+        await reader.dashboard.events_histogram(
             streams=streams, flow=flow, since=since, until=until, bucket_seconds=size
         )
     )
@@ -233,10 +235,10 @@ async def subscription(request: Request, name: str) -> models.SubscriptionDetail
         counts.get(float(first_bucket + i * size), 0) / size
         for i in range(math.ceil((until.timestamp() - first_bucket) / size))
     ]
-    events = await reader.events_by_source(
+    events = await reader.dashboard.events_by_source(
         since=until - timedelta(seconds=RATE_SECONDS), until=until
     )
-    failed_count, failed_runs = await reader.failed_events(
+    failed_count, failed_runs = await reader.dashboard.failed_events(
         streams=streams, flow=flow, limit=RECENT_DEAD_LETTERS
     )
     masker = _masker(request)

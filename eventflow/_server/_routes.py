@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import FiniteFloat
 
 from .._store._operator import OperatorStore
-from .._store._reader import RunNotFoundError
+from .._store._reader import RunFilter, RunNotFoundError
 from .._store._replay import ReplayError, ReplayFilter
 from . import _models as models
 from . import _views as views
@@ -71,7 +71,7 @@ def _matches_nothing(*filters: str | None) -> bool:
 
 @router.get("/health", summary="Liveness and store reachability")
 async def health(request: Request) -> dict[str, str]:
-    await _store(request).count_flow_runs(state="RUNNING")
+    await _store(request).count_flow_runs(RunFilter(state="RUNNING"))
     return {"status": "ok"}
 
 
@@ -158,14 +158,11 @@ async def list_flow_runs(
         return models.FlowRunPage(
             items=[], total=0, states={}, limit=limit, offset=offset, next_offset=None
         )
-    filters: dict[str, Any] = {
-        "flow": flow,
-        "event_key": key,
-        "since": _utc(since),
-        "until": _utc(until),
-    }
-    rows = await reader.list_flow_runs(**filters, state=state, limit=limit, offset=offset)
-    states = await reader.count_flow_runs_by_state(**filters)
+    matching = RunFilter(
+        flow=flow, state=state, event_key=key, since=_utc(since), until=_utc(until)
+    )
+    rows = await reader.list_flow_runs(matching, limit=limit, offset=offset)
+    states = await reader.count_flow_runs_by_state(matching)
     total = states.get(state, 0) if state is not None else sum(states.values())
     masker = _masker(request)
     inputs = await reader.run_inputs([r["id"] for r in rows if r["error"]])

@@ -8,11 +8,17 @@ and the CLI talk to this class only; none of them holds a database engine.
 from __future__ import annotations
 
 from . import _replay, _retention
+from ._dashboard_queries import DashboardQueries
 from ._reader import RunReader
 from ._replay import ReplayFilter
 
 
 class OperatorStore(RunReader):
+    @property
+    def dashboard(self) -> DashboardQueries:
+        """The aggregates only the dashboard and the subscription page read."""
+        return DashboardQueries(self.engine)
+
     async def retry(self, run_id: str, *, full: bool = False) -> str:
         """Ask for run `run_id` (a full id) to run again, resuming it unless `full`;
         the new run's id (a worker running the flow picks it up)."""

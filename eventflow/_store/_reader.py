@@ -1,8 +1,10 @@
-"""Read queries over the run store, shared by the CLI and the REST API."""
+"""Read queries over the run store, shared by the CLI and the REST API (the dashboard's
+aggregates are in `_dashboard_queries`)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -10,53 +12,76 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .._errors import StoreError
+from .._states import FINAL_STATE_TYPES
 from . import _schema as schema
 from ._engine import make_engine
 
-_FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-
 _HEX = re.compile("[0-9a-f]+")
 
-_RUN_LIST_COLUMNS = [
+RUN_LIST_COLUMNS = [
     c
     for c in schema.flow_runs.c
     if c.name not in ("event_payload", "parameters", "result", "traceback")
 ]
 
 
+def epoch_seconds(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
+    """A timestamp column as epoch seconds, on either database."""
+    if dialect == "postgresql":
+        return sa.extract("epoch", column)
+    return sa.type_coerce(column, sa.Float)  # SQLite stores epoch seconds
+
+
+def time_bucket(column: sa.ColumnElement[Any], seconds: int, dialect: str) -> sa.ColumnElement[Any]:
+    """The number of the `seconds`-wide bucket, aligned to the epoch, a time falls in."""
+    if dialect == "postgresql":
+        return sa.func.floor(epoch_seconds(column, dialect) / seconds)
+    # SQLite: for positive times the cast is a floor
+    return sa.cast(epoch_seconds(column, dialect) / seconds, sa.Integer)
+
+
 class RunNotFoundError(StoreError, LookupError):
     """No flow run has the id (or id suffix) that was asked for."""
 
 
-def _run_filters(
-    *,
-    flow: str | None,
-    state: str | None,
-    event_key: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    sqlite: bool,
-) -> list[sa.ColumnElement[bool]]:
-    """WHERE clauses of a run listing.
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs a listing finds (None: any), as the API, the UI and the CLI ask."""
 
-    SQLite keeps times as float seconds, finer than the microseconds a read
-    returns (rounded to the nearest); the bounds move back half a microsecond
-    so that `since`/`until` equal to a time that was read include/exclude it.
-    """
-    runs = schema.flow_runs
-    clauses: list[sa.ColumnElement[bool]] = []
-    if flow is not None:
-        clauses.append(runs.c.flow_name == flow)
-    if state is not None:
-        # inline, so the planner can match the partial index of states other than COMPLETED
-        clauses.append(runs.c.state_type == sa.literal(state.upper(), literal_execute=True))
-    if event_key is not None:
-        clauses.append(runs.c.event_key == event_key)
-    if since is not None:
-        clauses.append(runs.c.created_at >= (since.timestamp() - 5e-7 if sqlite else since))
-    if until is not None:
-        clauses.append(runs.c.created_at < (until.timestamp() - 5e-7 if sqlite else until))
-    return clauses
+    flow: str | None = None
+    state: str | None = None
+    event_key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self, *, sqlite: bool) -> list[sa.ColumnElement[bool]]:
+        """The WHERE clauses.
+
+        SQLite keeps times as float seconds, finer than the microseconds a read
+        returns (rounded to the nearest); the bounds move back half a microsecond
+        so that `since`/`until` equal to a time that was read include/exclude it.
+        """
+        runs = schema.flow_runs
+        clauses: list[sa.ColumnElement[bool]] = []
+        if self.flow is not None:
+            clauses.append(runs.c.flow_name == self.flow)
+        if self.state is not None:
+            # inline, so the planner can match the partial index of states other than COMPLETED
+            clauses.append(
+                runs.c.state_type == sa.literal(self.state.upper(), literal_execute=True)
+            )
+        if self.event_key is not None:
+            clauses.append(runs.c.event_key == self.event_key)
+        if self.since is not None:
+            since = self.since
+            clauses.append(runs.c.created_at >= (since.timestamp() - 5e-7 if sqlite else since))
+        if self.until is not None:
+            until = self.until
+            clauses.append(runs.c.created_at < (until.timestamp() - 5e-7 if sqlite else until))
+        return clauses
+
+
+_ANY_RUN = RunFilter()
 
 
 def _id_part(run_id: str) -> sa.ColumnElement[bool]:
@@ -146,83 +171,36 @@ class RunReader:
         return list(result.values())
 
     async def list_flow_runs(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        event_key: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 50,
-        offset: int = 0,
+        self, matching: RunFilter = _ANY_RUN, *, limit: int = 50, offset: int = 0
     ) -> list[dict[str, Any]]:
-        """Newest first, filtered by flow name, state type, event key and creation time."""
+        """Newest first, those `matching` finds."""
         runs = schema.flow_runs
-        query = sa.select(*_RUN_LIST_COLUMNS).where(
-            *_run_filters(
-                flow=flow,
-                state=state,
-                event_key=event_key,
-                since=since,
-                until=until,
-                sqlite=self._sqlite,
-            )
-        )
         query = (
-            query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+            sa.select(*RUN_LIST_COLUMNS)
+            .where(*matching.where(sqlite=self._sqlite))
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(limit)
+            .offset(offset)
         )
         async with self.engine.connect() as conn:
-            return await _rows(conn, query)
+            return await rows_of(conn, query)
 
-    async def count_flow_runs(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        event_key: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int:
-        """How many runs `list_flow_runs` would find with the same filters and no limit."""
+    async def count_flow_runs(self, matching: RunFilter = _ANY_RUN) -> int:
+        """How many runs `list_flow_runs(matching)` would find with no limit."""
         query = (
             sa.select(sa.func.count())
             .select_from(schema.flow_runs)
-            .where(
-                *_run_filters(
-                    flow=flow,
-                    state=state,
-                    event_key=event_key,
-                    since=since,
-                    until=until,
-                    sqlite=self._sqlite,
-                )
-            )
+            .where(*matching.where(sqlite=self._sqlite))
         )
         async with self.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def count_flow_runs_by_state(
-        self,
-        *,
-        flow: str | None = None,
-        event_key: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> dict[str, int]:
-        """Runs per state type that `list_flow_runs` would find with these filters."""
+    async def count_flow_runs_by_state(self, matching: RunFilter = _ANY_RUN) -> dict[str, int]:
+        """Runs per state type that `list_flow_runs(matching)` would find, its state aside."""
         runs = schema.flow_runs
         query = (
             sa.select(runs.c.state_type, sa.func.count())
-            .where(
-                *_run_filters(
-                    flow=flow,
-                    state=None,
-                    event_key=event_key,
-                    since=since,
-                    until=until,
-                    sqlite=self._sqlite,
-                )
-            )
+            .where(*replace(matching, state=None).where(sqlite=self._sqlite))
             .group_by(runs.c.state_type)
         )
         async with self.engine.connect() as conn:
@@ -261,15 +239,15 @@ class RunReader:
             schema.logs,
         )
         async with self.engine.connect() as conn:
-            found = await _rows(conn, sa.select(runs).where(runs.c.id == run_id))
-            task_runs = await _rows(
+            found = await rows_of(conn, sa.select(runs).where(runs.c.id == run_id))
+            task_runs = await rows_of(
                 conn,
                 sa.select(tasks)
                 .where(tasks.c.flow_run_id == run_id)
                 .order_by(tasks.c.created_at, tasks.c.id),
             )
-            edge_rows = await _rows(conn, sa.select(edges).where(edges.c.flow_run_id == run_id))
-            log_rows = await _rows(
+            edge_rows = await rows_of(conn, sa.select(edges).where(edges.c.flow_run_id == run_id))
+            log_rows = await rows_of(
                 conn,
                 sa.select(logs)
                 .where(logs.c.flow_run_id == run_id)
@@ -278,7 +256,7 @@ class RunReader:
             pruned: list[str] = []
             reused = [t["reused_from"] for t in task_runs if t["reused_from"] is not None]
             if reused:  # the runs they came from, for a link
-                sources = await _rows(
+                sources = await rows_of(
                     conn,
                     sa.select(tasks.c.id, tasks.c.flow_run_id).where(tasks.c.id.in_(reused)),
                 )
@@ -310,7 +288,7 @@ class RunReader:
             .limit(1)
             .scalar_subquery()
         )
-        query = sa.select(*_RUN_LIST_COLUMNS).where(
+        query = sa.select(*RUN_LIST_COLUMNS).where(
             runs.c.id.in_(sa.select(newest_id).select_from(flows))
         )
         async with self.engine.connect() as conn:
@@ -325,18 +303,13 @@ class RunReader:
         run always falls in the same bucket whatever range is asked for.
         """
         runs = schema.flow_runs
-        if self.engine.dialect.name == "postgresql":
-            epoch: sa.ColumnElement[Any] = sa.extract("epoch", runs.c.ended_at)
-            bucket: sa.ColumnElement[Any] = sa.func.floor(epoch / bucket_seconds)
-        else:  # SQLite stores epoch seconds; for positive values the cast is a floor
-            epoch = sa.type_coerce(runs.c.ended_at, sa.Float)
-            bucket = sa.cast(epoch / bucket_seconds, sa.Integer)
+        bucket = time_bucket(runs.c.ended_at, bucket_seconds, self.engine.dialect.name)
         query = (
             sa.select(bucket.label("bucket"), runs.c.state_type, sa.func.count())
             .where(
                 runs.c.ended_at >= since,
                 runs.c.ended_at < until,
-                runs.c.state_type.in_(_FINAL_STATES),
+                runs.c.state_type.in_(FINAL_STATE_TYPES),
             )
             .group_by(bucket, runs.c.state_type)
         )
@@ -363,7 +336,7 @@ class RunReader:
             .order_by(workers.c.started_at.desc(), workers.c.id)
         )
         async with self.engine.connect() as conn:
-            return await _rows(conn, query)
+            return await rows_of(conn, query)
 
     async def list_source_status(self, *, alive_since: datetime) -> list[dict[str, Any]]:
         """Subscriptions' status rows of the workers that heartbeat since `alive_since`."""
@@ -375,18 +348,18 @@ class RunReader:
             .order_by(status.c.subscription, status.c.worker_id)
         )
         async with self.engine.connect() as conn:
-            return await _rows(conn, query)
+            return await rows_of(conn, query)
 
     async def list_replays(self, run_id: str) -> list[dict[str, Any]]:
         """Runs asked for as retries of `run_id` (a full id), oldest first."""
         runs = schema.flow_runs
         query = (
-            sa.select(*_RUN_LIST_COLUMNS)
+            sa.select(*RUN_LIST_COLUMNS)
             .where(runs.c.retry_of == run_id)
             .order_by(runs.c.created_at, runs.c.id)
         )
         async with self.engine.connect() as conn:
-            return await _rows(conn, query)
+            return await rows_of(conn, query)
 
     async def run_inputs(self, run_ids: list[str]) -> dict[str, tuple[str | None, bytes | None]]:
         """The stored parameters and event payload of each run, by id."""
@@ -399,153 +372,7 @@ class RunReader:
         async with self.engine.connect() as conn:
             return {row[0]: (row[1], row[2]) for row in (await conn.execute(query)).all()}
 
-    def _epoch(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-        """A timestamp column as epoch seconds, on either database."""
-        if self.engine.dialect.name == "postgresql":
-            return sa.extract("epoch", column)
-        return sa.type_coerce(column, sa.Float)  # SQLite stores epoch seconds
 
-    def _bucket(self, column: sa.ColumnElement[Any], seconds: int) -> sa.ColumnElement[Any]:
-        if self.engine.dialect.name == "postgresql":
-            return sa.func.floor(self._epoch(column) / seconds)
-        return sa.cast(self._epoch(column) / seconds, sa.Integer)  # a floor for positive times
-
-    async def created_histogram_by_flow(
-        self, *, since: datetime, until: datetime, bucket_seconds: int
-    ) -> list[tuple[float, str, str, int]]:
-        """Runs created in `[since, until)`: (bucket start; flow; state type; count).
-
-        By creation time, not end time: the range then reads the `created_at`
-        index, so a dashboard left open costs the store one hour's rows a refresh.
-        """
-        runs = schema.flow_runs
-        bucket = self._bucket(runs.c.created_at, bucket_seconds)
-        query = (
-            sa.select(bucket, runs.c.flow_name, runs.c.state_type, sa.func.count())
-            .where(runs.c.created_at >= since, runs.c.created_at < until)
-            .group_by(bucket, runs.c.flow_name, runs.c.state_type)
-        )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(float(b) * bucket_seconds, str(f), str(s), int(n)) for b, f, s, n in rows]
-
-    async def count_active_runs(self) -> dict[str, int]:
-        """Runs now pending, running or retrying, per state type (read from an index)."""
-        runs = schema.flow_runs
-        query = (
-            sa.select(runs.c.state_type, sa.func.count())
-            # both predicates: the second lets the planner use the partial state index
-            .where(sa.text(schema.ACTIVE), sa.text(schema.NOT_COMPLETED))
-            .group_by(runs.c.state_type)
-        )
-        async with self.engine.connect() as conn:
-            return {str(state): int(n) for state, n in (await conn.execute(query)).all()}
-
-    async def newest_durations(
-        self, *, since: datetime, until: datetime, limit: int
-    ) -> list[float]:
-        """Durations in seconds of the newest `limit` finished runs created in `[since, until)`."""
-        runs = schema.flow_runs
-        duration = self._epoch(runs.c.ended_at) - self._epoch(runs.c.started_at)
-        query = (
-            sa.select(duration)
-            .where(
-                runs.c.created_at >= since,
-                runs.c.created_at < until,
-                runs.c.state_type.in_(_FINAL_STATES),
-                runs.c.started_at.is_not(None),
-                runs.c.ended_at.is_not(None),
-            )
-            .order_by(runs.c.created_at.desc())
-            .limit(limit)
-        )
-        async with self.engine.connect() as conn:
-            return [max(0.0, float(d)) for d in (await conn.execute(query)).scalars()]
-
-    async def events_by_source(
-        self, *, since: datetime, until: datetime
-    ) -> dict[tuple[str, str], int]:
-        """Runs created for an event in `[since, until)`, by (event source, flow)."""
-        runs = schema.flow_runs
-        query = (
-            sa.select(runs.c.event_source, runs.c.flow_name, sa.func.count())
-            .where(
-                runs.c.event_source.is_not(None),
-                runs.c.created_at >= since,
-                runs.c.created_at < until,
-            )
-            .group_by(runs.c.event_source, runs.c.flow_name)
-        )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {(str(source), str(flow)): int(n) for source, flow, n in rows}
-
-    async def subscription_status(self, subscription: str) -> list[dict[str, Any]]:
-        """A subscription's status rows of every worker, with the worker's liveness columns."""
-        status, workers = schema.source_status, schema.workers
-        query = (
-            sa.select(status, workers.c.heartbeat_at, workers.c.stopped_at)
-            .join(workers, workers.c.id == status.c.worker_id)
-            .where(status.c.subscription == subscription)
-            .order_by(status.c.worker_id)
-        )
-        async with self.engine.connect() as conn:
-            return await _rows(conn, query)
-
-    async def events_histogram(
-        self,
-        *,
-        streams: list[str],
-        flow: str,
-        since: datetime,
-        until: datetime,
-        bucket_seconds: int,
-    ) -> list[tuple[float, int]]:
-        """Runs of `flow` created for events of `streams` (topics, or the source's name),
-        per bucket: (bucket start; count)."""
-        runs = schema.flow_runs
-        bucket = self._bucket(runs.c.created_at, bucket_seconds)
-        query = (
-            sa.select(bucket, sa.func.count())
-            .where(
-                runs.c.event_source.in_(streams),
-                runs.c.flow_name == flow,
-                runs.c.created_at >= since,
-                runs.c.created_at < until,
-            )
-            .group_by(bucket)
-        )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [(float(b) * bucket_seconds, int(n)) for b, n in rows]
-
-    async def failed_events(
-        self, *, streams: list[str], flow: str, limit: int
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """FAILED runs of `flow` for events of `streams` (what the default policy
-        dead-letters): how many, and the newest `limit` with their payload."""
-        runs = schema.flow_runs
-        where = (
-            runs.c.event_source.in_(streams),
-            runs.c.flow_name == flow,
-            runs.c.state_type == "FAILED",
-        )
-        async with self.engine.connect() as conn:
-            count = int(
-                (
-                    await conn.execute(sa.select(sa.func.count()).select_from(runs).where(*where))
-                ).scalar_one()
-            )
-            newest = await _rows(
-                conn,
-                sa.select(*_RUN_LIST_COLUMNS, runs.c.parameters, runs.c.event_payload)
-                .where(*where)
-                .order_by(runs.c.created_at.desc(), runs.c.id.desc())
-                .limit(limit),
-            )
-        return count, newest
-
-
-async def _rows(conn: AsyncConnection, query: sa.Executable) -> list[dict[str, Any]]:
+async def rows_of(conn: AsyncConnection, query: sa.Executable) -> list[dict[str, Any]]:
     """The rows `query` returns, as plain dicts."""
     return [dict(row) for row in (await conn.execute(query)).mappings()]

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._partition import Partition
 from .._resume import Resume
 from . import _checkpoints, _idempotency, _leases, _recovery, _replay, _results, _retention
 from ._engine import make_engine
@@ -30,8 +31,6 @@ __all__ = [
     "Sweep",
     "stored_key",
 ]
-
-Partition = tuple[str, int]
 
 
 class RunStore(ABC):

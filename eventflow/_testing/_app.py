@@ -19,16 +19,16 @@ from anyio.from_thread import BlockingPortal
 from pydantic_core import to_jsonable_python
 
 from .._flows import Flow
-from .._runtime import _memory
 from .._runtime._app import App
-from .._runtime._memory import DeadLetter, EventNotRunError
 from .._runtime._source import Source
 from .._runtime._subscription import Subscription
 from .._settings import Settings, normalize_database_url
 from .._store import _schema as schema
-from .._store._reader import RunReader
+from .._store._reader import RunFilter, RunReader
+from . import _memory
 from ._blocking import BlockingTestApp
-from ._runs import FlowRun
+from ._memory import DeadLetter, EventNotRunError
+from ._stored_runs import FlowRun
 
 Value = Mapping[str, Any] | Sequence[Any] | pydantic.BaseModel | bytes | str | int | float | bool
 """What `publish` takes: JSON-able data or a pydantic model (encoded as JSON), or raw bytes/text."""
@@ -254,9 +254,8 @@ class TestApp:
     async def runs(self, flow: Flow[Any, Any] | None = None) -> list[FlowRun]:
         """Every flow run in the store (of `flow`), oldest first, with task runs and logs."""
         await self._flush()
-        listed = await self._store.list_flow_runs(
-            flow=None if flow is None else flow.name, limit=1_000_000
-        )
+        matching = RunFilter(flow=None if flow is None else flow.name)
+        listed = await self._store.list_flow_runs(matching, limit=1_000_000)
         return [FlowRun.from_row(await self._store.get_flow_run(r["id"])) for r in reversed(listed)]
 
     def dead_letters(self, source: Source, flow: Flow[Any, Any] | None = None) -> list[DeadLetter]:

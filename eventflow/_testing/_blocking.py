@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from anyio.from_thread import BlockingPortal
 
 from .._flows import Flow
-from .._runtime._memory import DeadLetter
 from .._runtime._source import Source
-from ._runs import FlowRun
+from ._memory import DeadLetter
+from ._stored_runs import FlowRun
 
 if TYPE_CHECKING:
     from ._app import Headers, PendingRun, TestApp, Value

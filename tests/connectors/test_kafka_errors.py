@@ -1,4 +1,4 @@
-"""aiokafka's errors become eventflow's at the connector's edge (connectors/kafka.py)."""
+"""aiokafka's errors become eventflow's at the connector's edge (connectors/kafka/)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from connectors.kafka import (
-    KafkaBrokerError,
-    KafkaSource,
-    KafkaUnavailableError,
-    _Rebalance,
-    _stop_client,
-)
+from connectors.kafka import KafkaBrokerError, KafkaSource, KafkaUnavailableError
+from connectors.kafka._errors import _stop_client
+from connectors.kafka._source import _Rebalance
 from eventflow import EventflowError
 from eventflow.runtime import Event, EventSink, Partition
 from tests._kafka import Kafka

@@ -7,8 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from eventflow._runtime._admission import Admission, AdmissionAbandoned, TokenBucket
-from eventflow._runtime._controls import Controls, Rate, evaluate_key, evaluate_priority, key_getter
+from eventflow._runtime._control_options import (
+    Controls,
+    Rate,
+    evaluate_key,
+    evaluate_priority,
+    key_getter,
+)
+from eventflow._runtime._limits import Admission, AdmissionAbandoned, TokenBucket
 from eventflow._store._idempotency import stored_key
 
 

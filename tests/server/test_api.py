@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import posixpath
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -236,9 +238,21 @@ def test_openapi_document_lists_every_operation(server: str) -> None:
 
 def test_ui_is_served(server: str) -> None:
     index = httpx.get(server + "/", timeout=10)
-    assert index.status_code == 200 and '<script src="/static/app.js"' in index.text
-    script = httpx.get(server + "/static/app.js", timeout=10)
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert index.status_code == 200 and '<script type="module" src="/static/app.js">' in index.text
+    # Every module app.js reaches through its imports is served as JavaScript (a browser
+    # refuses a module of another type).
+    seen: set[str] = set()
+    todo = ["/static/app.js"]
+    while todo:
+        path = todo.pop()
+        seen.add(path)
+        script = httpx.get(server + path, timeout=10)
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"], path
+        for target in re.findall(r'^import .* from "(\.{1,2}/[\w/]+\.js)";$', script.text, re.M):
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if resolved not in seen:
+                todo.append(resolved)
+    assert {"/static/views/run.js", "/static/dom.js", "/static/api.js"} <= seen
 
 
 @pytest.mark.parametrize("path", ["/api/flows", "/api/flow-runs", "/api/openapi.json"])

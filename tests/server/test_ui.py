@@ -331,7 +331,11 @@ def test_dashboard_is_the_landing_page_with_the_stores_figures(
             # Python); the page shows what the API said
             figure = api[f"duration_{tile}"]
             assert figure == pytest.approx(want[tile], abs=2e-6)
-            shown = browser.execute_script("return fmtDuration(arguments[0])", figure)
+            shown = browser.execute_async_script(
+                "const [figure, done] = arguments;"
+                "import('/static/format.js').then((m) => done(m.fmtDuration(figure)));",
+                figure,
+            )
             assert text(browser, f"#stat-{tile} .value") == shown
         assert text(browser, "#stat-workers .value") == "1 / 2"
         assert len(css(browser, "#dashboard-runs-chart rect.bar")) >= 2  # completed and failed

@@ -20,10 +20,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventflow._store._dashboard_queries import DashboardQueries
 from eventflow._store._engine import make_engine
 from eventflow._store._idempotency import _completed_at
 from eventflow._store._migrate import upgrade
-from eventflow._store._reader import RunReader
+from eventflow._store._reader import RunFilter, RunReader
 from eventflow._store._recovery import (
     finished_event_ids,
     finished_events,
@@ -205,24 +206,24 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     now = datetime.fromtimestamp(NOW, UTC)
     hour_ago = now - timedelta(hours=1)
     some_id = (await reader.list_flow_runs(limit=1))[0]["id"]
-    failed_id = (await reader.list_flow_runs(state="FAILED", limit=1))[0]["id"]
+    failed_id = (await reader.list_flow_runs(RunFilter(state="FAILED"), limit=1))[0]["id"]
 
     # the API, UI and CLI (the flows page's counts, over every run, are below)
-    for filters in (
-        {},
-        {"flow": "flow-3"},
-        {"flow": "rare"},
-        {"state": "FAILED"},
-        {"state": "COMPLETED"},
-        {"state": "RUNNING"},
-        {"event_key": "c-42"},
-        {"since": hour_ago, "until": now},
-        {"flow": "flow-0", "state": "CRASHED", "since": hour_ago},
+    for matching in (
+        RunFilter(),
+        RunFilter(flow="flow-3"),
+        RunFilter(flow="rare"),
+        RunFilter(state="FAILED"),
+        RunFilter(state="COMPLETED"),
+        RunFilter(state="RUNNING"),
+        RunFilter(event_key="c-42"),
+        RunFilter(since=hour_ago, until=now),
+        RunFilter(flow="flow-0", state="CRASHED", since=hour_ago),
     ):
-        await reader.list_flow_runs(**filters, limit=50, offset=50)  # type: ignore[arg-type]
-        await reader.count_flow_runs(**filters)  # type: ignore[arg-type]
-        if "state" not in filters:
-            await reader.count_flow_runs_by_state(**filters)  # type: ignore[arg-type]
+        await reader.list_flow_runs(matching, limit=50, offset=50)
+        await reader.count_flow_runs(matching)
+        if matching.state is None:
+            await reader.count_flow_runs_by_state(matching)
     await reader.get_flow_run(some_id)
     await reader.get_flow_run(some_id[:16])
     await reader.get_flow_run(some_id[-8:])
@@ -234,15 +235,16 @@ async def test_no_query_scans_a_run_table_sequentially(engine: AsyncEngine, big_
     await reader.list_replays(failed_id)
     await reader.run_inputs([some_id, failed_id])
     # the dashboard and the subscription page
-    await reader.created_histogram_by_flow(since=hour_ago, until=now, bucket_seconds=60)
-    await reader.count_active_runs()
-    await reader.newest_durations(since=hour_ago, until=now, limit=20_000)
-    await reader.events_by_source(since=hour_ago, until=now)
-    await reader.subscription_status("kafka:orders->flow-0")
-    await reader.events_histogram(
+    dashboard = DashboardQueries(engine)
+    await dashboard.created_histogram_by_flow(since=hour_ago, until=now, bucket_seconds=60)
+    await dashboard.count_active_runs()
+    await dashboard.newest_durations(since=hour_ago, until=now, limit=20_000)
+    await dashboard.events_by_source(since=hour_ago, until=now)
+    await dashboard.subscription_status("kafka:orders->flow-0")
+    await dashboard.events_histogram(
         streams=["orders"], flow="flow-0", since=hour_ago, until=now, bucket_seconds=60
     )
-    await reader.failed_events(streams=["orders"], flow="flow-0", limit=10)
+    await dashboard.failed_events(streams=["orders"], flow="flow-0", limit=10)
     # replay
     await request_retry(engine, failed_id)
     await request_replay(engine, ReplayFilter(flow_name="flow-3"), limit=5)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from eventflow import flow, get_run_logger, task
-from eventflow._store._reader import RunNotFoundError, RunReader
+from eventflow._store._reader import RunFilter, RunNotFoundError, RunReader
 
 
 @task
@@ -38,13 +38,16 @@ async def test_filters_pagination_and_detail(any_default_store: str) -> None:
         everything = await reader.list_flow_runs(limit=100)
         assert len(everything) == 5
         assert everything[0]["flow_name"] == "other-flow"  # newest first
-        assert len(await reader.list_flow_runs(flow="reader-flow")) == 4
-        failed = await reader.list_flow_runs(state="failed")
+        assert len(await reader.list_flow_runs(RunFilter(flow="reader-flow"))) == 4
+        failed = await reader.list_flow_runs(RunFilter(state="failed"))
         assert [r["flow_name"] for r in failed] == ["reader-flow"]
-        page = await reader.list_flow_runs(flow="reader-flow", limit=2, offset=2)
+        page = await reader.list_flow_runs(RunFilter(flow="reader-flow"), limit=2, offset=2)
         assert [r["id"] for r in page] == [r["id"] for r in everything[3:5]]
-        assert await reader.list_flow_runs(since=datetime.now(UTC) + timedelta(hours=1)) == []
-        assert await reader.count_flow_runs(flow="reader-flow", state="COMPLETED") == 3
+        assert (
+            await reader.list_flow_runs(RunFilter(since=datetime.now(UTC) + timedelta(hours=1)))
+            == []
+        )
+        assert await reader.count_flow_runs(RunFilter(flow="reader-flow", state="COMPLETED")) == 3
 
         detail = await reader.get_flow_run(failed[0]["id"][-10:])  # a suffix is enough
         assert [t["state_type"] for t in detail["task_runs"]] == ["FAILED", "FAILED"]

@@ -13,9 +13,9 @@ import pytest
 
 from eventflow import App, Settings, flow
 from eventflow._defaults import default_writer, reset_default_writer
-from eventflow._runtime._memory import MemorySource
+from eventflow._ephemeral import ephemeral_url, is_memory_url
 from eventflow._settings import normalize_database_url
-from eventflow._store._ephemeral import ephemeral_url, is_memory_url
+from eventflow._testing._memory import MemorySource
 from eventflow.testing import TestApp
 from tests._store import flow_runs, sync
 

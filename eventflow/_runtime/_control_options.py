@@ -3,8 +3,8 @@
 Controls are evaluated against the event's decoded JSON object through key
 functions (a callable, or a dotted path such as "order.customer_id"). An
 event whose key function fails or returns None is not limited by that
-control. What enforces them: `_admission` (concurrency, rate limits,
-priority), `_holding` (debounce, batches), `_claims` (idempotency) and the
+control. What enforces them: `_limits` (concurrency, rate limits,
+priority), `_debounce_and_batch`, `_claims` (idempotency) and the
 runner (singletons).
 """
 

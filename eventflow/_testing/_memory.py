@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import EventflowError
-from ._source import Event, EventSink, Sink, Source
+from .._runtime._source import Event, EventSink, Sink, Source
 
 _PAUSED_POLL = 0.005
 """Seconds between looks at a paused partition (Kafka's consumer polls too)."""

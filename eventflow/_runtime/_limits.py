@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._controls import Controls, Rate
+from ._control_options import Controls, Rate
 
 WaitReason = Literal["concurrency", "rate_limit"]
 

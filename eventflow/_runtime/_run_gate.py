@@ -1,7 +1,7 @@
 """RunGate: what an event passes right before its run starts.
 
 First the idempotency claim (a duplicate takes no slot and no token), then
-the admission gate (concurrency, rate limit, priority: `_admission`). A run
+the admission gate (concurrency, rate limit, priority: `_limits`). A run
 waiting at either is recorded PENDING with the reason; a duplicate is
 recorded CANCELLED "Duplicate", linked to the run that completed its key.
 """
@@ -18,10 +18,10 @@ from .._retries import Backoff
 from .._states import State, StateType
 from .._store._runstore import COMPLETED, RELEASED, RunStore, stored_key
 from .._store._writer import RunWriter
-from ._admission import Admission, AdmissionAbandoned, Ticket
 from ._claims import KeyClaims
-from ._controls import Controls, evaluate_key, evaluate_priority
+from ._control_options import Controls, evaluate_key, evaluate_priority
 from ._delivery import Delivery
+from ._limits import Admission, AdmissionAbandoned, Ticket
 from ._records import ControlRecords
 from ._source import Event
 from ._subscription import RunnerStats
@@ -71,7 +71,7 @@ class RunGate:
                 flow_name,
                 worker_id,
                 controls.idempotency_window,
-                lambda key, run_id: self._settle_claim(key, run_id, False),
+                lambda key, run_id: self._finish_claim(key, run_id, False),
             )
 
     async def run(self, delivery: Delivery, run_id: str, run: Run) -> State | None:
@@ -99,14 +99,14 @@ class RunGate:
                 await self._admit(delivery.event, run_id, ticket)
             state = await run(delivery, run_id)
             if claimed:
-                self._settle_claim(key, run_id, state.type is StateType.COMPLETED)
+                self._finish_claim(key, run_id, state.type is StateType.COMPLETED)
                 settled = True
             return state
         finally:
             if ticket is not None and self.admission is not None:
                 self.admission.release(ticket)
             if claimed and not settled:
-                self._settle_claim(key, run_id, False)
+                self._finish_claim(key, run_id, False)
 
     def abandon(self, owned: Callable[[object], bool]) -> None:
         """Waiting events whose owner (partition) `owned` selects stop waiting."""
@@ -205,7 +205,7 @@ class RunGate:
             if polls:
                 stats.waiting["idempotency"] -= 1
 
-    def _settle_claim(self, key: str | None, run_id: str, completed: bool) -> None:
+    def _finish_claim(self, key: str | None, run_id: str, completed: bool) -> None:
         self.writer.put_idempotency(
             {
                 "flow_name": self.flow_name,

@@ -1,4 +1,4 @@
-"""Kafka: a consumer-group source and a producer sink (aiokafka).
+"""KafkaSource: a consumer-group source (aiokafka), its rebalances told to the runtime.
 
 The source only translates: records become `Event`s, the runtime's pause set
 becomes `pause()`/`resume()` (polling never stops, so the group does not
@@ -11,211 +11,34 @@ consumer seeks to them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import ssl
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError
-from aiokafka.helpers import create_ssl_context
 
-from eventflow import ConfigurationError, EventflowError
-from eventflow.runtime import Event, EventSink, Partition, Sink, Source, quiet_library_logs
+from eventflow import ConfigurationError
+from eventflow.runtime import Event, EventSink, Partition, Sink, Source
 
-logger = logging.getLogger("eventflow.kafka")
-
-# aiokafka logs every failed connection attempt (thousands in a one-minute outage);
-# the source's outage log says what matters: lost, still lost every 30 s, back
-quiet_library_logs("aiokafka")
-
-CALL_TIMEOUT = 15.0
-"""Seconds any single call to the broker may take before it counts as failed."""
+from ._config import KafkaConnection, _connection
+from ._errors import (
+    KafkaStalledError,
+    KafkaUnavailableError,
+    _bounded,
+    _cancelled,
+    _stop_client,
+    _translated,
+    logger,
+)
+from ._sink import KafkaSink
 
 _PROBE_TIMEOUT = 5.0
 """Seconds the broker gets to answer a probe (it answers in milliseconds when it is there)."""
 
+
 _COMMIT_FAILURES_BEFORE_REPLACING = 3
-
-T = TypeVar("T")
-
-SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaConnection:
-    """How to reach the cluster, shared by sources and sinks (passed through to aiokafka)."""
-
-    bootstrap_servers: str | Sequence[str] = "localhost:9092"
-    client_id: str = "eventflow"
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    ssl_context: ssl.SSLContext | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_plain_username: str | None = None
-    sasl_plain_password: str | None = None
-    request_timeout_ms: int = 40_000
-
-    def client_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "client_id": self.client_id,
-            "security_protocol": self.security_protocol,
-            "request_timeout_ms": self.request_timeout_ms,
-        }
-        context = self.ssl_context
-        if context is None and (self.ssl_cafile or self.ssl_certfile):
-            context = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
-            )
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_context"] = context or create_ssl_context()
-        if self.security_protocol.startswith("SASL"):
-            if self.sasl_mechanism is None:
-                raise ConfigurationError(f"{self.security_protocol} needs a sasl_mechanism")
-            options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.sasl_plain_username
-            options["sasl_plain_password"] = self.sasl_plain_password
-        return options
-
-    def __repr__(self) -> str:  # never print the password
-        return f"KafkaConnection({self.bootstrap_servers!r}, {self.security_protocol})"
-
-
-def _connection(
-    connection: KafkaConnection | None, bootstrap_servers: str | Sequence[str] | None
-) -> KafkaConnection:
-    if connection is not None:
-        if bootstrap_servers is not None:
-            raise ConfigurationError("give bootstrap_servers or connection, not both")
-        return connection
-    return KafkaConnection(bootstrap_servers=bootstrap_servers or "localhost:9092")
-
-
-class KafkaBrokerError(EventflowError):
-    """Kafka (through aiokafka) reported an error; the message names aiokafka's.
-
-    aiokafka's errors do not leave this module: they become this class or a
-    narrower one, so the runtime logs one line for them, not a traceback.
-    """
-
-
-class KafkaStalledError(KafkaBrokerError):
-    """The consumer stopped receiving records it should receive; it is replaced."""
-
-
-class KafkaUnavailableError(KafkaBrokerError):
-    """The broker did not answer in time (or refused); the source retries quietly."""
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """aiokafka's errors raised in the block, as KafkaBrokerError (`what` failed)."""
-    try:
-        yield
-    except KafkaError as error:
-        raise KafkaBrokerError(f"{what}: {type(error).__name__}: {error}") from error
-
-
-async def _bounded(call: Awaitable[T], what: str, timeout: float = CALL_TIMEOUT) -> T:
-    """`call`, or KafkaUnavailableError after `timeout` seconds or on any broker error."""
-    try:
-        return await asyncio.wait_for(call, timeout)
-    except TimeoutError:
-        raise KafkaUnavailableError(f"{what}: no answer from the broker in {timeout:g}s") from None
-    except KafkaError as error:
-        raise KafkaUnavailableError(f"{what}: {type(error).__name__}: {error}") from error
-
-
-async def _stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
-    """Stop a consumer or producer within CALL_TIMEOUT (leaving a group needs the broker).
-
-    A client that cannot stop cleanly is abandoned with a warning: the caller
-    is replacing it, and must not fail for it.
-    """
-    try:
-        await asyncio.wait_for(client.stop(), CALL_TIMEOUT)
-    except TimeoutError:
-        logger.warning("%s: not stopped cleanly in %gs (broker unreachable)", what, CALL_TIMEOUT)
-    except KafkaError as error:
-        logger.warning("%s: not stopped cleanly: %s", what, error)
-    except asyncio.CancelledError:
-        if _cancelled():
-            raise
-        # aiokafka re-raises the CancelledError its coordination task ended with
-        logger.warning("%s: not stopped cleanly: its group coordination was cancelled", what)
-
-
-def _cancelled() -> bool:
-    """True if the running task is being cancelled (by its owner, not by a library)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-class KafkaSink(Sink):
-    """Publishes to a topic; each `send` returns once the broker acknowledged the message."""
-
-    def __init__(
-        self,
-        topic: str,
-        *,
-        bootstrap_servers: str | Sequence[str] | None = None,
-        connection: KafkaConnection | None = None,
-        acks: Literal[0, 1, "all"] = "all",
-        linger_ms: int = 5,
-        send_timeout: float = 30.0,
-    ) -> None:
-        self.topic = topic
-        self.send_timeout = send_timeout
-        self.connection = _connection(connection, bootstrap_servers)
-        self._acks = acks
-        self._linger_ms = linger_ms
-        self._producer: AIOKafkaProducer | None = None
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    **self.connection.client_options(),
-                    acks=self._acks,
-                    linger_ms=self._linger_ms,
-                    enable_idempotence=self._acks == "all",
-                )
-                try:
-                    await _bounded(producer.start(), f"producer for {self.topic}")
-                except BaseException:
-                    # do not leak its connections; the caller retries
-                    await _stop_client(producer, f"producer for {self.topic}")
-                    raise
-                self._producer = producer
-
-    async def stop(self) -> None:
-        async with self._lock:
-            if self._producer is not None:
-                producer, self._producer = self._producer, None
-                await _stop_client(producer, f"producer for {self.topic}")
-
-    async def send(
-        self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
-    ) -> None:
-        """Publish; KafkaUnavailableError if the broker did not acknowledge it in `send_timeout`."""
-        if self._producer is None:
-            await self.start()
-        assert self._producer is not None
-        await _bounded(
-            self._producer.send_and_wait(self.topic, value, key=key, headers=list(headers) or None),
-            f"send to {self.topic}",
-            self.send_timeout,
-        )
 
 
 class KafkaSource(Source):
@@ -358,7 +181,7 @@ class KafkaSource(Source):
         consumer whose metadata went stale retries it in a tight loop (a whole
         core): the supervisor starts a new consumer once the broker answers.
         """
-        since = self.outage.since
+        since = self.failing_since
         session = self._consumer_options["session_timeout_ms"] / 1000
         if since is not None and time.time() - since > session:
             raise KafkaUnavailableError(
@@ -558,185 +381,3 @@ def _event(record: Any) -> Event:
         timestamp=record.timestamp / 1000 if record.timestamp is not None else None,
         headers=record.headers or (),
     )
-
-
-class KafkaRangeSource(Source):
-    """A finite slice of a topic, for backfills: an offset range or a time range per partition.
-
-    Offsets: `from_offset` (inclusive) to `to_offset` (exclusive), in every
-    partition read, clamped to what the partition holds. Times: records from
-    `since` (inclusive) to `until` (exclusive), found with `offsets_for_times`
-    (by record timestamp; the range ends at the first record at or after
-    `until`). Without an end the range ends at the partition's end when the
-    backfill starts, so a live topic does not keep it running. Partitions are
-    assigned directly (no consumer group in Kafka); with a `group_id` the
-    runtime stores the next offsets with the runs, so the same backfill again
-    resumes where it stopped. `run` returns once every partition reached its end.
-    `total` counts offsets: a compacted or transactional topic holds fewer records.
-    """
-
-    finite = True
-
-    def __init__(
-        self,
-        topic: str,
-        *,
-        bootstrap_servers: str | Sequence[str] | None = None,
-        connection: KafkaConnection | None = None,
-        group_id: str | None = None,
-        partitions: Sequence[int] | None = None,
-        from_offset: int | None = None,
-        to_offset: int | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        max_batch: int = 2000,
-    ) -> None:
-        if (from_offset is not None or to_offset is not None) and (
-            since is not None or until is not None
-        ):
-            raise ConfigurationError("give an offset range or a time range, not both")
-        for moment in (since, until):
-            if moment is not None and moment.tzinfo is None:
-                raise ConfigurationError("since and until must be timezone-aware datetimes")
-        self.topic = topic
-        self.partitions = list(partitions) if partitions is not None else None
-        self.name = (
-            f"kafka:{topic}{_describe_range(self.partitions, from_offset, to_offset, since, until)}"
-        )
-        """Names the slice: a backfill's default progress key, so another range starts afresh."""
-        self.group_id = group_id
-        self.connection = _connection(connection, bootstrap_servers)
-        self.from_offset = from_offset
-        self.to_offset = to_offset
-        self.since = since
-        self.until = until
-        self.max_batch = max_batch
-        self.total: int | None = None
-        self.already_done = 0
-        self.ranges: dict[int, tuple[int, int]] = {}
-        """Per partition: the first offset of the range and the end (exclusive)."""
-
-    async def run(self, sink: EventSink) -> None:
-        consumer = AIOKafkaConsumer(
-            **self.connection.client_options(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        try:
-            await _bounded(consumer.start(), f"{self.name}: connect")
-            await self._read(consumer, sink)
-        finally:
-            await _stop_client(consumer, self.name)
-
-    async def _read(self, consumer: AIOKafkaConsumer, sink: EventSink) -> None:
-        tps = await self._partitions(consumer)
-        with _translated(f"{self.name}: assign"):
-            consumer.assign(tps)
-        self.ranges = await self._ranges(consumer, tps)
-        stored = await sink.assigned([(self.topic, tp.partition) for tp in tps])
-        positions: dict[TopicPartition, int] = {}
-        done = 0
-        for tp in tps:
-            start, end = self.ranges[tp.partition]
-            position = max(start, stored.get((self.topic, tp.partition), start))
-            done += min(position, end) - start
-            if position < end:
-                positions[tp] = position
-                consumer.seek(tp, position)
-        self.total = sum(end - start for start, end in self.ranges.values())
-        self.already_done = done
-        logger.info(
-            "%s: reading %s",
-            self.name,
-            ", ".join(f"[{p}] {s}..{e}" for p, (s, e) in sorted(self.ranges.items())),
-        )
-        paused: set[TopicPartition] = set()
-        while positions and not sink.stopping:
-            wanted = {
-                TopicPartition(t, p)
-                for t, p in sink.paused([(tp.topic, tp.partition) for tp in positions])
-            }
-            wanted |= set(tps) - set(positions)  # finished partitions stay paused
-            if wanted - paused:
-                consumer.pause(*(wanted - paused))
-            if paused - wanted:
-                consumer.resume(*(paused - wanted))
-            paused = wanted
-            with _translated(f"{self.name}: fetch"):
-                batch = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
-            events = [
-                _event(record)
-                for tp, records in batch.items()
-                if tp in positions
-                for record in records
-                if record.offset < self.ranges[tp.partition][1]
-            ]
-            if events:
-                await sink.deliver(events)
-            for tp in [tp for tp in positions if tp not in paused]:
-                position = await _bounded(consumer.position(tp), f"{self.name}: position")
-                if position >= self.ranges[tp.partition][1]:
-                    del positions[tp]
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        # the consumer's public `topics()` does not keep the partitions it fetched
-        cluster = await _bounded(consumer._client.fetch_all_metadata(), f"{self.name}: metadata")
-        known = cluster.partitions_for_topic(self.topic)
-        if not known:
-            raise ConfigurationError(f"topic {self.topic!r} does not exist")
-        wanted = self.partitions if self.partitions is not None else sorted(known)
-        missing = set(wanted) - set(known)
-        if missing:
-            raise ConfigurationError(f"topic {self.topic!r} has no partition {sorted(missing)}")
-        return [TopicPartition(self.topic, p) for p in wanted]
-
-    async def _ranges(
-        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]
-    ) -> dict[int, tuple[int, int]]:
-        beginning = await _bounded(consumer.beginning_offsets(tps), f"{self.name}: beginnings")
-        end = await _bounded(consumer.end_offsets(tps), f"{self.name}: ends")
-        starts = await self._offsets_at(consumer, tps, self.since, end)
-        ends = await self._offsets_at(consumer, tps, self.until, end)
-        ranges = {}
-        for tp in tps:
-            first, last = beginning[tp], end[tp]
-            start = max(first, self.from_offset or 0, starts.get(tp, first))
-            stop = min(last, self.to_offset if self.to_offset is not None else last)
-            stop = min(stop, ends.get(tp, last))
-            ranges[tp.partition] = (start, max(start, stop))
-        return ranges
-
-    @staticmethod
-    async def _offsets_at(
-        consumer: AIOKafkaConsumer,
-        tps: list[TopicPartition],
-        moment: datetime | None,
-        end: Mapping[TopicPartition, int],
-    ) -> dict[TopicPartition, int]:
-        """The first offset at or after `moment` per partition (the end if none is)."""
-        if moment is None:
-            return {}
-        found = await _bounded(
-            consumer.offsets_for_times({tp: moment.timestamp() * 1000 for tp in tps}),
-            "offsets for times",
-        )
-        return {tp: found[tp].offset if found.get(tp) is not None else end[tp] for tp in tps}
-
-
-def _describe_range(
-    partitions: Sequence[int] | None,
-    from_offset: int | None,
-    to_offset: int | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> str:
-    """`[p=0,1][5:12]`, `[2026-11-24T00:00:00+00:00..]`: a range's part of a source name."""
-    text = f"[p={','.join(map(str, partitions))}]" if partitions is not None else ""
-    if from_offset is not None or to_offset is not None:
-        start = "" if from_offset is None else str(from_offset)
-        text += f"[{start}:{'' if to_offset is None else to_offset}]"
-    if since is not None or until is not None:
-        first = since.isoformat() if since else ""
-        text += f"[{first}..{until.isoformat() if until else ''}]"
-    return text
