@@ -332,7 +332,8 @@ class SubscriptionRunner(EventSink):
                 " until a restart"
             )
         logger.error("%s: %s", self.subscription.name, message, exc_info=error)
-        self.source.last_error, self.source.last_error_at = message, time.time()
+        health = self.source.health  # not a fetch error: the source's state stays as it is
+        health.last_error, health.last_error_at = message, time.time()
         self.inflight.stop_partition(event)
 
     def _start_batch(self, batch: list[Delivery]) -> None:
