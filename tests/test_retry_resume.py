@@ -139,6 +139,14 @@ async def test_a_bulk_replay_resumes_as_a_retry_does(database_url: str, tmp_path
     assert {t["state_name"] for t in result["new"].values()} == {"Reused", "Completed"}
 
 
+async def test_a_full_bulk_replay_runs_every_task_again_through_the_cli(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    result = await _retry(sqlite_url, tmp_path, "--full", bulk=True)
+    assert CALLS == {"reserve": 2, "pay": 2, "notify": 2}
+    assert result["done"]["resumed_from"] is None
+
+
 async def test_a_full_bulk_replay_runs_every_task_again(sqlite_url: str, tmp_path: Path) -> None:
     with serve(create_app(sqlite_url, worker_lease=3)) as base:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
