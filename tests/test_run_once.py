@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from connectors.jsonl import JsonlSource
 from eventflow import App, flow, task
@@ -29,6 +30,7 @@ from tests._store import flow_runs
 from tests.connectors._app import serving, settings
 from tests.runtime._workers import EVENTFLOW
 from tests.server._serve import serve
+from tests.server.test_ui import browser, click, css, text, wait  # noqa: F401 (a fixture)
 
 CHARGES: Counter[str] = Counter()
 """Charges made, by order id: the side effect that must happen once per order."""
@@ -149,6 +151,32 @@ async def test_a_run_is_retried_once_through_the_api(database_url: str, tmp_path
             assert "which completed" in detail["retry_refused"]
 
 
+def _ui_retry(driver: WebDriver, base: str, run_id: str) -> str | None:
+    """Click Retry on the run's page (None), or read why the page shows no Retry button."""
+    driver.get("about:blank")  # a fresh page, not the one a retry was asked from
+    driver.get(f"{base}/#/runs/{run_id}")
+    wait(driver, lambda d: css(d, "#retry-button") or css(d, "#retry-refused"))
+    if css(driver, "#retry-button"):
+        click(driver, "#retry-button")
+        wait(driver, lambda d: text(d, "#retry-link"))
+        return None
+    assert not css(driver, "#full-retry-button")
+    return text(driver, "#retry-refused")
+
+
+async def test_a_run_is_retried_once_through_the_ui(
+    browser: WebDriver,  # noqa: F811 (the fixture of tests/server/test_ui.py)
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    with _server(database_url) as base:
+
+        async def door(run_id: str) -> str | None:
+            return await asyncio.to_thread(_ui_retry, browser, base, run_id)
+
+        await _retry_twice(database_url, tmp_path, door)
+
+
 # -- a bulk replay leaves out the events abandoned while they waited ---------------------------
 
 
@@ -235,3 +263,32 @@ async def test_a_bulk_replay_leaves_out_abandoned_events_through_the_api(
             assert refused.status_code == 409
             assert "delivered it again" in refused.json()["detail"]
     assert CHARGES == {"a": 1, "b": 1, "c": 1}
+
+
+def _ui_replay(driver: WebDriver, base: str) -> int:
+    """Click the flow page's "Replay failed runs in this range"; how many it asked for."""
+    driver.get("about:blank")
+    driver.get(f"{base}/#/flows/pay-once")
+    wait(driver, lambda d: css(d, "#throughput-chart"))  # its content is in: nothing moves
+    click(driver, "#replay-failed")
+    wait(driver, lambda d: text(d, "#replay-notice"))
+    said = text(driver, "#replay-notice") or ""
+    assert said.endswith(" failed or crashed run(s) asked to run again."), said
+    return int(said.split()[0])
+
+
+async def test_a_bulk_replay_leaves_out_abandoned_events_through_the_ui(
+    browser: WebDriver,  # noqa: F811 (the fixture of tests/server/test_ui.py)
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    with _server(database_url) as base:
+
+        async def door() -> int:
+            return await asyncio.to_thread(_ui_replay, browser, base)
+
+        await _abandon_and_replay(database_url, tmp_path, door)
+        # an Abandoned record's page has no Retry button, and says why
+        [record, _] = await flow_runs(database_url, state_name="Abandoned")
+        refusal = await asyncio.to_thread(_ui_retry, browser, base, record["id"])
+    assert refusal is not None and "its source delivered it again" in refusal
