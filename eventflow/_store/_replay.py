@@ -148,15 +148,25 @@ async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False)
         if refusal is not None:
             raise ReplayError(refusal)
         row = _request_row(old, time.time(), full=full)
-        columns = list(row)
-        values = sa.select(
-            *(sa.literal(row[c], type_=runs.c[c].type).label(c) for c in columns)
-        ).where(~sa.exists().where(runs.c.retry_of == run_id))
-        inserted = await conn.execute(runs.insert().from_select(columns, values))
-        if inserted.rowcount != 1:  # another retry got in between (SQLite)
+        if not await _insert_unless_retried(conn, row):  # another retry got in between
             refusal = retry_refusal(old, await _retries(conn, run_id))
             raise ReplayError(refusal or f"flow run {run_id} is being retried already")
     return str(row["id"])
+
+
+async def _insert_unless_retried(conn: Any, row: dict[str, Any]) -> bool:
+    """Insert the request `row` unless its run has a retry by now; whether it did.
+
+    One statement that checks and writes: on SQLite under the database's write lock,
+    on PostgreSQL after the caller locked the old run's row (`FOR UPDATE`), with a
+    snapshot taken once that lock is held."""
+    runs = schema.flow_runs
+    columns = list(row)
+    values = sa.select(*(sa.literal(row[c], type_=runs.c[c].type).label(c) for c in columns)).where(
+        ~sa.exists().where(runs.c.retry_of == row["retry_of"])
+    )
+    inserted = await conn.execute(runs.insert().from_select(columns, values))
+    return bool(inserted.rowcount == 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +218,16 @@ async def request_replay(
         .where(runs.c.state_name.not_in(NOT_RUNS))
         .order_by(runs.c.created_at, runs.c.id)
         .limit(limit)
+        .with_for_update()  # as request_retry: a retry asked for meanwhile waits, or wins
     )
     now = time.time()
+    asked: list[str] = []
     async with engine.begin() as conn:
-        rows = [_request_row(old, now, full=full) for old in (await conn.execute(query)).mappings()]
-        if rows:
-            await conn.execute(runs.insert(), rows)
-    return [str(row["id"]) for row in rows]
+        for old in (await conn.execute(query)).mappings().all():
+            row = _request_row(old, now, full=full)
+            if await _insert_unless_retried(conn, row):
+                asked.append(str(row["id"]))
+    return asked
 
 
 async def count_not_runs(engine: AsyncEngine, matching: ReplayFilter) -> int:

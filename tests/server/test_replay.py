@@ -9,7 +9,7 @@ import httpx
 
 from eventflow._server import create_app
 from eventflow._store._operator import OperatorStore
-from eventflow._store._replay import ReplayError
+from eventflow._store._replay import ReplayError, ReplayFilter
 from eventflow._store._writer import RunWriter
 from tests.server._serve import serve
 from tests.server.conftest import Store
@@ -130,3 +130,33 @@ def test_retries_of_one_run_asked_at_once_make_one_run(fresh_store: Store) -> No
     refused = [o for o in outcomes if isinstance(o, ReplayError)]
     assert len(made) == 1 and len(refused) == 7, outcomes
     assert all("retried already" in str(error) for error in refused)
+
+
+def test_a_bulk_replay_and_retries_asked_at_once_make_one_run_each(fresh_store: Store) -> None:
+    """A bulk replay racing single retries of the runs it replays: each run once."""
+    runs = fresh_store.runs
+
+    async def race() -> list[dict[str, object]]:
+        stores = [OperatorStore(fresh_store.url) for _ in range(5)]
+        try:
+            await asyncio.gather(
+                stores[0].replay(ReplayFilter(flow_name="process-order")),
+                *(s.retry(runs.order_failed) for s in stores[1:3]),
+                *(s.retry(runs.order_invalid) for s in stores[3:]),
+                return_exceptions=True,
+            )
+            return await _retries(stores[0])
+        finally:
+            for s in stores:
+                await s.close()
+
+    async def _retries(store: OperatorStore) -> list[dict[str, object]]:
+        return [
+            *(await store.list_replays(runs.order_failed)),
+            *(await store.list_replays(runs.order_invalid)),
+        ]
+
+    made = asyncio.run(race())
+    assert sorted(str(r["retry_of"]) for r in made) == sorted(
+        [runs.order_failed, runs.order_invalid]
+    ), made
