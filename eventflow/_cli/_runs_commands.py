@@ -223,8 +223,9 @@ def runs_replay(
     Each replay resumes its run as `runs retry` does: task calls whose task run
     completed return the kept result (`--full`: everything runs). Records of flow
     controls that are not runs of their own (an event of a batch run, a
-    Duplicate, a CancelSignal, an event Abandoned while it waited for a control:
-    its source delivered it again) are left out: replay a batch by its run.
+    Duplicate, a CancelSignal, an event Abandoned while it waited for a control)
+    are left out: replay a batch by its run. So is a run whose event its source
+    delivered again (a crashed run's): that delivery ran it.
     """
     from .._store._replay import ReplayError, ReplayFilter
 
@@ -256,7 +257,7 @@ def runs_replay(
     if left_out:
         summary += (
             f"; left out {left_out} records that cannot be retried"
-            " (an event of a batch run, a duplicate, a cancel signal or an event abandoned"
-            " while it waited for a flow control)"
+            " (an event of a batch run, a duplicate, a cancel signal, an event abandoned"
+            " while it waited for a flow control, or a run whose event was delivered again)"
         )
     click.echo(summary)

@@ -231,7 +231,8 @@ async def get_flow_run(request: Request, run_id: RunId) -> models.FlowRunDetail:
     except RunNotFoundError as error:
         raise HTTPException(404, str(error)) from None
     replays = await reader.list_replays(run["id"])
-    return views.run_detail(run, replays, _masker(request))
+    redelivery = await reader.redelivery_of(run)
+    return views.run_detail(run, replays, _masker(request), redelivery)
 
 
 @router.post(

@@ -90,7 +90,10 @@ def _failing_task(run: models.FlowRun, task_runs: list[models.TaskRun]) -> str |
 
 
 def run_detail(
-    run: dict[str, Any], replays: list[dict[str, Any]], masker: SecretMasker
+    run: dict[str, Any],
+    replays: list[dict[str, Any]],
+    masker: SecretMasker,
+    redelivery: str | None = None,
 ) -> models.FlowRunDetail:
     """The whole run: secret fields masked, and their values redacted from free text."""
     payload, encoding = decode_payload(run.get("event_payload"))
@@ -150,5 +153,5 @@ def run_detail(
         ],
         replays=[run_ref(r) for r in replays],
         pruned=run["pruned"],
-        retry_refused=retry_refusal(run, replays),
+        retry_refused=retry_refusal(run, replays, redelivery),
     )

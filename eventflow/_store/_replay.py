@@ -52,9 +52,14 @@ class ReplayError(StoreError, ValueError):
     flow control's record that is not a run: `NOT_RUNS`, or it was retried already)."""
 
 
-def retry_refusal(old: Mapping[str, Any], retries: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why run `old` cannot be retried (its retries so far: `retries`, oldest first);
-    None if it can. The one rule for the API's 409, the CLI and the UI's Retry button."""
+def retry_refusal(
+    old: Mapping[str, Any],
+    retries: Sequence[Mapping[str, Any]],
+    redelivery: str | None = None,
+) -> str | None:
+    """Why run `old` cannot be retried (its retries so far: `retries`, oldest first; the
+    newest later delivery of its event: `redelivery`, see `redelivery_of`); None if it can.
+    The one rule for the API's 409, the CLI and the UI's Retry button."""
     run_id = old["id"]
     if old["state_type"] not in REPLAYABLE_STATES:
         return (
@@ -75,7 +80,53 @@ def retry_refusal(old: Mapping[str, Any], retries: Sequence[Mapping[str, Any]]) 
         if state == "COMPLETED":
             return f"flow run {run_id} was retried already as run {retry_id}, which completed"
         return f"flow run {run_id} is being retried already as run {retry_id} ({state})"
+    if redelivery is not None:  # its source delivered the event again: that run is its rerun
+        return (
+            f"the event of flow run {run_id} was delivered again and ran as run {redelivery}:"
+            f" retry {redelivery} if it must run again"
+        )
     return None
+
+
+def _same_event_later(later: Any, old: Any) -> tuple[sa.ColumnElement[bool], ...]:
+    """`later` is a delivery (not a replay) of `old`'s flow after it (columns or values)."""
+    return (
+        later.c.flow_name == old["flow_name"],
+        later.c.id != old["id"],  # a datetime read back from SQLite may round below itself
+        later.c.created_at > old["created_at"],
+        later.c.retry_of.is_(None),
+        later.c.event_group.is_not_distinct_from(old["event_group"]),
+    )
+
+
+def _at_position(later: Any, old: Any) -> sa.ColumnElement[bool]:
+    """The same partitioned event: its position (ix_flow_runs_event_position)."""
+    return sa.and_(
+        later.c.event_source == old["event_source"],
+        later.c.event_partition == old["event_partition"],
+        later.c.event_offset == old["event_offset"],
+    )
+
+
+async def redelivery_of(conn: Any, old: Mapping[str, Any]) -> str | None:
+    """The newest run of `old`'s event its source delivered after it (a crashed or
+    abandoned run's event runs again that way), or None."""
+    if old["event_id"] is None and old["event_partition"] is None:
+        return None  # a direct call's run: nothing delivers it again
+    later = schema.flow_runs.alias("later")
+    same = (
+        _at_position(later, old)
+        if old["event_partition"] is not None
+        else sa.and_(later.c.event_partition.is_(None), later.c.event_id == old["event_id"])
+    )
+    query = (
+        sa.select(later.c.id)
+        .where(same, *_same_event_later(later, old))
+        .order_by(later.c.created_at.desc())
+        .limit(1)
+    )
+    found = (await conn.execute(query)).scalar()
+    return None if found is None else str(found)
 
 
 def _not_a_run(old: Mapping[str, Any]) -> str | None:
@@ -144,7 +195,7 @@ async def request_retry(engine: AsyncEngine, run_id: str, *, full: bool = False)
         old = None if found is None else dict(found)
         if old is None:
             raise RunNotFoundError(f"no flow run {run_id!r}")
-        refusal = retry_refusal(old, await _retries(conn, run_id))
+        refusal = retry_refusal(old, await _retries(conn, run_id), await redelivery_of(conn, old))
         if refusal is not None:
             raise ReplayError(refusal)
         row = _request_row(old, time.time(), full=full)
@@ -202,20 +253,38 @@ class ReplayFilter:
         return where
 
 
+def _not_delivered_again() -> sa.ColumnElement[bool]:
+    """A run whose event its source did not deliver again: a later delivery (a crashed
+    run's event, redelivered) ran it (`redelivery_of`); by position, or by id when
+    unpartitioned."""
+    runs = schema.flow_runs
+    later = runs.alias("later")
+    return sa.and_(
+        ~sa.exists().where(_at_position(later, runs.c), *_same_event_later(later, runs.c)),
+        ~sa.exists().where(
+            runs.c.event_partition.is_(None),
+            later.c.event_partition.is_(None),
+            later.c.event_id == runs.c.event_id,
+            *_same_event_later(later, runs.c),
+        ),
+    )
+
+
 async def request_replay(
     engine: AsyncEngine, matching: ReplayFilter, *, limit: int = 1000, full: bool = False
 ) -> list[str]:
     """Ask for every run matching the filter (oldest first, at most `limit`) to run again.
 
     A run that already has a replay request or replay is skipped, so asking twice
-    does not run an event twice; so is a record that is not a run (`NOT_RUNS`).
+    does not run an event twice; so is a record that is not a run (`NOT_RUNS`), and
+    a run whose event its source delivered again (that delivery ran it).
     Each replay resumes its run, as `request_retry` does, unless `full`.
     """
     runs = schema.flow_runs
     query = (
         sa.select(runs)
         .where(*matching.where())
-        .where(runs.c.state_name.not_in(NOT_RUNS))
+        .where(runs.c.state_name.not_in(NOT_RUNS), _not_delivered_again())
         .order_by(runs.c.created_at, runs.c.id)
         .limit(limit)
         .with_for_update()  # as request_retry: a retry asked for meanwhile waits, or wins
@@ -231,13 +300,14 @@ async def request_replay(
 
 
 async def count_not_runs(engine: AsyncEngine, matching: ReplayFilter) -> int:
-    """How many records matching the filter `request_replay` leaves out (`NOT_RUNS`)."""
+    """How many runs matching the filter `request_replay` leaves out: records that are
+    not runs (`NOT_RUNS`), and runs whose event was delivered again."""
     runs = schema.flow_runs
     query = (
         sa.select(sa.func.count())
         .select_from(runs)
         .where(*matching.where())
-        .where(runs.c.state_name.in_(NOT_RUNS))
+        .where(sa.or_(runs.c.state_name.in_(NOT_RUNS), ~_not_delivered_again()))
     )
     async with engine.connect() as conn:
         return int((await conn.execute(query)).scalar_one())

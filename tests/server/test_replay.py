@@ -160,3 +160,61 @@ def test_a_bulk_replay_and_retries_asked_at_once_make_one_run_each(fresh_store: 
     assert sorted(str(r["retry_of"]) for r in made) == sorted(
         [runs.order_failed, runs.order_invalid]
     ), made
+
+
+def _delivery(run_id: str, state: str, at: float, **event: object) -> dict[str, object]:
+    return {
+        "id": run_id,
+        "flow_name": "redelivered",
+        "state_type": state,
+        "state_name": state.title(),
+        "run_count": 1,
+        "created_at": at,
+        **event,
+    }
+
+
+def test_a_run_whose_event_ran_again_is_not_replayed_nor_retried(fresh_store: Store) -> None:
+    """A worker killed mid-run: its run is CRASHED, and its source delivers the event again
+    to a new run. Replaying the crashed run ran the event a second time."""
+    kafka = {"event_source": "orders", "event_partition": 0, "event_group": "g"}
+    now = time.time() - 60
+    writer = RunWriter(fresh_store.url)
+    writer.start()
+    try:
+        for row in (
+            _delivery("crashed-kafka", "CRASHED", now, event_offset=5, event_id="o-5", **kafka),
+            _delivery("again-kafka", "COMPLETED", now + 1, event_offset=5, event_id="o-5", **kafka),
+            _delivery("crashed-http", "CRASHED", now, event_id="h-1"),
+            _delivery("again-http", "FAILED", now + 1, event_id="h-1"),
+            # not delivered again (yet), or only to another consumer group: replayable
+            _delivery("crashed-alone", "CRASHED", now, event_offset=6, event_id="o-6", **kafka),
+            _delivery("crashed-g", "CRASHED", now, event_offset=7, event_id="o-7", **kafka),
+            _delivery(
+                "other-group",
+                "COMPLETED",
+                now + 1,
+                event_offset=7,
+                event_id="o-7",
+                **{**kafka, "event_group": "h"},
+            ),
+        ):
+            writer.put_flow_run(row)
+        writer.flush_blocking(30)
+    finally:
+        writer.close()
+    with serve(create_app(fresh_store.url)) as base, httpx.Client(base_url=base) as client:
+        refused = client.post("/api/flow-runs/crashed-kafka/retry")
+        assert refused.status_code == 409
+        assert refused.json()["detail"] == (
+            "the event of flow run crashed-kafka was delivered again and ran as run"
+            " again-kafka: retry again-kafka if it must run again"
+        )
+        detail = client.get("/api/flow-runs/crashed-http").json()
+        assert "delivered again and ran as run again-http" in detail["retry_refused"]
+        replayed = client.post("/api/flow-runs/replay", json={"flow_name": "redelivered"})
+        linked = {
+            client.get(f"/api/flow-runs/{i}").json()["retry_of"] for i in replayed.json()["ids"]
+        }
+    # the old code asked for crashed-kafka and crashed-http too
+    assert linked == {"crashed-alone", "crashed-g", "again-http"}
