@@ -1,7 +1,7 @@
 """Benchmark: Kafka order events through a two-task flow, every run tracked, beside baselines.
 
     .venv/bin/python bench/kafka.py [--events 200000] [--store both|sqlite|postgresql]
-        [--results both|on|off]
+        [--results both|on|off] [--tracing off|on|both]
         [--rounds 3] [--skip-faststream] [--latency-rate 5000]
 
 Starts a local broker (scripts/kafka.sh) and, for PostgreSQL, a local server
@@ -14,7 +14,10 @@ topic contents with a fresh consumer group each:
   side by side, with CPU µs per event per process (worker, writer process,
   PostgreSQL server, broker) read from /proc over each run's window; with
   `--results both` (the default) each store also runs with task results not
-  kept (rows `<store>-nores`), alternating, and the ratio is printed;
+  kept (rows `<store>-nores`), alternating, and the ratio is printed; with
+  `--tracing both` (the default) each also runs with every span exported to a
+  local Jaeger (scripts/jaeger.sh; OTLP, 100% sampling; rows `<store>-traced`)
+  beside the runs with no TracerProvider, and the ratio is printed;
 - a raw aiokafka `getmany` loop doing the same work untracked, committing per batch;
 - a FastStream subscriber doing the same work (its default ack policy).
 Then, for latency, events are produced at a steady rate while eventflow consumes
@@ -51,7 +54,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from tests._kafka import free_port_pair  # noqa: E402
-from tests._services import Postgres  # noqa: E402
+from tests._services import Postgres, free_port  # noqa: E402
 
 PG_SETTINGS = {"PG_SHARED_BUFFERS": "256MB"}
 """The bench's PostgreSQL: room for a few hundred thousand runs in memory."""
@@ -66,8 +69,12 @@ def measure_eventflow(
     watch: tuple[str, ...] | list[str] = (),
     watch_tree: tuple[str, ...] | list[str] = (),
     persist_results: bool = True,
+    tree: Path = ROOT,
+    tracing: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    child = [sys.executable, str(BENCH / "_eventflow_kafka.py"), bootstrap, topic, str(count)]
+    """One eventflow round; with `tree`, the eventflow of that checkout (`--compare-with`)."""
+    script = tree / "bench" / "_eventflow_kafka.py"
+    child = [sys.executable, str(script), bootstrap, topic, str(count)]
     if database_url is not None:
         child += ["--database-url", database_url]
     child += [f"--watch={w}" for w in watch] + [f"--watch-tree={w}" for w in watch_tree]
@@ -75,9 +82,14 @@ def measure_eventflow(
         [*child, "--control", control],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tree,
         timeout=1800,
-        env={**os.environ, "EVENTFLOW_PERSIST_RESULTS": "1" if persist_results else "0"},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            "EVENTFLOW_PERSIST_RESULTS": "1" if persist_results else "0",
+            **(tracing or {}),
+            **({} if tree == ROOT else {"PYTHONPATH": str(tree)}),
+        },
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -183,9 +195,26 @@ def side_by_side(by_store: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def _label(store: str, persist_results: bool) -> str:
-    """A row of the side-by-side table: the store, and `-nores` without task results kept."""
-    return store if persist_results else f"{store}-nores"
+def _label(store: str, persist_results: bool, traced: bool = False, tree: Path = ROOT) -> str:
+    """A row of the side-by-side table: the store, `-nores` without task results kept,
+    `-traced` with every span exported, `-base` for the checkout compared with."""
+    label = store + ("" if persist_results else "-nores") + ("-traced" if traced else "")
+    return label if tree == ROOT else f"{label}-base"
+
+
+def tracing_ratio(by_store: dict[str, list[dict[str, Any]]], stores: tuple[str, ...]) -> str:
+    """Events/s with every span exported over with no TracerProvider (median of the rounds)."""
+    lines = ["spans exported to Jaeger (100% sampled) vs no TracerProvider (events/s, median):"]
+    for store in stores:
+        off = [r["events_per_s"] for r in by_store[_label(store, True)] if "error" not in r]
+        on = [r["events_per_s"] for r in by_store[_label(store, True, True)] if "error" not in r]
+        if on and off:
+            traced, plain = statistics.median(on), statistics.median(off)
+            lines.append(
+                f"  {store}: {traced:,.0f} traced, {plain:,.0f} not: {traced / plain:.2f}x"
+                f" ({(traced / plain - 1) * 100:+.0f}% events/s)"
+            )
+    return "\n".join(lines)
 
 
 def results_ratio(by_store: dict[str, list[dict[str, Any]]], stores: tuple[str, ...]) -> str:
@@ -224,6 +253,20 @@ def main() -> None:
         help="task results kept (the default) or not; 'both' alternates them in each store's"
         " rounds and prints both figures",
     )
+    parser.add_argument(
+        "--compare-with",
+        metavar="TREE",
+        type=Path,
+        help="another checkout of eventflow (e.g. `git worktree add /tmp/base HEAD~1`): each"
+        " round also runs its eventflow, alternating with this one's, rows suffixed `-base`",
+    )
+    parser.add_argument(
+        "--tracing",
+        choices=("off", "on", "both"),
+        default="both",
+        help="no TracerProvider (off), every span exported to a local Jaeger (on), or both"
+        " alternating (with task results kept), the ratio printed",
+    )
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="eventflow-kbench-broker-")
@@ -232,6 +275,22 @@ def main() -> None:
     subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "start", data_dir, str(port)], check=True)
     stores = ("sqlite", "postgresql") if args.store == "both" else (args.store,)
     postgres: Postgres | None = None
+    jaeger_dir = tempfile.mkdtemp(prefix="eventflow-kbench-jaeger-")
+    tracing_env: dict[str, str] = {}
+    if args.tracing != "off":
+        ports = [str(free_port()) for _ in range(3)]
+        subprocess.run(
+            [str(ROOT / "scripts" / "jaeger.sh"), "start", jaeger_dir, *ports], check=True
+        )
+        tracing_env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports[1]}",
+            "OTEL_SERVICE_NAME": "eventflow-bench",
+            "OTEL_TRACES_SAMPLER": "always_on",
+            # room for the spans of a second of runs: a full queue drops spans, never waits
+            "OTEL_BSP_MAX_QUEUE_SIZE": "65536",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+        }
     if "postgresql" in stores:
         os.environ.update(PG_SETTINGS)
         postgres = Postgres.start_new()
@@ -242,23 +301,41 @@ def main() -> None:
         print("load before the runs:", os.getloadavg(), flush=True)
         watch = [f"broker={broker_pid(data_dir)}"]
         persist = {"on": (True,), "off": (False,), "both": (True, False)}[args.results]
-        kinds = [(store, keep) for store in stores for keep in persist]
+        traced = {"off": (False,), "on": (True,), "both": (False, True)}[args.tracing]
+        trees = [ROOT] if args.compare_with is None else [ROOT, args.compare_with.resolve()]
+        kinds = [
+            (store, keep, trace, tree)
+            for store in stores
+            for keep in persist
+            for trace in traced
+            for tree in trees
+            if keep or not trace  # traced runs keep results: one ratio to read
+        ]
         by_store: dict[str, list[dict[str, Any]]] = {_label(*kind): [] for kind in kinds}
         for round_ in range(args.rounds):
-            for store, keep in kinds if round_ % 2 == 0 else kinds[::-1]:
-                url, tree = None, []
+            for store, keep, trace, tree in kinds if round_ % 2 == 0 else kinds[::-1]:
+                url, watched = None, []
                 if store == "postgresql":
                     assert postgres is not None
                     url = postgres.create_database()
-                    tree = [f"postgres={postmaster_pid(postgres.data_dir)}"]
+                    watched = [f"postgres={postmaster_pid(postgres.data_dir)}"]
                 result = measure_eventflow(
-                    bootstrap, topic, args.events, "none", url, watch, tree, persist_results=keep
+                    bootstrap,
+                    topic,
+                    args.events,
+                    "none",
+                    url,
+                    watch,
+                    watched,
+                    persist_results=keep,
+                    tree=tree,
+                    tracing=tracing_env if trace else None,
                 )
                 if postgres is not None and url is not None:
                     postgres.drop_database(url)  # rounds do not write out each other's pages
-                by_store[_label(store, keep)].append(result)
+                by_store[_label(store, keep, trace, tree)].append(result)
                 print(
-                    f"round {round_ + 1} {_label(store, keep)}: "
+                    f"round {round_ + 1} {_label(store, keep, trace, tree)}: "
                     f"{result.get('events_per_s', 'error')} events/s,"
                     f" CPU us/event {result.get('cpu_us_per_event', result.get('error'))}",
                     flush=True,
@@ -268,6 +345,8 @@ def main() -> None:
         print(side_by_side(by_store))
         if args.results == "both":
             print(results_ratio(by_store, stores))
+        if args.tracing == "both" and args.results != "off":
+            print(tracing_ratio(by_store, stores))
         results = [by_store[_label(*kinds[0])][0]]
         if args.skip_baselines:
             return
@@ -298,6 +377,8 @@ def main() -> None:
     finally:
         subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "stop", data_dir], check=False)
         shutil.rmtree(data_dir, ignore_errors=True)
+        subprocess.run([str(ROOT / "scripts" / "jaeger.sh"), "stop", jaeger_dir], check=False)
+        shutil.rmtree(jaeger_dir, ignore_errors=True)
         if postgres is not None:
             postgres.remove()
 

@@ -22,7 +22,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from eventflow import ConfigurationError, EventflowError
-from eventflow.runtime import Backoff, Event, EventSink, Source, missing_extra, parse_retry_after
+from eventflow.runtime import (
+    TRACING,
+    Backoff,
+    Event,
+    EventSink,
+    Source,
+    missing_extra,
+    parse_retry_after,
+)
 
 try:
     import httpx
@@ -211,7 +219,8 @@ class PollingSource(Source):
         request = client.build_request(
             method,
             url,
-            headers={**self.headers, **(headers or {})},
+            # the current trace context, if any (the user's: polls run outside runs)
+            headers={**self.headers, **TRACING.current_headers(), **(headers or {})},
             content=content,
             timeout=None,  # one deadline for the whole exchange, in `fetch`
         )

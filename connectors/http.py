@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from eventflow import ConfigurationError
-from eventflow.runtime import Backoff, Event, EventSink, missing_extra
+from eventflow.runtime import TRACING, Backoff, Event, EventSink, missing_extra, trace_headers
 
 from ._polling import (
     PollBodyError,
@@ -245,6 +245,8 @@ class HttpPollSource(PollingSource):
         events: list[Event] = []
         ids: set[str] = set()
         duplicates = 0
+        # a server that answers in a trace (`traceparent`): the poll's runs join it
+        context = trace_headers(fetched.headers) if TRACING.on else ()
         for item in self._split(body):
             event_id = self._event_id(item)
             if event_id in ids or event_id in self._recent:
@@ -252,7 +254,13 @@ class HttpPollSource(PollingSource):
                 continue
             ids.add(event_id)
             events.append(
-                Event(id=event_id, value=orjson.dumps(item), key=self._key(item), timestamp=now)
+                Event(
+                    id=event_id,
+                    value=orjson.dumps(item),
+                    key=self._key(item),
+                    timestamp=now,
+                    headers=context,
+                )
             )
         etag = fetched.headers.get("etag")
         last_modified = fetched.headers.get("last-modified")

@@ -17,6 +17,7 @@ from ._resume import KeptResult, Resume
 
 if TYPE_CHECKING:
     from ._futures import TaskFuture
+    from ._store._fences import Fence
     from ._store._writer import RunWriter
 
 
@@ -64,6 +65,12 @@ class FlowRunContext:
             {p: name for p, (name, _t, _r) in calls.items()},
         )
         self.positions = itertools.count()
+
+    fence: Fence | None = None
+    """The claim the run is made under (a worker's partition or lease): its records
+    carry its token, and once it is lost no task of the run starts."""
+    span: Any = None
+    """Its OpenTelemetry span while tracing is on (eventflow/_tracing.py)."""
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)

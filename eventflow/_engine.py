@@ -26,13 +26,24 @@ from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
 from ._retries import RetryPolicy
-from ._states import Cancelled, Completed, Crashed, Failed, State, StateType, cancel_request
+from ._states import (
+    FENCED_OUT,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    State,
+    StateType,
+    cancel_request,
+)
 from ._threads import Pool, run_sync
 from ._tracebacks import format_traceback, task_failure
+from ._tracing import TRACING
 
 if TYPE_CHECKING:
     from ._flows import Flow
     from ._resume import Resume
+    from ._store._fences import Fence
     from ._store._writer import RunWriter
 
 logger = logging.getLogger("eventflow.engine")
@@ -66,6 +77,11 @@ class RunInfo:
     name: str
     run_count: int
     parameters: dict[str, Any]
+
+
+def parameters_json(parameters: dict[str, Any]) -> str | None:
+    """A run's parameters as stored (what a crashed direct call is matched by)."""
+    return _json(parameters)
 
 
 def _json(value: Any) -> str | None:
@@ -196,13 +212,16 @@ def _log_failed_run(row: dict[str, Any], writer: RunWriter, state: State) -> Non
 
 
 class _FlowRunRecord(Attempts):
-    __slots__ = ("before_retry", "parameters", "row", "writer")
+    __slots__ = ("before_retry", "parameters", "row", "span", "writer")
 
-    def __init__(self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any]) -> None:
+    def __init__(
+        self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any], span: Any
+    ) -> None:
         self.row = row
         self.writer = writer
         self.parameters = parameters
         self.before_retry: Callable[[], None] | None = None
+        self.span = span  # OpenTelemetry's, None while tracing is off (eventflow/_tracing.py)
 
     def info(self) -> RunInfo:
         row = self.row
@@ -223,6 +242,8 @@ class _FlowRunRecord(Attempts):
         name = "AwaitingRetry" if delay > 0 else "Retrying"
         row.update(state_type=RETRYING, state_name=name, error=state.message)
         self.writer.put_flow_run(row)
+        if self.span is not None:
+            TRACING.retried(self.span, state, attempt, delay)
         RECORDER.retried("flow", row["flow_name"])
         get_run_logger().info(
             "flow run failed (attempt %d), retrying in %gs: %s", attempt, delay, state.message
@@ -251,9 +272,13 @@ class _FlowRunRecord(Attempts):
                 error=cause.message if cause is not None and cause.message else state.message,
                 traceback=None if error is None else stored_traceback(error),
             )
-            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+            if state.type is StateType.FAILED or (
+                state.type is StateType.CRASHED and state.name != "FencedOut"
+            ):
                 _log_failed_run(row, self.writer, state)
         self.writer.put_flow_run(row)
+        if self.span is not None:
+            TRACING.finished(self.span, row, state)
         started = row["started_at"]
         RECORDER.run_finished(
             "flow",
@@ -277,6 +302,7 @@ async def run_flow(
     retry_of: str | None = None,
     flow_run_id: str | None = None,
     resume: Resume | None = None,
+    fence: Fence | None = None,
 ) -> State:
     """Run `flow` once, recorded through `writer`, and return its final state.
 
@@ -284,7 +310,8 @@ async def run_flow(
     a JSON document (an event; `decoded`: that document if a flow control has
     decoded it already, so it is not parsed twice). Invalid parameters end the run FAILED without
     calling the flow; nothing is raised. With `resume`, task calls reuse the
-    results that run kept (eventflow/_resume.py).
+    results that run kept (eventflow/_resume.py). With `fence` (a worker's claim),
+    its records carry the claim's token: the store refuses them once it is lost.
     """
     run_id = flow_run_id or new_id()
     writer.ensure_flow(flow.name, flow.version)
@@ -315,7 +342,9 @@ async def run_flow(
         "ended_at": None,
         "traceback": None,
         "resumed_from": None if resume is None else resume.run_id,
+        "fence": None if fence is None else fence.token,
     }
+    span = TRACING.flow_started(row) if TRACING.on else None
     try:
         if decoded is not NOT_DECODED:
             parameters = flow.validate_decoded(decoded)
@@ -327,7 +356,7 @@ async def run_flow(
         row["started_at"] = None
         if raw_parameters is not None and event is None:
             row["parameters"] = raw_parameters.decode("utf-8", "replace")
-        record = _FlowRunRecord(row, writer, {})
+        record = _FlowRunRecord(row, writer, {}, span)
         state = Failed(error)
         record.finish(state)
         if flow.on_failure:
@@ -339,12 +368,15 @@ async def run_flow(
     if flow.flow_run_name is not None:
         row["name"] = flow.format_run_name(parameters)
     writer.put_flow_run(row)
-    record = _FlowRunRecord(row, writer, parameters)
+    record = _FlowRunRecord(row, writer, parameters, span)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
     if flow.retry_resumes:
         record.before_retry = context.resume_attempt
+    context.fence = fence
+    context.span = span
     token = current_flow_run.set(context)
+    trace_token = None if span is None else TRACING.enter(span)
     try:
         state = await run_attempts(
             flow.fn,
@@ -360,6 +392,9 @@ async def run_flow(
             await _finish_forgotten(context)
     except BaseException as error:
         ended = interrupted("flow", error)
+        request = cancel_request(error)
+        if request is not None and request.linked_run_id is not None:
+            row["linked_run_id"] = request.linked_run_id  # the run that superseded it
         for task_record in list(context.running):  # not reached by the interruption
             task_record.finish(interrupted("task", error))
         record.finish(ended)
@@ -368,10 +403,12 @@ async def run_flow(
         raise
     finally:
         current_flow_run.reset(token)
+        if trace_token is not None:
+            TRACING.leave(trace_token)
     record.finish(state)
     hooks = flow.on_completion if state.type is StateType.COMPLETED else flow.on_failure
-    if hooks:
-        await run_hooks(hooks, flow, record.info(), state)
+    if hooks:  # inside the run's span (a notifier's request carries its context)
+        await TRACING.within(span, run_hooks(hooks, flow, record.info(), state))
     return state
 
 
@@ -384,7 +421,10 @@ def interrupted(kind: str, error: BaseException) -> State:
     why = type(error).__name__
     if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
         why = error.args[0]  # what cancelled it said why ("SIGTERM")
-    return Crashed(f"the {kind} run was interrupted: {why}", error)
+    state = Crashed(f"the {kind} run was interrupted: {why}", error)
+    if why == FENCED_OUT:
+        state.name = "FencedOut"
+    return state
 
 
 def failure_of(state: State) -> BaseException | None:

@@ -49,3 +49,15 @@ class StoreNotInitialisedError(StoreError):
 
 class MissingExtraError(EventflowError, ImportError):
     """A feature needs a package of an optional extra that is not installed."""
+
+
+class FencedError(EventflowError):
+    """A worker lost its claim (its partitions were reassigned, its lease taken over, or it
+    was frozen past the lease): what it was doing under that claim was dropped."""
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: message`, or the type alone when the message is empty (a TimeoutError):
+    a log line never ends in an empty error."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

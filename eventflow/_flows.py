@@ -16,13 +16,15 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import pydantic
 
 from ._context import current_flow_run
-from ._defaults import default_writer_async
+from ._crashed_calls import resume_crashed
+from ._defaults import batch_lease, default_writer_async
 from ._engine import run_flow
 from ._errors import ParameterValidationError, SyncInAsyncError
 from ._logging import enable_print_logging
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
 from ._threads import busy_threads, portal_loop, running_loop
+from ._tracing import TRACING
 
 logger = logging.getLogger("eventflow.engine")
 
@@ -228,9 +230,20 @@ class Flow(Generic[P, R]):
         parent = current_flow_run.get()
         if parent is not None:
             return await run_flow(self, parent.writer, args=args, kwargs=kwargs, parent=parent)
+        if not TRACING.on:
+            TRACING.setup()  # a provider set up since the last direct call counts
         writer = await default_writer_async()
+        lease = batch_lease()
         try:
-            return await run_flow(self, writer, args=args, kwargs=kwargs)
+            resume = await resume_crashed(self, writer.database_url, args, kwargs)
+            return await run_flow(
+                self,
+                writer,
+                args=args,
+                kwargs=kwargs,
+                worker_id=None if lease is None else lease.worker_id,
+                resume=resume,
+            )
         finally:
             await writer.flush()  # a direct call returns once its run is durable (crashed too)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._errors import ConfigurationError, EventflowError
+from ._errors import ConfigurationError, EventflowError, describe_error
 
 _PACKAGE = str(Path(__file__).resolve().parent)
 
@@ -90,10 +90,5 @@ def _import_error(location: str, error: BaseException, path: Path | None) -> Bas
         f for f in frames if "importlib" not in f.filename and not f.filename.startswith(_PACKAGE)
     ]
     where = f" ({user[-1].filename}, line {user[-1].lineno})" if user else ""
-    message = str(error) if isinstance(error, EventflowError) else _describe(error)
+    message = str(error) if isinstance(error, EventflowError) else describe_error(error)
     return ConfigurationError(f"cannot import {location}: {message}{where}")
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -21,6 +21,7 @@ import orjson
 
 from ._context import current_flow_run, current_task_run
 from ._errors import MissingContextError
+from ._tracing import TRACING
 
 RUN_LOGGER_NAME = "eventflow.runs"
 _configured = threading.Lock()
@@ -28,7 +29,8 @@ _is_configured = False
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the run ids when the record has them."""
+    """One JSON object per line, with the run ids when the record has them, and the
+    trace and span ids (hex, as OpenTelemetry prints them) while tracing is on."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -41,6 +43,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
+        if TRACING.on:  # the span current where the record is formatted: the run's
+            ids = TRACING.current_ids()
+            if ids is not None:
+                entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

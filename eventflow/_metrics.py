@@ -151,6 +151,13 @@ class _Metrics:
             "What flow controls decided for events: admitted, waited, throttled, duplicate...",
             ["subscription", "control", "decision"],
         )
+        self.fenced = Counter(
+            "eventflow_fenced_total",
+            "Claims a worker lost, with their work: partition_claimed (its partitions were"
+            " claimed by another worker), lease_lost (it was declared dead while alive),"
+            " frozen (it stood still longer than its lease).",
+            ["subscription", "reason"],
+        )
         self.lag = Gauge(
             "eventflow_consumer_lag",
             "Messages behind the end of the partition, per assigned partition.",
@@ -244,6 +251,7 @@ class _SubscriptionTotals:
     dead_lettered: int = 0
     source_errors: int = 0
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    fenced: dict[str, int] = field(default_factory=dict)
     lag_partitions: set[tuple[str, int]] = field(default_factory=set)
 
 
@@ -333,6 +341,11 @@ class MetricsExporter:
                 if delta > 0:
                     m.control_decisions.labels(name, control, decision).inc(delta)
                     seen.decisions[(control, decision)] = count
+        for reason, count in list(stats.fenced.items()):
+            delta = count - seen.fenced.get(reason, 0)
+            if delta > 0:
+                m.fenced.labels(name, reason).inc(delta)
+                seen.fenced[reason] = count
         state = runner.health.state
         m.source_up.labels(name).set(1 if state == "running" else 0)
         for each in SOURCE_STATES:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ._extras import missing_extra
 from ._retries import parse_retry_after
+from ._tracing import TRACING
 
 try:
     import httpx
@@ -93,7 +94,9 @@ class WebhookNotifier:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
-        self._queue: queue.Queue[Notification | None] = queue.Queue(max_queued)
+        self._queue: queue.Queue[tuple[Notification, dict[str, str]] | None] = queue.Queue(
+            max_queued
+        )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -119,13 +122,17 @@ class WebhookNotifier:
     # -- queueing and sending -------------------------------------------------------------
 
     def notify(self, notification: Notification) -> None:
-        """Queue `notification` for sending; returns at once."""
+        """Queue `notification` for sending; returns at once.
+
+        While tracing is on, the POST carries the trace context current here (a
+        flow hook's: the run's span).
+        """
         if self.ui_url and notification.url is None:
             url = f"{self.ui_url.rstrip('/')}/#/runs/{notification.flow_run_id}"
             notification = _with_url(notification, url)
         self._ensure_thread()
         try:
-            self._queue.put_nowait(notification)
+            self._queue.put_nowait((notification, TRACING.current_headers()))
         except queue.Full:
             self.dropped += 1
             logger.error("notification queue full; dropped %s", notification.flow_run_id)
@@ -154,11 +161,12 @@ class WebhookNotifier:
     def _send_loop(self) -> None:
         with httpx.Client(timeout=self.timeout, headers=self.headers) as client:
             while True:
-                notification = self._queue.get()
-                if notification is None:
+                queued = self._queue.get()
+                if queued is None:
                     return
+                notification, trace_headers = queued
                 try:
-                    self._deliver(client, notification)
+                    self._deliver(client, notification, trace_headers)
                 except Exception:  # a bad body or URL: this one fails, the thread goes on
                     self.failed += 1
                     logger.exception(
@@ -167,13 +175,15 @@ class WebhookNotifier:
                         notification.flow_run_id,
                     )
 
-    def _deliver(self, client: httpx.Client, notification: Notification) -> None:
+    def _deliver(
+        self, client: httpx.Client, notification: Notification, headers: dict[str, str]
+    ) -> None:
         body = self.body(notification)
         delay = self.backoff
         for attempt in range(self.retries + 1):
             wait = min(delay * random.uniform(1.0, 1.5), self.max_backoff)
             try:
-                response = client.post(self.url, json=body)
+                response = client.post(self.url, json=body, headers=headers or None)
                 if response.status_code < 300:
                     self.sent += 1
                     return

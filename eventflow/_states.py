@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from ._errors import RunNotFinishedError
+from ._errors import RunNotFinishedError, describe_error
 
 
 class StateType(StrEnum):
@@ -117,6 +117,14 @@ class CancelRequest:
 
     name: str
     message: str
+    linked_run_id: str | None = None
+    """The run that cancelled it (a later event of its key), shown with it."""
+
+
+FENCED_OUT = "fenced out"
+"""Why runs are cancelled when their worker lost the claim they ran under: they end
+CRASHED "FencedOut", unlogged one by one (their worker says once what it lost), and
+nothing of them is written (eventflow/_store/_fences.py)."""
 
 
 def cancel_request(error: BaseException) -> CancelRequest | None:
@@ -126,8 +134,3 @@ def cancel_request(error: BaseException) -> CancelRequest | None:
         if isinstance(request, CancelRequest):
             return request
     return None
-
-
-def describe_error(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -29,7 +29,7 @@ from ._engine import (
     run_hooks,
     stored_traceback,
 )
-from ._errors import UpstreamFailedError
+from ._errors import FencedError, UpstreamFailedError
 from ._futures import TaskFuture
 from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
@@ -39,6 +39,7 @@ from ._resume import KeptResult
 from ._states import Failed, State, StateType
 from ._threads import running_loop
 from ._tracebacks import TaskFailure, mark_task_failure, task_failure
+from ._tracing import TRACING
 
 if TYPE_CHECKING:
     from ._store._writer import RunWriter
@@ -76,7 +77,7 @@ def _resolve(value: Any) -> Any:
 
 
 class _TaskRunRecord(Attempts):
-    __slots__ = ("args", "encoded", "kwargs", "parameters", "row", "task", "writer")
+    __slots__ = ("args", "encoded", "kwargs", "parameters", "row", "span", "task", "writer")
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class _TaskRunRecord(Attempts):
         self.parameters: dict[str, Any] | None = None
         self.encoded = False
         """The result is in the row already (`encode_result_async`, off the loop)."""
+        self.span: Any = None  # OpenTelemetry's while it runs and tracing is on
 
     def info(self) -> RunInfo:
         if self.parameters is None:
@@ -116,6 +118,8 @@ class _TaskRunRecord(Attempts):
         name = "AwaitingRetry" if delay > 0 else "Retrying"
         row.update(state_type=RETRYING, state_name=name, error=state.message)
         self.writer.put_task_run(row)
+        if self.span is not None:
+            TRACING.retried(self.span, state, attempt, delay)
         RECORDER.retried("task", row["task_name"])
         get_run_logger().info(
             "task run %s failed (attempt %d), retrying in %gs: %s",
@@ -154,6 +158,8 @@ class _TaskRunRecord(Attempts):
             ended_at=ended,
         )
         self.writer.put_task_run(row)
+        if self.span is not None:
+            TRACING.finished(self.span, row, state)
         started = row["started_at"]
         RECORDER.run_finished(
             "task",
@@ -208,6 +214,12 @@ async def run_task(
     awaited call in a flow wants, without one more coroutine around this one.
     """
     writer = flow_run.writer
+    fence = flow_run.fence
+    if fence is not None and fence.lost:
+        raise FencedError(
+            f"flow run {flow_run.flow_run_id}: its worker lost the claim it ran under;"
+            " no further task of it runs"
+        )
     run_id = task_run_id or new_id()
     if position is None:
         position = _position(flow_run)
@@ -227,6 +239,7 @@ async def run_task(
         "result": None,
         "position": position,
         "reused_from": None,
+        "fence": None if fence is None else fence.token,
     }
     record = _TaskRunRecord(task, row, writer, args, kwargs)
     upstream: list[TaskFuture[Any]] = []
@@ -266,6 +279,8 @@ async def run_task(
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
     task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run, task.key))
     flow_run.running.add(record)
+    # the flow run's span is the parent, unless the context carried it (or a task's)
+    trace_token = TRACING.task_entered(record, flow_run, flow_token is None) if TRACING.on else None
     try:
         state = await run_attempts(
             task.fn, task.is_async, args, kwargs, task.retry_policy, task.timeout_seconds, record
@@ -275,6 +290,8 @@ async def run_task(
         raise
     finally:
         flow_run.running.discard(record)
+        if trace_token is not None:
+            TRACING.leave(trace_token)
         current_task_run.reset(task_token)
         if flow_token is not None:
             current_flow_run.reset(flow_token)

@@ -13,8 +13,10 @@ from ._runtime._liveness import Outage, RepeatFilter, quiet_library_logs
 from ._runtime._source import Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
 from ._states import SourceState
+from ._tracing import TRACING, Tracing, trace_headers
 
 __all__ = [
+    "TRACING",
     "App",
     "Backoff",
     "Event",
@@ -29,8 +31,10 @@ __all__ = [
     "Source",
     "SourceState",
     "Subscription",
+    "Tracing",
     "WorkerStoppingError",
     "missing_extra",
     "parse_retry_after",
     "quiet_library_logs",
+    "trace_headers",
 ]

@@ -4,8 +4,9 @@ valid_port() {
     [[ "$1" =~ ^[0-9]+$ ]] && (($1 > 0 && $1 < 65536))
 }
 
+# port_open PORT [HOST]: something listens there (HOST default 127.0.0.1)
 port_open() {
-    (: >"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    (: >"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
 }
 
 # a zombie (exited, not reaped yet by whoever inherited it) counts as gone

@@ -17,6 +17,10 @@
 #   KAFKA_HEAP_OPTS        default "-Xmx512m -Xms256m"
 #   KAFKA_JAVA_OPTS        extra JVM options
 #   KAFKA_LOG_LEVEL        root log4j2 level written to DATA_DIR/kafka.log (default WARN)
+#   KAFKA_HOST             address the broker listens on and advertises (default
+#                          127.0.0.1; tests/distributed runs it in a network namespace
+#                          on an address of that namespace); the controller stays on
+#                          127.0.0.1
 #
 # Client tools (kafka-tools) are in the classpath too, e.g.:
 #   java -cp "$(scripts/kafka.sh jars)/*" org.apache.kafka.tools.TopicCommand \
@@ -26,6 +30,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
+HOST="${KAFKA_HOST:-127.0.0.1}"
 CACHE_ROOT="${EVENTFLOW_CACHE:-$HOME/.cache/eventflow}"
 KAFKA_HOME_DIR="$CACHE_ROOT/kafka-$KAFKA_VERSION"
 LIB_DIR="$KAFKA_HOME_DIR/libs"
@@ -163,8 +168,8 @@ write_configs() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://$HOST:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://$HOST:$port
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -220,16 +225,16 @@ cmd_start() {
 
     if pid=$(running_pid "$data_dir"); then
         local running_port
-        running_port=$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "$data_dir/server.properties")
+        running_port=$(sed -n 's|^listeners=PLAINTEXT://[^:]*:\([0-9]*\),.*|\1|p' "$data_dir/server.properties")
         [[ "$running_port" == "$port" ]] ||
             die "kafka for $data_dir already running on port ${running_port:-?} (pid $pid), not $port"
-        echo "kafka ready on 127.0.0.1:$port (pid $pid, already running)"
+        echo "kafka ready on $HOST:$port (pid $pid, already running)"
         return 0
     fi
     rm -f "$data_dir/kafka.pid"
 
     ensure_jars
-    port_open "$port" && die "port $port on 127.0.0.1 is already in use"
+    port_open "$port" "$HOST" && die "port $port on $HOST is already in use"
     if [[ -n "${KAFKA_CONTROLLER_PORT:-}" ]]; then
         cport=$KAFKA_CONTROLLER_PORT
         valid_port "$cport" || die "bad KAFKA_CONTROLLER_PORT: $cport"
@@ -282,7 +287,7 @@ cmd_start() {
             rm -f "$data_dir/kafka.pid"
             die "kafka exited during startup (log: $log)"
         fi
-        if tail -c "+$((offset + 1))" "$log" | grep -F "$STARTED_MESSAGE" >/dev/null && port_open "$port"; then
+        if tail -c "+$((offset + 1))" "$log" | grep -F "$STARTED_MESSAGE" >/dev/null && port_open "$port" "$HOST"; then
             break
         fi
         if ((SECONDS >= deadline)); then
@@ -294,7 +299,7 @@ cmd_start() {
         fi
         sleep 0.2
     done
-    echo "kafka ready on 127.0.0.1:$port (pid $pid)"
+    echo "kafka ready on $HOST:$port (pid $pid)"
 }
 
 cmd_stop() {

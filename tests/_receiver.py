@@ -15,6 +15,8 @@ class Receiver:
 
     def __init__(self, fail_first: int = 0, fail_status: int = 503) -> None:
         self.bodies: list[Any] = []
+        self.headers: list[dict[str, str]] = []
+        """The headers of each request `bodies` holds the body of (names in lower case)."""
         self.attempts = 0
         self.fail_first = fail_first
         self.fail_status = fail_status
@@ -34,6 +36,7 @@ def receiving(fail_first: int = 0, fail_status: int = 503) -> Iterator[Receiver]
                 failing = receiver.attempts <= receiver.fail_first
                 if not failing:
                     receiver.bodies.append(json.loads(body))
+                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
             self.send_response(receiver.fail_status if failing else 200)
             self.send_header("content-length", "0")
             self.end_headers()

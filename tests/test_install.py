@@ -90,7 +90,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> bool:
 
 def test_the_core_install_runs_the_quickstart_as_the_docs_say(venv: Venv) -> None:
     installed = {p.name for p in (venv.path / "lib").glob("python*/site-packages/*")}
-    for left_out in ("fastapi", "uvicorn", "asyncpg", "httpx", "croniter", "tqdm"):
+    for left_out in ("fastapi", "uvicorn", "asyncpg", "httpx", "croniter", "tqdm", "opentelemetry"):
         assert left_out not in installed
 
     once = venv.run(str(venv.python), "quickstart.py")
@@ -163,6 +163,18 @@ def test_a_missing_extra_is_named(venv: Venv) -> None:
     assert store.returncode == 1
     assert "a PostgreSQL store cannot be used without the package 'asyncpg'" in store.stderr
     assert "pip install 'eventflow[postgres]'" in store.stderr
+    # OTEL_* ask for traces that cannot be made: said once, the run is not held up
+    traced = venv.run(
+        str(venv.python),
+        "-c",
+        "import sys, datetime, quickstart\n"
+        "for _ in range(2): quickstart.tick(datetime.datetime.now())\n"
+        "print(sorted(m for m in sys.modules if 'opentelemetry' in m))",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1",
+    )
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout.strip().splitlines()[-1] == "[]"
+    assert traced.stderr.count('pip install "eventflow[otel]"') == 1
 
 
 def free_port() -> int:
@@ -210,6 +222,8 @@ def test_each_extra_brings_its_feature(venv: Venv, server: str) -> None:
         "backfill": "import tqdm",
         "postgres": "import asyncpg",
         "kafka": "import aiokafka",
+        "otel": "import eventflow; from eventflow.testing import TestApp; "
+        "TestApp(eventflow.App(), trace=True)",
     }
     for extra, code in checks.items():
         venv.install(extra)

@@ -32,6 +32,8 @@ class KafkaRangeSource(Source):
 
     finite = True
 
+    messaging_system = "kafka"
+
     def __init__(
         self,
         topic: str,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 
-from eventflow.runtime import Sink
+from eventflow.runtime import TRACING, Sink
 
 from ._config import KafkaConnection, _connection
 from ._errors import _bounded, _stop_client
@@ -61,11 +61,28 @@ class KafkaSink(Sink):
     async def send(
         self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
     ) -> None:
-        """Publish; KafkaUnavailableError if the broker did not acknowledge it in `send_timeout`."""
+        """Publish; KafkaUnavailableError if the broker did not acknowledge it in `send_timeout`.
+
+        While tracing is on, each message gets a PRODUCER span, its context in the
+        message's `traceparent` header (see eventflow's tracing guide).
+        """
         if self._producer is None:
             await self.start()
+        if TRACING.on:
+            key_text = None if key is None else key.decode("utf-8", "replace")
+            with TRACING.producer_span(
+                "kafka", self.topic, headers, **{"messaging.kafka.message.key": key_text}
+            ) as traced:
+                sent = await self._send(value, key, traced)
+                TRACING.published(sent.partition, sent.offset)
+            return
+        await self._send(value, key, headers)
+
+    async def _send(
+        self, value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> Any:
         assert self._producer is not None
-        await _bounded(
+        return await _bounded(
             self._producer.send_and_wait(self.topic, value, key=key, headers=list(headers) or None),
             f"send to {self.topic}",
             self.send_timeout,

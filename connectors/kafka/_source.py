@@ -60,6 +60,8 @@ class KafkaSource(Source):
     `commit_timeout_s`.
     """
 
+    messaging_system = "kafka"
+
     def __init__(
         self,
         *topics: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import click
 
 from .._states import StateType
 from .._store._reader import RunFilter, RunNotFoundError
+from .._tracing import trace_id_of
 from ._database import database_option, open_store, run_sync
 from ._output import fmt_duration, fmt_table, fmt_time, jsonable, shorten, utc_timestamp
 
@@ -120,6 +122,11 @@ def runs_show(run_id: str, as_json: bool, database_url: str | None) -> None:
     ):
         if linked:
             click.echo(f"{label:<10} {linked}")
+    trace_id = trace_id_of(run.get("trace_context"))
+    if trace_id:  # its OpenTelemetry trace, in the tracing UI if a template says where
+        template = os.environ.get("EVENTFLOW_TRACE_URL_TEMPLATE")
+        where = f"  {template.replace('{trace_id}', trace_id)}" if template else ""
+        click.echo(f"{'trace':<10} {trace_id}{where}")
     click.echo("")
     if run["task_runs"]:
         rows = [

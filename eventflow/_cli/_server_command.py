@@ -29,4 +29,6 @@ def server_command(host: str, port: int, token: str | None, database_url: str | 
     url = resolve_database_url(database_url)
     run_sync(ensure_initialised(url))  # serves a store, never creates one
     click.echo(f"eventflow server: store {redact(url)}, http://{host}:{port}/")
-    uvicorn.run(create_app(url, token=token or None), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(url, token=token or None, sweep=True), host=host, port=port, log_level="info"
+    )

@@ -23,13 +23,16 @@ from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
 from .._results import configure as keep_results
 from .._settings import Settings
+from .._store._fences import Fence
 from .._store._migrate import upgrade
 from .._store._runstore import SqlRunStore
 from .._store._writer import RunWriter
 from ._checks import check_subscription
 from ._control_options import Controls, KeyFunction, SingletonMode
+from ._fencing import WorkerLease
 from ._housekeeping import Housekeeping
 from ._liveness import SubscriptionHealth, WorkerHealth
+from ._rejoin import Rejoin
 from ._runner import SubscriptionRunner
 from ._source import Event, Sink, Source
 from ._subscription import FailurePolicy, Notifier, Subscription
@@ -69,6 +72,7 @@ class App:
         self.subscriptions: list[Subscription] = []
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
+        self.lease: WorkerLease | None = None
         self.started = asyncio.Event()
         self.health = WorkerHealth()
         """The last health check, read by the probe endpoint's thread (see `_check_health`)."""
@@ -228,14 +232,14 @@ class App:
             "heartbeat_at": started_at,
             "stopped_at": None,
         }
-        writer.put_worker(worker_row)
-        await writer.flush()
+        self.lease = lease = WorkerLease(worker_row, store, writer)
+        await lease.register()
         self.runners = [
             SubscriptionRunner(
                 s,
                 writer,
                 store,
-                worker_id,
+                lease,
                 health=SubscriptionHealth(
                     s.name,
                     stall_after=settings.stall_seconds,
@@ -244,6 +248,13 @@ class App:
             )
             for s in self.subscriptions
         ]
+        rejoin = Rejoin(lease, self.runners, lambda: self._shutting_down)
+        loop = asyncio.get_running_loop()
+
+        def refused(fences: list[Fence]) -> None:  # on the writer's thread
+            loop.call_soon_threadsafe(rejoin.refused, fences)
+
+        writer.fences.on_refused = refused
         house = Housekeeping(
             self.runners,
             writer=writer,
@@ -263,7 +274,9 @@ class App:
             # the background loops live as long as the runs; the sources end first
             async with anyio.create_task_group() as background:
                 loops: list[Callable[[], Awaitable[None]]] = [
-                    partial(house.heartbeat, worker_row),
+                    partial(house.heartbeat, lease),
+                    partial(house.watch_clock, rejoin.frozen),
+                    rejoin.run,
                     house.sweep,
                     house.live_status if sys.stderr.isatty() else house.report,
                     partial(house.publish, exporter),
@@ -272,15 +285,16 @@ class App:
                 if settings.retention is not None:
                     loops.append(partial(house.retain, settings.retention))
                 loops += [partial(commit_loop, r, settings.commit_interval) for r in self.runners]
-                for loop in loops:
-                    background.start_soon(_logged, loop)
+                for each in loops:
+                    background.start_soon(_logged, each)
                 try:
                     await self._serve_sources(stop)
                 finally:
                     await self._drain(settings.shutdown_grace)
                     background.cancel_scope.cancel()
         finally:
-            await self._shut_down(settings, house, worker_row, exporter)
+            writer.fences.on_refused = None
+            await self._shut_down(settings, house, lease, exporter)
             await store.close()
             self.started.clear()
             logger.info("worker %s stopped", worker_id)
@@ -311,7 +325,7 @@ class App:
         self,
         settings: Settings,
         house: Housekeeping,
-        worker_row: dict[str, Any],
+        lease: WorkerLease,
         exporter: MetricsExporter,
     ) -> None:
         """The last commits and records, each bounded: a store or broker away must not hold it."""
@@ -326,7 +340,7 @@ class App:
                 with anyio.move_on_after(seconds), contextlib.suppress(Exception):
                     await step()
         house.put_source_status()
-        writer.put_worker({**worker_row, "heartbeat_at": time.time(), "stopped_at": time.time()})
+        lease.put_stopped()
         try:
             await asyncio.wait_for(writer.flush(), settings.shutdown_grace)
         except TimeoutError:

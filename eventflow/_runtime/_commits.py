@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
+from .._errors import describe_error
 from .._store._writer import RunWriter
-from ._failure_policy import describe
+from ._fencing import PartitionFences
 from ._inflight import InFlight, PartitionState
 from ._liveness import Outage
 from ._source import Partition, Source
@@ -23,10 +24,18 @@ from ._subscription import SOURCE_CALL_TIMEOUT
 class OffsetCommits:
     """A runner's offsets on their way to the store and the broker (see the module)."""
 
-    def __init__(self, name: str, source: Source, writer: RunWriter, inflight: InFlight) -> None:
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        writer: RunWriter,
+        inflight: InFlight,
+        fences: PartitionFences,
+    ) -> None:
         self.source = source
         self.writer = writer
         self.inflight = inflight
+        self.fences = fences
         self.committed: dict[Partition, int] = {}
         """Offsets the source last confirmed committed (the broker's copy, for lag tools)."""
         self._to_commit: dict[Partition, int] = {}
@@ -65,18 +74,29 @@ class OffsetCommits:
         """Store the offsets that advanced, with the runs queued before them; those stored.
 
         With a `timeout`, a store that does not confirm in time stores nothing
-        now (the offsets stay queued and are written when it is back).
+        now (the offsets stay queued and are written when it is back). An
+        offset whose partition's claim the store refused is not stored (it
+        never moves a successor's offset back).
         """
         advanced = self.inflight.advanced(states)
         if not advanced:
             return {}
         group = self.source.group_id
         if group is not None:
-            self.writer.put_offsets(group, [(t, p, o) for (t, p), o in advanced.items()])
+            self.writer.put_offsets(
+                group,
+                [(t, p, o) for (t, p), o in advanced.items()],
+                fences=self.fences.tokens(advanced),
+            )
         try:
             await asyncio.wait_for(self.writer.flush(), timeout)
         except TimeoutError:
             return {}
+        if group is not None:
+            by_partition = self.fences.by_partition
+            advanced = {
+                p: o for p, o in advanced.items() if (f := by_partition.get(p)) and not f.lost
+            }
         self.inflight.mark_stored(advanced)
         return advanced
 
@@ -86,7 +106,7 @@ class OffsetCommits:
             async with asyncio.timeout(SOURCE_CALL_TIMEOUT):
                 await self.source.commit(offsets)
         except Exception as error:  # the store has them; the broker's copy is for lag tools
-            self.outage.failed(describe(error))
+            self.outage.failed(describe_error(error))
             return
         self.outage.recovered()
         self.committed.update(offsets)

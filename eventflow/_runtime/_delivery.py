@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from .._engine import NOT_DECODED
+from .._store._fences import Fence
 from .._store._runstore import FinishedRun
 from ._source import Event, Partition
 
@@ -18,7 +19,7 @@ class Delivery:
     controls' key functions, batches and `params` all read this one copy.
     """
 
-    __slots__ = ("_document", "_error", "event", "partition", "previous", "run_id")
+    __slots__ = ("_document", "_error", "event", "fence", "partition", "previous", "run_id")
 
     def __init__(
         self, event: Event, partition: Partition | None, previous: FinishedRun | None = None
@@ -29,6 +30,8 @@ class Delivery:
         """The run this event already had (a redelivery): it must not run again."""
         self.run_id: str | None = None
         """The run id given before the run starts (a debounced burst's, a held event's)."""
+        self.fence: Fence | None = None
+        """The claim its run is made under (its partition's, else the worker's lease)."""
         self._document: Any = NOT_DECODED
         self._error: orjson.JSONDecodeError | None = None
 

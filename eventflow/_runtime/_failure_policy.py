@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from .._errors import describe_error
 from .._notify import Notification
 from .._retries import Backoff
 from .._states import State
@@ -114,10 +115,10 @@ class Settlement:
                         "%s: dead letter for %s not sent before shutdown: %s",
                         self.name,
                         event.id,
-                        describe(send_error),
+                        describe_error(send_error),
                     )
                     return False
-                self.outage.failed(f"send failed: {describe(send_error)}")
+                self.outage.failed(f"send failed: {describe_error(send_error)}")
                 failures += 1
                 await asyncio.sleep(DEAD_LETTER_RETRY.delay(failures))
 
@@ -151,9 +152,3 @@ def _headers(
     if event.offset is not None:
         headers.append(("eventflow-original-offset", str(event.offset).encode()))
     return headers
-
-
-def describe(error: BaseException) -> str:
-    """`Type: message`, or the type alone when the message is empty (a TimeoutError)."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

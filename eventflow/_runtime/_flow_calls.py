@@ -14,9 +14,10 @@ sources). A retry (`runs retry`) resumes the run it retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -28,8 +29,11 @@ from .._resume import Resume, ResumePlans
 from .._retries import Backoff
 from .._states import State, StateType
 from .._store._runstore import RunStore
+from .._store._traces import trace_context
 from .._store._writer import RunWriter
+from .._tracing import TRACING
 from ._delivery import Delivery, partition_of
+from ._fencing import PartitionFences
 from ._records import ControlRecords
 from ._source import Event, Source
 from ._subscription import ParamsOverride
@@ -48,6 +52,7 @@ class FlowRuns:
         writer: RunWriter,
         store: RunStore,
         *,
+        fences: PartitionFences,
         worker_id: str,
         source: Source,
         params: ParamsOverride | None,
@@ -56,12 +61,15 @@ class FlowRuns:
         self.flow = flow
         self.writer = writer
         self.store = store
+        self.fences = fences
         self.worker_id = worker_id
         self.source_name = source.name
         self.group = source.group_id
         self.params = params
         self.resume_plans = ResumePlans()
         self._stopping = stopping
+        self.messaging_system = source.messaging_system
+        TRACING.setup()  # each worker, once its subscriptions are built
 
     async def find_unfinished(self, event_ids: Sequence[str]) -> None:
         """Hold the plans of unpartitioned events whose earlier run did not end, for
@@ -81,6 +89,29 @@ class FlowRuns:
         event = delivery.event
         if retry_of is None:  # a delivery, not a replay: resume its unfinished run, if any
             resume = self.resume_plans.take(event.stream, event.partition, event.offset, event.id)
+        if TRACING.on:
+            earlier = retry_of or (None if resume is None else resume.run_id)
+            with TRACING.incoming(
+                event.headers,
+                self.messaging_system,
+                await self._trace_context(earlier),
+                "resumes" if retry_of is None else "retries",
+            ):
+                return await self._flow_run(delivery, run_id, retry_of, resume)
+        return await self._flow_run(delivery, run_id, retry_of, resume)
+
+    async def _trace_context(self, run_id: str | None) -> str | None:
+        """The stored trace context of the run this one resumes or retries."""
+        engine = getattr(self.store, "engine", None)
+        if run_id is None or engine is None:
+            return None
+        return await trace_context(engine, run_id)
+
+    def _flow_run(
+        self, delivery: Delivery, run_id: str | None, retry_of: str | None, resume: Resume | None
+    ) -> Coroutine[Any, Any, State]:
+        """The flow's run for the event, not awaited yet (no coroutine of its own)."""
+        event = delivery.event
         info = EventInfo(
             source=event.stream or self.source_name,
             id=event.id,
@@ -91,9 +122,10 @@ class FlowRuns:
             timestamp=event.timestamp,
             group=self.group,
         )
+        fence = delivery.fence or self.fences.of(delivery.partition)
         params = self.params
         if params is None:
-            return await run_flow(
+            return run_flow(
                 self.flow,
                 self.writer,
                 raw_parameters=event.value,
@@ -103,6 +135,7 @@ class FlowRuns:
                 flow_run_id=run_id,
                 retry_of=retry_of,
                 resume=resume,
+                fence=fence,
             )
         try:
             override = params(event) if callable(params) else params
@@ -112,7 +145,7 @@ class FlowRuns:
             kwargs = {**self._flow_parameters(decoded), **override}
         except Exception as error:
             kwargs = {"__invalid_event__": f"{type(error).__name__}: {error}"}
-        return await run_flow(
+        return run_flow(
             self.flow,
             self.writer,
             kwargs=kwargs,
@@ -121,6 +154,7 @@ class FlowRuns:
             flow_run_id=run_id,
             retry_of=retry_of,
             resume=resume,
+            fence=fence,
         )
 
     def _flow_parameters(self, decoded: dict[str, Any]) -> dict[str, Any]:
@@ -142,15 +176,20 @@ class FlowRuns:
         resumed = row.get("resumed_from")  # runs retry: reuse what that run completed
         resume = None if resumed is None else await self._kept_results(resumed)
         if row["event_payload"] is None:  # a direct call's run: its stored parameters
-            await run_flow(
-                self.flow,
-                self.writer,
-                kwargs=orjson.loads(row["parameters"] or "{}"),
-                worker_id=self.worker_id,
-                flow_run_id=row["id"],
-                retry_of=row["retry_of"],
-                resume=resume,
-            )
+            with contextlib.ExitStack() as tracing:
+                if TRACING.on and row["retry_of"] is not None:
+                    earlier = await self._trace_context(row["retry_of"])
+                    tracing.enter_context(TRACING.incoming((), None, earlier, "retries"))
+                await run_flow(
+                    self.flow,
+                    self.writer,
+                    kwargs=orjson.loads(row["parameters"] or "{}"),
+                    worker_id=self.worker_id,
+                    flow_run_id=row["id"],
+                    retry_of=row["retry_of"],
+                    resume=resume,
+                    fence=self.fences.lease.fence,
+                )
             return
         event = Event(
             id=row["event_id"] or row["retry_of"],
@@ -161,7 +200,9 @@ class FlowRuns:
             offset=row["event_offset"],
             timestamp=None if row["event_time"] is None else row["event_time"].timestamp(),
         )
-        await self.run(Delivery(event, partition_of(event)), row["id"], row["retry_of"], resume)
+        delivery = Delivery(event, partition_of(event))
+        delivery.fence = self.fences.lease.fence  # a replay is not its partition's delivery
+        await self.run(delivery, row["id"], row["retry_of"], resume)
 
     async def _kept_results(self, run_id: str) -> Resume:
         """What the run a retry resumes kept; read again while the store is down (the
@@ -197,13 +238,18 @@ class FlowRuns:
             + ", ".join(e.id for e in events[:50])
             + (", ..." if len(events) > 50 else ""),
         )
-        state = await run_flow(
-            self.flow,
-            self.writer,
-            args=([d.document for d in batch],),
-            worker_id=self.worker_id,
-            flow_run_id=run_id,
-        )
+        with contextlib.ExitStack() as tracing:
+            if TRACING.on:
+                headers = [d.event.headers for d in batch]
+                tracing.enter_context(TRACING.incoming_batch(headers, self.messaging_system))
+            state = await run_flow(
+                self.flow,
+                self.writer,
+                args=([d.document for d in batch],),
+                worker_id=self.worker_id,
+                flow_run_id=run_id,
+                fence=self.fences.lease.fence,
+            )
         completed = state.type is StateType.COMPLETED
         for event in events:
             records.run(

@@ -33,6 +33,7 @@ from .._store._writer import RunWriter
 from ._control_options import Controls, evaluate_key
 from ._debounce_and_batch import Batcher, Debouncer
 from ._delivery import Delivery
+from ._fencing import PartitionFences
 from ._records import ControlRecords
 from ._run_gate import Run, RunGate
 from ._source import Event, Partition
@@ -75,6 +76,7 @@ class FlowControls:
         worker_id: str,
         source_name: str,
         group: str | None,
+        fences: PartitionFences,
         store: RunStore,
         writer: RunWriter,
         stats: RunnerStats,
@@ -91,7 +93,7 @@ class FlowControls:
         self._settled = settled
         """A held event is done with without running (superseded), or never ran."""
         self._run_batch = run_batch
-        self.records = ControlRecords(writer, flow, worker_id, source_name, group)
+        self.records = ControlRecords(writer, flow, worker_id, source_name, group, fences)
         self.gate = RunGate(
             controls,
             name=name,
@@ -252,7 +254,7 @@ class FlowControls:
             return
         holding.cancelled_by, holding.reason, holding.message = by, reason, message
         if holding.task is not None:
-            holding.task.cancel(CancelRequest(reason, message))
+            holding.task.cancel(CancelRequest(reason, message, by))
 
     # -- at the run ------------------------------------------------------------------------
 

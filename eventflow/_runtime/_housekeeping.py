@@ -9,16 +9,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import orjson
 
+from .._errors import describe_error
 from .._logging import STATUS_LINE
 from .._metrics import MetricsExporter
 from .._notify import Notification
 from .._settings import Settings
 from .._store._runstore import RunStore, Sweep
 from .._store._writer import RunWriter
+from ._fencing import WorkerLease
 from ._liveness import Outage, WorkerHealth
 from ._runner import SubscriptionRunner
 from ._subscription import Notifier
@@ -176,7 +177,7 @@ class Housekeeping:
             room = {
                 name: runner.subscription.max_in_flight - runner.in_flight
                 for name, runner in by_flow.items()
-                if runner.accepting()
+                if runner.can_replay()
             }
             flows = [name for name, free in room.items() if free > 0]
             try:
@@ -184,7 +185,7 @@ class Housekeeping:
                     flows, self.worker_id, limit=min([100, *(room[f] for f in flows)])
                 )
             except Exception as error:  # the store is away: quietly, it is logged already
-                outage.failed(f"{type(error).__name__}: {error}")
+                outage.failed(describe_error(error))
                 outage.tick()
                 continue
             outage.recovered()
@@ -204,15 +205,29 @@ class Housekeeping:
                     continue
                 deleted = await self.store.prune(time.time() - retention)
             except Exception as error:
-                logger.warning("retention: pruning old runs failed: %s", error)
+                logger.warning("retention: pruning old runs failed: %s", describe_error(error))
                 continue
             if deleted:
                 logger.info("retention: deleted %d runs older than %.0fs", deleted, retention)
 
-    async def heartbeat(self, row: dict[str, Any]) -> None:
+    async def heartbeat(self, lease: WorkerLease) -> None:
         while True:
             await asyncio.sleep(self.settings.worker_lease / 5)
-            self.writer.put_worker({**row, "heartbeat_at": time.time()})
+            lease.put_heartbeat()
+
+    async def watch_clock(self, on_frozen: Callable[[float], None], every: float = 1.0) -> None:
+        """Notice that this process was frozen (SIGSTOP, a VM pause, a GC or swap stall)
+        for longer than the lease: by then another worker may have declared it dead
+        and taken its work over, so it must fence itself before it writes on."""
+        clocks = _frozen_clocks()
+        last = [clock() for clock in clocks]
+        while True:
+            await asyncio.sleep(every)
+            now = [clock() for clock in clocks]
+            gap = max(n - t for n, t in zip(now, last, strict=True)) - every
+            last = now
+            if gap > self.settings.worker_lease:
+                on_frozen(gap)
 
     async def sweep(self) -> None:
         """Mark the runs of dead workers CRASHED, from time to time.
@@ -230,7 +245,7 @@ class Housekeeping:
             try:
                 sweep = await self.store.sweep_crashed(self.settings.worker_lease, self.worker_id)
             except Exception as error:
-                logger.warning("crash sweep failed: %s", error)
+                logger.warning("crash sweep failed: %s", describe_error(error))
                 continue
             self.report_sweep(sweep)
 
@@ -279,3 +294,13 @@ def partitions_json(runner: SubscriptionRunner, lag: Mapping[tuple[str, int], in
             for topic, partition in sorted(partitions)
         }
     ).decode()
+
+
+def _frozen_clocks() -> list[Callable[[], float]]:
+    """Clocks that see a freeze: the monotonic one, and (Linux) the one that also counts
+    a suspended machine, which the monotonic clock does not."""
+    clocks: list[Callable[[], float]] = [time.monotonic]
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        clocks.append(lambda: time.clock_gettime(boottime))
+    return clocks

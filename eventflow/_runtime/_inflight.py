@@ -252,17 +252,18 @@ class InFlight:
             return self._tasks.union(*(state.tasks for state in self.partitions.values()))
         return set().union(*(s.tasks for p in partitions if (s := self.partitions.get(p))))
 
-    async def wait(self, partitions: Iterable[Partition] | None, timeout: float) -> int:
-        """Wait up to `timeout` for the runs of `partitions` (all: None); cancel the rest.
-
-        Returns how many were cancelled.
+    async def wait(
+        self, partitions: Iterable[Partition] | None, timeout: float, why: str | None = None
+    ) -> int:
+        """Wait up to `timeout` for the runs of `partitions` (all: None); cancel the rest
+        (saying `why`, e.g. `FENCED_OUT`). Returns how many were cancelled.
         """
         tasks = self.tasks(partitions)
         if not tasks:
             return 0
         _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
-            task.cancel()
+            task.cancel(why)
         if pending:
             await asyncio.wait(pending)
         return len(pending)

@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 from .._store._writer import RunWriter
+from ._delivery import partition_of
+from ._fencing import PartitionFences
 from ._source import Event
 
 
@@ -16,9 +18,17 @@ class ControlRecords:
     logger_name = "eventflow.controls"
 
     def __init__(
-        self, writer: RunWriter, flow: Any, worker_id: str, source_name: str, group: str | None
+        self,
+        writer: RunWriter,
+        flow: Any,
+        worker_id: str,
+        source_name: str,
+        group: str | None,
+        fences: PartitionFences,
     ) -> None:
         self.writer = writer
+        self.fences = fences
+        """A record is made under its event's claim: a fenced worker's is refused."""
         self.flow = flow
         self.worker_id = worker_id
         self.source_name = source_name
@@ -69,6 +79,7 @@ class ControlRecords:
                 "started_at": None,
                 "ended_at": now if ended else None,
                 "linked_run_id": linked_run_id,
+                "fence": self.fences.of(partition_of(event)).token,
             }
         )
 

@@ -15,7 +15,12 @@ Every event goes through the same four stages, in this module, top to bottom:
 
 Events with the same key run one after the other, different keys
 concurrently; the number of runs in flight is bounded (globally and per
-partition) and the source pauses partitions at the bound.
+partition) and the source pauses partitions at the bound. A partition is
+claimed before its offsets are read, and a claim the store refuses drops that
+partition's work at once (`fence_out`, eventflow/_runtime/_rejoin.py).
+
+Over 450 lines: the four stages and a partition's life (assigned, revoked,
+fenced out) keep InFlight's books together, read top to bottom in one place.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .._errors import ParameterValidationError, WorkerStoppingError
+from .._errors import FencedError, ParameterValidationError, WorkerStoppingError
 from .._retries import Backoff
-from .._states import State, StateType
-from .._store._runstore import FinishedRun, RunStore
+from .._states import FENCED_OUT, State, StateType
+from .._store._fences import Fence
+from .._store._runstore import CrashedRun, FinishedRun, RunStore
 from .._store._writer import RunWriter
 from ._commits import OffsetCommits
 from ._delivery import Delivery
 from ._failure_policy import Settlement
+from ._fencing import PartitionFences, WorkerLease
 from ._flow_calls import FlowRuns
 from ._flow_controls import Decision, FlowControls
 from ._inflight import InFlight
@@ -56,7 +63,7 @@ class SubscriptionRunner(EventSink):
         subscription: Subscription,
         writer: RunWriter,
         store: RunStore,
-        worker_id: str,
+        lease: WorkerLease,
         *,
         health: SubscriptionHealth | None = None,
     ) -> None:
@@ -65,7 +72,10 @@ class SubscriptionRunner(EventSink):
         self.flow = subscription.flow
         self.writer = writer
         self.store = store
-        self.worker_id = worker_id
+        self.worker_id = worker_id = lease.worker_id
+        self.fences = PartitionFences(lease, self.source.group_id, self.flow.name)
+        self._rejoin: FencedError | None = None
+        """Set when a claim was lost: the source restarts (a new consumer), then clears it."""
         self.stats = RunnerStats()
         name = subscription.name
         self.health = health or SubscriptionHealth(name, stall_after=30.0, unhealthy_after=120.0)
@@ -76,13 +86,14 @@ class SubscriptionRunner(EventSink):
             stop_partition=self.inflight.stop_partition,
             stopping=lambda: self.inflight.stopping,
         )
-        self.offsets = OffsetCommits(name, self.source, writer, self.inflight)
+        self.offsets = OffsetCommits(name, self.source, writer, self.inflight, self.fences)
         self._offsets_outage = Outage(f"{name}: reading offsets from the run store")
         self.outages = (self.offsets.outage, self.settlement.outage, self._offsets_outage)
         self.runs = FlowRuns(
             self.flow,
             writer,
             store,
+            fences=self.fences,
             worker_id=worker_id,
             source=self.source,
             params=subscription.params,
@@ -97,6 +108,7 @@ class SubscriptionRunner(EventSink):
                 worker_id=worker_id,
                 source_name=self.source.name,
                 group=self.source.group_id,
+                fences=self.fences,
                 store=store,
                 writer=writer,
                 stats=self.stats,
@@ -131,21 +143,38 @@ class SubscriptionRunner(EventSink):
     def _store_congested(self) -> bool:
         return not self.writer.healthy or self.writer.pending > STORE_BACKLOG_LIMIT
 
+    def _check_claims(self) -> None:
+        """A claim was lost: the source must restart, so the partitions are claimed anew."""
+        if self._rejoin is not None:
+            raise self._rejoin
+
+    def rejoined(self) -> None:
+        """The source restarted after `FencedError`: its new assignment is claimed anew."""
+        self._rejoin = None
+
     def accepting(self) -> bool:
+        self._check_claims()
+        return self._has_room()
+
+    def _has_room(self) -> bool:
         return not (
             self.inflight.stopping
             or self._store_congested()
             or self.inflight.count >= self.subscription.max_in_flight
         )
 
+    def can_replay(self) -> bool:
+        """Whether a replay request may start now (the worker holds its claims, has room)."""
+        return self._rejoin is None and not self.fences.lease.fence.lost and self._has_room()
+
     def paused(self, assigned: Iterable[Partition]) -> set[Partition]:
+        self._check_claims()
         if self._store_congested() or self.inflight.count >= self.subscription.max_in_flight:
             return set(assigned)
         return self.inflight.paused(assigned, self.subscription.max_in_flight_per_partition)
 
     async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Load stored offsets and the already-finished events after them (for dedupe)."""
-        stored: dict[Partition, int] = {}
         failures = 0
         while True:
             try:
@@ -172,9 +201,18 @@ class SubscriptionRunner(EventSink):
     async def _load_assignment(
         self, partitions: Sequence[Partition]
     ) -> tuple[dict[Partition, int], dict[Partition, dict[int, FinishedRun]]]:
-        """What the store knows of newly assigned partitions: stored offsets, ended runs."""
+        """Claim newly assigned partitions, then read what the store knows of them:
+        stored offsets, ended runs (the claim first: nothing the earlier holder
+        writes after it is stored, so what is read here is final)."""
         group = self.source.group_id
-        stored = {} if group is None else await self.store.load_offsets(group, list(partitions))
+        stored: dict[Partition, int] = {}
+        if group is not None:
+            epochs, crashed = await self.store.claim_partitions(
+                self.flow.name, group, list(partitions), self.worker_id
+            )
+            self.fences.claimed(epochs)
+            self._report_taken_over(crashed)
+            stored = await self.store.load_offsets(group, list(partitions))
         done = {
             p: await self.store.finished_events(self.flow.name, p, stored.get(p, 0), group)
             for p in partitions
@@ -206,7 +244,66 @@ class SubscriptionRunner(EventSink):
         self.inflight.remove(states)
         self.runs.resume_plans.revoke(states)
         self.offsets.revoked(states)
+        self.fences.release(partitions)
         return offsets
+
+    def _report_taken_over(self, crashed: list[CrashedRun]) -> None:
+        """Runs an earlier holder left in flight on partitions this runner just claimed."""
+        if crashed:
+            logger.warning(
+                "%s: ended %d run(s) CRASHED that an earlier holder of the newly assigned"
+                " partitions left in flight (their events run again here)",
+                self.subscription.name,
+                len(crashed),
+            )
+
+    async def fence_out(self, fences: Sequence[Fence], reason: str) -> int:
+        """The store refused claims of this runner (or the worker lost its lease): drop
+        the work of those partitions at once and restart the source, which claims
+        them anew. Returns how many runs in flight were cancelled."""
+        partitions = self.fences.lost(fences)
+        if not partitions:
+            return 0
+        cancelled = await self._drop(partitions)
+        fenced = self.stats.fenced
+        fenced["partition_claimed"] = fenced.get("partition_claimed", 0) + len(partitions)
+        logger.warning(
+            "%s: fenced out of %s (%s): dropped %d run(s) in flight there, nothing more of"
+            " them is written; rejoining the group",
+            self.subscription.name,
+            ", ".join(f"{t}[{p}]" for t, p in sorted(partitions)),
+            reason,
+            cancelled,
+        )
+        self._rejoin = FencedError(f"{self.subscription.name}: fenced ({reason}); rejoining")
+        return cancelled
+
+    async def drop_everything(self, reason: str) -> int:
+        """The worker lost its lease (`reason`: lease_lost, frozen): drop every run in
+        flight and restart the source."""
+        cancelled = await self._drop(list(self.inflight.partitions))
+        # unpartitioned runs, replays, batches
+        cancelled += await self.inflight.wait(None, 0, FENCED_OUT)
+        self.stats.fenced[reason] = self.stats.fenced.get(reason, 0) + 1
+        self._rejoin = FencedError(f"{self.subscription.name}: fenced ({reason}); rejoining")
+        return cancelled
+
+    async def _drop(self, partitions: Sequence[Partition]) -> int:
+        """Cancel the runs of `partitions` now and forget them (as a revocation with no
+        grace and no offsets: their claims are lost)."""
+        states = self.inflight.close(partitions)
+        if self.controls is not None:
+            for delivery in self.controls.drop(set(states)):
+                self._settle_unchained(delivery, False)
+        self.fences.release(partitions)
+        cancelled = await self.inflight.wait(states, 0, FENCED_OUT)
+        dropped = self.inflight.drop_queued(states)
+        if self.controls is not None:
+            self.controls.release(dropped)
+        self.inflight.remove(states)
+        self.runs.resume_plans.revoke(states)
+        self.offsets.revoked(states)
+        return cancelled
 
     async def lease(self, name: str, ttl: float) -> bool:
         try:
@@ -225,11 +322,14 @@ class SubscriptionRunner(EventSink):
         return await self.store.read_checkpoint(self.subscription.name)
 
     def save_checkpoint(self, value: str) -> None:
-        self.writer.put_checkpoint(self.subscription.name, self.source.name, value)
+        self.writer.put_checkpoint(
+            self.subscription.name, self.source.name, value, self.fences.lease.fence.token
+        )
 
     # -- 1. deliver ------------------------------------------------------------------------
 
     async def deliver(self, events: Sequence[Event]) -> None:
+        self._check_claims()
         if self.inflight.stopping:
             # fetched before the stop: partitioned events are read again by the next
             # owner; an unpartitioned source must not count them as taken
@@ -241,10 +341,12 @@ class SubscriptionRunner(EventSink):
         stats, accept = self.stats, self.inflight.accept
         if events:
             stats.last_event_at = time.time()
+        fence_of = self.fences.of
         for event in events:
             stats.received += 1
             delivery = accept(event, ended.get(event.id) if ended else None)
             if delivery is not None:
+                delivery.fence = fence_of(delivery.partition)
                 self._decide(delivery)
 
     async def _ended_or_resumed(self, event_ids: list[str]) -> dict[str, FinishedRun]:
@@ -284,8 +386,10 @@ class SubscriptionRunner(EventSink):
                 outcome: State | Decision = await self.runs.run(delivery)
             else:
                 outcome = await controls.run(delivery, self.runs.run)
+            if delivery.fence is not None and delivery.fence.lost:
+                pass  # fenced out: nothing of the run is stored, whoever claims it runs it
             # not run (a duplicate, cancelled: recorded), or it completed: done with
-            if isinstance(outcome, Decision) or self._counted(outcome):
+            elif isinstance(outcome, Decision) or self._counted(outcome):
                 finished = True
             else:
                 finished = await self._settle_failure(delivery.event, outcome)

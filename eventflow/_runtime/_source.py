@@ -146,6 +146,8 @@ class Source(ABC):
     """True for a source whose `run` returns once it delivered everything (a file, an
     offset range): that ends it. Any other source's `run` returning is a failure, and
     the runtime starts it again."""
+    messaging_system: str | None = None
+    """OpenTelemetry's `messaging.system` of the runs of its events ("kafka"), if any."""
 
     # -- what it yields
 
@@ -189,6 +191,12 @@ class Source(ABC):
         """When the current run of errors began (`time.time()`); None while it works."""
         health = self.__dict__.get("health")
         return None if health is None else health.outage.since
+
+    @property
+    def errors(self) -> int:
+        """Fetch errors recorded so far (exported as `eventflow_source_errors_total`)."""
+        health = self.__dict__.get("health")
+        return 0 if health is None else health.errors
 
     @property
     def last_error(self) -> str | None:

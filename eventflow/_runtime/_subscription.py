@@ -84,6 +84,8 @@ class RunnerStats:
     """Events held back now, by control (they count as in flight)."""
     decisions: dict[tuple[str, str], int] = field(default_factory=dict)
     """(control, decision) -> events, e.g. ("rate_limit", "throttled")."""
+    fenced: dict[str, int] = field(default_factory=dict)
+    """reason -> claims lost (partitions reassigned, lease taken over, frozen)."""
 
     def decide(self, control: str, decision: str, events: int = 1) -> None:
         key = (control, decision)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import anyio
 
-from .._errors import EventflowError
+from .._errors import EventflowError, FencedError
 from .._retries import Backoff
 from ._runner import SubscriptionRunner
 from ._subscription import SOURCE_CALL_TIMEOUT
@@ -47,6 +47,11 @@ async def supervise_source(runner: SubscriptionRunner, shutting_down: Callable[[
                 runner.health.shut_down()
                 return
             error: BaseException = SourceEndedError(f"{name}: the source's run() returned")
+        except FencedError as fenced:  # a claim was lost: a new consumer claims anew
+            logger.info("%s: restarting the source to rejoin (%s)", name, fenced)
+            await runner.fences.lease.valid.wait()  # a lost lease is claimed again first
+            runner.rejoined()
+            continue
         except asyncio.CancelledError as cancelled:
             task = asyncio.current_task()
             if runner.stopping or shutting_down() or (task and task.cancelling()):

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 
+from .._errors import describe_error
 from .._settings import normalize_database_url
 from .._store._migrate import upgrade
 from .._store._operator import OperatorStore
@@ -36,13 +38,16 @@ def create_app(
     secret_fields: Sequence[str] | None = None,
     worker_lease: float | None = None,
     migrate: bool = True,
+    sweep: bool = False,
 ) -> FastAPI:
     """The eventflow server for the store at `database_url`.
 
     With `token`, every API call needs `Authorization: Bearer <token>`.
     `secret_fields` and `worker_lease` default to `EVENTFLOW_SECRET_FIELDS` and
     `EVENTFLOW_WORKER_LEASE`. With `migrate`, the schema is brought up to date
-    when the server starts.
+    when the server starts. With `sweep` (`eventflow server` does), it ends the
+    runs of workers and batch jobs silent for a lease `CRASHED`, as every
+    worker does: a store with no worker running still has them swept.
     """
     settings = ServerSettings.from_env()
     settings = replace(
@@ -59,7 +64,11 @@ def create_app(
         if migrate:
             await asyncio.to_thread(upgrade, url)
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                if sweep:
+                    background.start_soon(_sweep, store, settings.worker_lease)
+                yield
+                background.cancel_scope.cancel()
         finally:
             await store.close()
 
@@ -87,6 +96,23 @@ def create_app(
     if settings.token:
         app.add_middleware(BearerTokenMiddleware, token=settings.token)
     return app
+
+
+async def _sweep(store: OperatorStore, lease: float) -> None:
+    """Every half lease, end the runs of dead workers and batch jobs CRASHED."""
+    while True:
+        await asyncio.sleep(lease / 2)
+        try:
+            sweep = await store.sweep_crashed(lease)
+        except Exception as error:
+            logger.warning("crash sweep failed: %s", describe_error(error))
+            continue
+        if sweep.workers:
+            logger.warning(
+                "marked %d in-flight runs of dead worker(s) %s CRASHED",
+                len(sweep.runs),
+                ", ".join(sweep.workers),
+            )
 
 
 async def _store_unavailable(request: Request, error: Exception) -> JSONResponse:

@@ -152,6 +152,12 @@ class FlowRunDetail(FlowRun):
         description="Why the run cannot be retried (the API would answer 409 with it);"
         " null when it can be.",
     )
+    trace_id: str | None = Field(
+        None, description="The OpenTelemetry trace of the run's span (hex), if it was traced."
+    )
+    trace_url: str | None = Field(
+        None, description="That trace in a tracing UI: EVENTFLOW_TRACE_URL_TEMPLATE filled in."
+    )
 
 
 class HistoryBucket(BaseModel):

@@ -232,7 +232,9 @@ async def get_flow_run(request: Request, run_id: RunId) -> models.FlowRunDetail:
         raise HTTPException(404, str(error)) from None
     replays = await reader.list_replays(run["id"])
     redelivery = await reader.redelivery_of(run)
-    return views.run_detail(run, replays, _masker(request), redelivery)
+    return views.run_detail(
+        run, replays, _masker(request), _settings(request).trace_url_template, redelivery
+    )
 
 
 @router.post(

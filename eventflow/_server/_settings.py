@@ -13,12 +13,15 @@ from ._masking import DEFAULT_SECRET_FIELDS
 class ServerSettings:
     """`EVENTFLOW_API_TOKEN` (bearer token required on every API call when set),
     `EVENTFLOW_SECRET_FIELDS` (comma-separated field names masked in responses),
-    and `EVENTFLOW_WORKER_LEASE` (a worker silent for longer is not alive).
+    `EVENTFLOW_WORKER_LEASE` (a worker silent for longer is not alive) and
+    `EVENTFLOW_TRACE_URL_TEMPLATE` (a run's trace in a tracing UI, `{trace_id}`
+    filled in, e.g. `http://127.0.0.1:16686/trace/{trace_id}` for Jaeger).
     """
 
     token: str | None = None
     secret_fields: tuple[str, ...] = DEFAULT_SECRET_FIELDS
     worker_lease: float = 10.0
+    trace_url_template: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -32,4 +35,5 @@ class ServerSettings:
                 else DEFAULT_SECRET_FIELDS
             ),
             worker_lease=Settings.from_env(dict(env)).worker_lease,
+            trace_url_template=env.get("EVENTFLOW_TRACE_URL_TEMPLATE") or None,
         )

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from .._store._replay import retry_refusal
+from .._tracing import trace_id_of
 from . import _models as models
 from ._masking import SecretMasker, redact
 
@@ -93,9 +94,11 @@ def run_detail(
     run: dict[str, Any],
     replays: list[dict[str, Any]],
     masker: SecretMasker,
+    trace_url_template: str | None = None,
     redelivery: str | None = None,
 ) -> models.FlowRunDetail:
-    """The whole run: secret fields masked, and their values redacted from free text."""
+    """The whole run: secret fields masked, and their values redacted from free text;
+    its trace id, and a link to the trace when the server has a template for one."""
     payload, encoding = decode_payload(run.get("event_payload"))
     parameters = _json_text(run.get("parameters"))
     if parameters is None and encoding == "json":
@@ -154,4 +157,13 @@ def run_detail(
         replays=[run_ref(r) for r in replays],
         pruned=run["pruned"],
         retry_refused=retry_refusal(run, replays, redelivery),
+        trace_id=(trace_id := trace_id_of(run.get("trace_context"))),
+        trace_url=trace_url(trace_url_template, trace_id),
     )
+
+
+def trace_url(template: str | None, trace_id: str | None) -> str | None:
+    """`template` with `{trace_id}` filled in (None without either)."""
+    if template is None or trace_id is None:
+        return None
+    return template.replace("{trace_id}", trace_id)

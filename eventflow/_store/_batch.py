@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from .._errors import StoreError
 from . import _schema as schema
+from ._fences import Token, stale_tokens_sqlite
 from ._types import Timestamp
 
 Row = dict[str, Any]
@@ -36,6 +37,8 @@ class Batch:
     markers: list[Any] = field(default_factory=list)
     """The writer's flush markers, resolved once the batch is committed."""
     commit_hooks: list[Callable[[], None]] = field(default_factory=list)
+    fenced: set[Token] = field(default_factory=set)
+    """Fencing tokens found stale while writing: their records were left out."""
 
     def one_by_one(self) -> Iterator[Batch]:
         """Each record as a batch of its own, in commit order (to isolate a refused one)."""
@@ -60,6 +63,43 @@ class Batch:
         for name, value in zip(RECORD_FIELDS, records, strict=True):
             setattr(batch, name, value)
         return batch
+
+    def fence_tokens(self) -> set[Token]:
+        """The fencing tokens the batch's records were made under (eventflow/_store/_fences.py)."""
+        tokens: set[Token | None] = set()
+        for rows in (self.flow_runs, self.task_runs, self.offsets, self.checkpoints, self.workers):
+            if rows:
+                tokens.update([row.get("fence") for row in rows.values()])
+        tokens.discard(None)
+        return tokens  # type: ignore[return-value]
+
+    def drop_fenced(self, stale: set[Token]) -> int:
+        """Remove the records made under `stale` tokens, and those of their runs; how many."""
+        before = self.record_count()
+        self.fenced |= stale
+        runs: set[str] = set()
+        for name in ("flow_runs", "task_runs"):
+            rows: dict[str, Row] = getattr(self, name)
+            kept = {key: row for key, row in rows.items() if row.get("fence") not in stale}
+            if len(kept) < len(rows):
+                runs.update(
+                    row["id"] if name == "flow_runs" else row["flow_run_id"]
+                    for key, row in rows.items()
+                    if key not in kept
+                )
+                setattr(self, name, kept)
+        for name in ("offsets", "checkpoints", "workers"):
+            rows = getattr(self, name)
+            if any(row.get("fence") in stale for row in rows.values()):
+                setattr(self, name, {k: r for k, r in rows.items() if r.get("fence") not in stale})
+        if runs:
+            self.task_runs = {
+                k: r for k, r in self.task_runs.items() if r["flow_run_id"] not in runs
+            }
+            self.edges = {k: r for k, r in self.edges.items() if r["flow_run_id"] not in runs}
+            self.logs = [row for row in self.logs if row["flow_run_id"] not in runs]
+            self.idempotency = [row for row in self.idempotency if row["b_run_id"] not in runs]
+        return before - self.record_count()
 
     def record_count(self) -> int:
         return (
@@ -145,11 +185,17 @@ class _Upsert:
     """
 
     def __init__(
-        self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None
+        self,
+        table: sa.Table,
+        keys: tuple[str, ...],
+        update: tuple[str, ...] | None,
+        where: str | None = None,
     ) -> None:
         self.table = table
         self.columns = tuple(c.name for c in table.columns if c.autoincrement is not True)
         self.keys = keys
+        self.where = where
+        """A condition on the stored row (qualified by its table): the update applies only then."""
         if update is None:
             update = tuple(c for c in self.columns if c not in keys and c != "created_at")
         self.update = update
@@ -202,7 +248,8 @@ class _Upsert:
         if not self.update:
             return f"{text} ON CONFLICT ({conflict}) DO NOTHING"
         updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in self.update)
-        return f"{text} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        where = "" if self.where is None else f" WHERE {self.where}"
+        return f"{text} ON CONFLICT ({conflict}) DO UPDATE SET {updates}{where}"
 
     def execute(self, conn: sa.Connection, rows: Iterable[Row]) -> None:
         dialect = conn.dialect
@@ -216,7 +263,16 @@ class _Upsert:
 
 
 def write_batch(conn: sa.Connection, batch: Batch) -> None:
-    """Write `batch` to SQLite in the caller's transaction (PostgreSQL: `_pg_writes`)."""
+    """Write `batch` to SQLite in the caller's transaction (PostgreSQL: `_pg_writes`).
+
+    Records made under a fencing token that is no longer current are left out
+    (`Batch.drop_fenced`).
+    """
+    tokens = batch.fence_tokens()
+    if tokens:
+        stale = stale_tokens_sqlite(conn, tokens)
+        if stale:
+            batch.drop_fenced(stale)
     if batch.flows:
         _FLOWS.execute(conn, batch.flows.values())
     if batch.flow_runs:
@@ -240,15 +296,23 @@ def write_batch(conn: sa.Connection, batch: Batch) -> None:
 
 
 _FLOWS = _Upsert(schema.flows, ("name",), ("version",))
-_FLOW_RUNS = _Upsert(schema.flow_runs, ("id",), None)
-_TASK_RUNS = _Upsert(schema.task_runs, ("id",), None)
+# a run in a final state is never changed, whoever writes (contract: docs/guarantees.md)
+_FLOW_RUNS = _Upsert(schema.flow_runs, ("id",), None, f"flow_runs.{schema.NOT_FINAL}")
+_TASK_RUNS = _Upsert(schema.task_runs, ("id",), None, f"task_runs.{schema.NOT_FINAL}")
 _EDGES = _Upsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
 _LOGS = _Upsert(schema.logs, (), None)
-_WORKERS = _Upsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
+# a worker declared dead (or stopped) stays so: only `revive` brings its lease back
+_WORKERS = _Upsert(
+    schema.workers, ("id",), ("heartbeat_at", "stopped_at"), "workers.stopped_at IS NULL"
+)
 _SOURCE_STATUS_UPSERT = _Upsert(schema.source_status, ("worker_id", "subscription"), None)
 _CHECKPOINTS = _Upsert(schema.source_checkpoints, ("subscription",), None)
+# a stored offset never moves backwards (an operator's `eventflow offsets set` writes apart)
 _OFFSETS_UPSERT = _Upsert(
-    schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
+    schema.consumer_offsets,
+    ("group_id", "topic", "partition"),
+    ("next_offset", "updated_at"),
+    "consumer_offsets.next_offset <= excluded.next_offset",
 )
 
 

@@ -39,7 +39,8 @@ _HEADER = struct.Struct("<Q")
 
 
 class Committer(Protocol):
-    """Writes one batch in one transaction, or raises."""
+    """Writes one batch in one transaction, or raises; the tokens of records it left out
+    for their fence (eventflow/_store/_fences.py) end up in `batch.fenced`."""
 
     async def commit(self, batch: Batch) -> None: ...
 
@@ -123,9 +124,11 @@ class ProcessCommitter:
         self._deaths = 0
         if self._suspects:
             self._suspects.difference_update(_record_ids(batch))
-        if reply is not None:
+        if isinstance(reply, tuple):
             transient, message = reply
             raise RemoteWriteError(message, transient=transient)
+        if reply:
+            batch.fenced |= reply  # records the store refused for their fencing tokens
 
     def _died_during(self, batch: Batch) -> bool:
         """Count the child's death; whether the batch is worth retrying as it is."""

@@ -13,6 +13,23 @@ from .._errors import ConfigurationError
 from .._extras import require
 from .._settings import check_database_url, normalize_database_url
 
+POSTGRES_SESSION_BOUNDS = {
+    # a transaction left open by a worker that froze or whose host vanished ends
+    # here, and with it the row locks every other worker's writes would wait on
+    "idle_in_transaction_session_timeout": "15000",
+    # a statement waits at most this for a lock: the writer retries the batch,
+    # and says what it waited for, instead of hanging behind a dead session
+    "lock_timeout": "10000",
+    # the server notices a peer that vanished mid-statement (no FIN, no RST)
+    # after 5 + 3 x 5 s of silence, or 20 s of unacknowledged data, not 2 hours
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "20000",
+}
+"""Settings of every PostgreSQL session a worker, server or CLI opens (not migrations'):
+one vanished worker holds the others' locks for 20 s at most (docs/guarantees.md)."""
+
 
 def is_sqlite(url: str) -> bool:
     return normalize_database_url(url).startswith("sqlite")
@@ -37,7 +54,10 @@ def make_engine(url: str, *, statement_timeout: float | None = 60.0, **kwargs: A
         return engine
     require("asyncpg", "postgres", "a PostgreSQL store")
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("connect_args", {"timeout": 10, "command_timeout": statement_timeout})
+    connect_args: dict[str, Any] = {"timeout": 10, "command_timeout": statement_timeout}
+    if statement_timeout is not None:  # migrations wait for each other's locks
+        connect_args["server_settings"] = POSTGRES_SESSION_BOUNDS
+    kwargs.setdefault("connect_args", connect_args)
     return create_async_engine(url, **kwargs)
 
 
@@ -68,13 +88,29 @@ def check_sqlite_directory(url: str) -> None:
 
 
 def make_sync_engine(url: str) -> Engine:
-    """A blocking engine on the standard `sqlite3` driver, for the writer thread."""
+    """A blocking engine on the standard `sqlite3` driver, for the writer thread.
+
+    Its transactions start with `BEGIN IMMEDIATE`: they hold the file's write
+    lock from their first statement, so the fencing tokens a batch reads first
+    (eventflow/_store/_fences.py) cannot change before it commits. (`sqlite3`
+    alone would begin the transaction only at the first write.)
+    """
     url = normalize_database_url(url).replace("sqlite+aiosqlite:", "sqlite:", 1)
     engine = create_engine(
         url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
     )
     event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", _driver_autocommit)
+    event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+def _driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event says BEGIN
+
+
+def _begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import _replay, _retention
+from . import _recovery, _replay, _retention
 from ._dashboard_queries import DashboardQueries
 from ._reader import RunReader
+from ._recovery import Sweep
 from ._replay import ReplayFilter
 
 
@@ -50,6 +51,10 @@ class OperatorStore(RunReader):
     async def count_prunable(self, before: float) -> dict[tuple[str, str], int]:
         """How many runs `prune(before)` would delete, by (flow name, state type)."""
         return await _retention.count_prunable(self.engine, before)
+
+    async def sweep_crashed(self, lease_seconds: float) -> Sweep:
+        """End the runs of workers (and batch jobs) silent for `lease_seconds` CRASHED."""
+        return await _recovery.sweep_crashed(self.engine, lease_seconds, alive="")
 
     async def prune(self, before: float) -> int:
         """Delete finished runs created before `before` (epoch seconds); how many."""

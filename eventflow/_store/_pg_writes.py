@@ -33,6 +33,8 @@ from .._errors import StoreError
 from .._settings import normalize_database_url
 from . import _schema as schema
 from ._batch import Batch, Row
+from ._engine import POSTGRES_SESSION_BOUNDS
+from ._fences import STALE_TOKENS_POSTGRES, stale
 from ._types import Timestamp
 
 
@@ -59,7 +61,11 @@ class ArrayUpsert:
     """One table's `INSERT ... SELECT FROM unnest(...) ON CONFLICT`, as text, with its columns."""
 
     def __init__(
-        self, table: sa.Table, keys: tuple[str, ...], update: tuple[str, ...] | None
+        self,
+        table: sa.Table,
+        keys: tuple[str, ...],
+        update: tuple[str, ...] | None,
+        where: str | None = None,
     ) -> None:
         columns = [c for c in table.columns if c.autoincrement is not True]
         self.table = table.name
@@ -82,6 +88,8 @@ class ArrayUpsert:
             if update:
                 sets = ", ".join(f'"{c}" = excluded."{c}"' for c in update)
                 sql += f" ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+                if where is not None:  # a condition on the stored row
+                    sql += f" WHERE {where}"
             else:
                 sql += f" ON CONFLICT ({conflict}) DO NOTHING"
         self.sql = sql
@@ -111,15 +119,22 @@ class ArrayUpsert:
 
 
 _FLOWS = ArrayUpsert(schema.flows, ("name",), ("version",))
-_FLOW_RUNS = ArrayUpsert(schema.flow_runs, ("id",), None)
-_TASK_RUNS = ArrayUpsert(schema.task_runs, ("id",), None)
+# the same conditions as the SQLite statements' (_batch.py): final states stay final,
+# a dead worker stays dead, stored offsets never move backwards
+_FLOW_RUNS = ArrayUpsert(schema.flow_runs, ("id",), None, f'"flow_runs".{schema.NOT_FINAL}')
+_TASK_RUNS = ArrayUpsert(schema.task_runs, ("id",), None, f'"task_runs".{schema.NOT_FINAL}')
 _EDGES = ArrayUpsert(schema.task_run_edges, ("upstream_id", "downstream_id"), ())
 _LOGS = ArrayUpsert(schema.logs, (), None)
-_WORKERS = ArrayUpsert(schema.workers, ("id",), ("heartbeat_at", "stopped_at"))
+_WORKERS = ArrayUpsert(
+    schema.workers, ("id",), ("heartbeat_at", "stopped_at"), '"workers".stopped_at IS NULL'
+)
 _SOURCE_STATUS = ArrayUpsert(schema.source_status, ("worker_id", "subscription"), None)
 _CHECKPOINTS = ArrayUpsert(schema.source_checkpoints, ("subscription",), None)
 _OFFSETS = ArrayUpsert(
-    schema.consumer_offsets, ("group_id", "topic", "partition"), ("next_offset", "updated_at")
+    schema.consumer_offsets,
+    ("group_id", "topic", "partition"),
+    ("next_offset", "updated_at"),
+    '"consumer_offsets".next_offset <= excluded.next_offset',
 )
 _SETTLE_CLAIMS = (
     "UPDATE idempotency_keys AS c SET state = u.state, completed_at = to_timestamp(u.completed_at)"
@@ -143,7 +158,7 @@ def _decode_timestamptz(value: tuple[int]) -> datetime:
     return datetime.fromtimestamp(value[0] / 1_000_000 + _POSTGRES_EPOCH, UTC)
 
 
-FINAL_STATES = frozenset(("COMPLETED", "FAILED", "CRASHED", "CANCELLED"))
+FINAL_STATES = frozenset(schema.FINAL_STATES)
 
 
 async def _write_runs(
@@ -167,7 +182,15 @@ async def write_batch_postgres(
 
     Run rows whose id is not in `stored` are inserted without ON CONFLICT (a
     unique violation if one exists after all); with `stored` None all are upserted.
+    Records made under a fencing token that is no longer current are left out
+    (`Batch.drop_fenced`).
     """
+    tokens = batch.fence_tokens()
+    if tokens:
+        current = await conn.fetch(STALE_TOKENS_POSTGRES, sorted({s for s, _ in tokens}))
+        stale_tokens = stale(((r[0], r[1]) for r in current), tokens)
+        if stale_tokens:
+            batch.drop_fenced(stale_tokens)
     if batch.flows:
         await _FLOWS.execute(conn, batch.flows.values())
     if batch.flow_runs:
@@ -234,7 +257,10 @@ class PostgresWriter:
                 self._dsn,
                 timeout=self.connect_timeout,
                 command_timeout=self.command_timeout,
-                server_settings={"application_name": "eventflow-writer"},
+                server_settings={
+                    "application_name": "eventflow-writer",
+                    **POSTGRES_SESSION_BOUNDS,
+                },
             )
             await self._conn.set_type_codec(
                 "timestamptz",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _schema as schema
+from ._fences import claim, partition_scope, register_worker, release
 
 ACTIVE_STATES = ("PENDING", "RUNNING", "RETRYING")
 DONE_STATES = ("COMPLETED", "FAILED", "CANCELLED")
@@ -92,16 +94,42 @@ class Sweep:
     runs: list[CrashedRun]
 
 
+async def _crash(
+    conn: AsyncConnection, which: sa.ColumnElement[bool], now: float, error: str
+) -> list[CrashedRun]:
+    """End the runs in flight that `which` selects (and their task runs) CRASHED."""
+    runs, tasks = schema.flow_runs, schema.task_runs
+    # the predicate word for word as the partial index's (ix_flow_runs_worker_active)
+    active = sa.and_(sa.text(schema.ACTIVE), which)
+    await conn.execute(
+        tasks.update()
+        .where(
+            tasks.c.flow_run_id.in_(sa.select(runs.c.id).where(active)),
+            tasks.c.state_type.in_(ACTIVE_STATES),
+        )
+        .values(state_type="CRASHED", state_name="Crashed", ended_at=now, error=error)
+    )
+    changed = await conn.execute(
+        runs.update()
+        .where(active)
+        .values(state_type="CRASHED", state_name="Crashed", ended_at=now, error=error)
+        .returning(runs.c.id, runs.c.flow_name, runs.c.name, runs.c.event_id, runs.c.event_key)
+    )
+    return [CrashedRun(*row) for row in changed.all()]
+
+
 async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -> Sweep:
     """Mark the in-flight runs of workers whose heartbeat lapsed as CRASHED.
 
     `alive` is the sweeping worker itself, never dead whatever its heartbeat says.
     Of two workers sweeping at once, each reports only the runs it changed
-    (`UPDATE ... RETURNING`), so a crash is notified once.
+    (`UPDATE ... RETURNING`), so a crash is notified once. Every fence the dead
+    workers held moves on, in the same transaction: one that was only frozen or
+    cut off writes nothing more under what it held (eventflow/_store/_fences.py).
     """
     now = time.time()
     cutoff = now - lease_seconds
-    workers, runs, tasks = schema.workers, schema.flow_runs, schema.task_runs
+    workers = schema.workers
     dead = sa.select(workers.c.id).where(
         workers.c.stopped_at.is_(None), workers.c.heartbeat_at < cutoff, workers.c.id != alive
     )
@@ -109,35 +137,78 @@ async def sweep_crashed(engine: AsyncEngine, lease_seconds: float, alive: str) -
         dead_ids = [row[0] for row in (await conn.execute(dead)).all()]
         if not dead_ids:
             return Sweep([], [])
-        # the predicate word for word as the partial index's (ix_flow_runs_worker_active)
-        active = sa.text(schema.ACTIVE)
-        crashed_runs = sa.select(runs.c.id).where(runs.c.worker_id.in_(dead_ids), active)
-        await conn.execute(
-            tasks.update()
-            .where(tasks.c.flow_run_id.in_(crashed_runs), tasks.c.state_type.in_(ACTIVE_STATES))
-            .values(
-                state_type="CRASHED",
-                state_name="Crashed",
-                ended_at=now,
-                error="the worker running it stopped",
-            )
+        await release(conn, dead_ids, now)  # first: see `release`
+        crashed = await _crash(
+            conn,
+            schema.flow_runs.c.worker_id.in_(dead_ids),
+            now,
+            "the worker running it stopped heartbeating (killed, crashed, frozen or cut off)",
         )
-        changed = await conn.execute(
-            runs.update()
-            .where(runs.c.worker_id.in_(dead_ids), active)
-            .values(
-                state_type="CRASHED",
-                state_name="Crashed",
-                ended_at=now,
-                error="the worker running it stopped heartbeating (killed or crashed)",
-            )
-            .returning(runs.c.id, runs.c.flow_name, runs.c.name, runs.c.event_id, runs.c.event_key)
-        )
-        crashed = [CrashedRun(*row) for row in changed.all()]
         await conn.execute(
             workers.update().where(workers.c.id.in_(dead_ids)).values(stopped_at=now)
         )
     return Sweep(dead_ids, crashed)
+
+
+async def revive_worker(
+    engine: AsyncEngine, row: Mapping[str, Any]
+) -> tuple[int, list[CrashedRun]]:
+    """A worker that lost its lease (declared dead, or frozen past it) comes back.
+
+    In one transaction: its runs in flight end CRASHED (it dropped them: what it
+    queued under the old lease is never written), every fence it held moves on,
+    and it claims its lease anew. Returns the lease's epoch and the runs ended.
+    """
+    now = time.time()
+    worker_id = row["id"]
+    async with engine.begin() as conn:
+        await release(conn, [worker_id], now)  # first: see `release`
+        crashed = await _crash(
+            conn,
+            schema.flow_runs.c.worker_id == worker_id,
+            now,
+            "its worker lost its lease (frozen or cut off past it) before the run ended",
+        )
+        epoch = await register_worker(conn, row)
+    return epoch, crashed
+
+
+async def claim_partitions(
+    engine: AsyncEngine,
+    flow_name: str,
+    group: str,
+    partitions: Sequence[tuple[str, int]],
+    holder: str,
+) -> tuple[dict[tuple[str, int], int], list[CrashedRun]]:
+    """Claim a consumer group's partitions for `holder`'s runs of `flow_name` (before
+    reading their offsets).
+
+    Each partition's fence moves on, so whoever held it before writes nothing
+    more there; its runs in flight on these partitions (a worker that was
+    frozen, cut off or slow to give them up) end CRASHED: they can never be
+    written as finished. Returns the new epochs and the runs ended.
+    """
+    runs = schema.flow_runs
+    by_scope = {partition_scope(group, t, p, flow_name): (t, p) for t, p in partitions}
+    now = time.time()
+    crashed: list[CrashedRun] = []
+    async with engine.begin() as conn:
+        epochs = await claim(conn, by_scope, holder)
+        for topic in sorted({t for t, _ in partitions}):
+            numbers = sorted(p for t, p in partitions if t == topic)
+            crashed += await _crash(
+                conn,
+                sa.and_(
+                    runs.c.flow_name == flow_name,
+                    runs.c.event_group == group,
+                    runs.c.event_source == topic,
+                    runs.c.event_partition.in_(numbers),
+                ),
+                now,
+                "its partition was claimed by another worker before it ended"
+                " (its worker was frozen, cut off, or too slow to give the partition up)",
+            )
+    return {by_scope[scope]: epoch for scope, epoch in epochs.items()}, crashed
 
 
 async def finished_event_ids(

@@ -135,3 +135,27 @@ def _results(rows: Iterable[Any]) -> dict[int, KeptResult]:
         int(position): KeptResult(task_run_id, task_name, result)
         for task_run_id, task_name, position, result in rows
     }
+
+
+async def crashed_calls(engine: AsyncEngine, flow_name: str, since: float) -> dict[str, str]:
+    """Direct calls of `flow_name` (batch jobs) that CRASHED after `since` and that no run
+    resumed or retried yet: the newest run id by its parameters (JSON)."""
+    runs = schema.flow_runs
+    later = runs.alias("later")
+    query = (
+        sa.select(runs.c.id, runs.c.parameters)
+        .where(
+            runs.c.state_type == "CRASHED",
+            runs.c.created_at >= since,
+            runs.c.flow_name == flow_name,
+            runs.c.event_id.is_(None),
+            runs.c.parent_flow_run_id.is_(None),
+            runs.c.retry_of.is_(None),
+            ~sa.exists().where(later.c.resumed_from == runs.c.id),
+            ~sa.exists().where(later.c.retry_of == runs.c.id),
+        )
+        .order_by(runs.c.created_at)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {str(parameters): str(run_id) for run_id, parameters in rows}

@@ -9,22 +9,32 @@ is the one implementation, over SQLite or PostgreSQL.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._partition import Partition
 from .._resume import Resume
-from . import _checkpoints, _idempotency, _leases, _recovery, _replay, _results, _retention
+from . import (
+    _checkpoints,
+    _fences,
+    _idempotency,
+    _leases,
+    _recovery,
+    _replay,
+    _results,
+    _retention,
+)
 from ._engine import make_engine
 from ._idempotency import COMPLETED, RELEASED, Claim, stored_key
-from ._recovery import FinishedRun, Sweep
+from ._recovery import CrashedRun, FinishedRun, Sweep
 
 __all__ = [
     "COMPLETED",
     "RELEASED",
     "Claim",
+    "CrashedRun",
     "FinishedRun",
     "RunStore",
     "SqlRunStore",
@@ -35,6 +45,26 @@ __all__ = [
 
 class RunStore(ABC):
     """The run store as the runtime sees it (reads, claims, leases, housekeeping)."""
+
+    @abstractmethod
+    async def register_worker(self, row: Mapping[str, Any]) -> int:
+        """Write a worker's row as alive and claim its lease; the lease's fencing epoch."""
+
+    @abstractmethod
+    async def revive_worker(self, row: Mapping[str, Any]) -> tuple[int, list[CrashedRun]]:
+        """A worker that lost its lease claims it anew: its runs in flight end CRASHED,
+        its fences move on; the new epoch and the runs ended."""
+
+    @abstractmethod
+    async def claim_partitions(
+        self, flow_name: str, group: str, partitions: Sequence[Partition], holder: str
+    ) -> tuple[dict[Partition, int], list[CrashedRun]]:
+        """Claim a group's partitions (fencing out their earlier holder, whose runs in
+        flight there end CRASHED); the new epochs and the runs ended."""
+
+    @abstractmethod
+    async def read_fences(self, scopes: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        """Each fence's current epoch and holder (None: released by the crash sweep)."""
 
     @abstractmethod
     async def load_offsets(
@@ -123,6 +153,22 @@ class SqlRunStore(RunStore):
     @classmethod
     def open(cls, url: str) -> SqlRunStore:
         return cls(make_engine(url))
+
+    async def register_worker(self, row: Mapping[str, Any]) -> int:
+        async with self.engine.begin() as conn:
+            return await _fences.register_worker(conn, row)
+
+    async def revive_worker(self, row: Mapping[str, Any]) -> tuple[int, list[CrashedRun]]:
+        return await _recovery.revive_worker(self.engine, row)
+
+    async def claim_partitions(
+        self, flow_name: str, group: str, partitions: Sequence[Partition], holder: str
+    ) -> tuple[dict[Partition, int], list[CrashedRun]]:
+        return await _recovery.claim_partitions(self.engine, flow_name, group, partitions, holder)
+
+    async def read_fences(self, scopes: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+        async with self.engine.connect() as conn:
+            return await _fences.read(conn, scopes)
 
     async def load_offsets(
         self, group_id: str, partitions: Sequence[Partition]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from .._states import FINAL_STATE_TYPES
 from ._types import Timestamp
 
 metadata = sa.MetaData()
@@ -64,6 +65,7 @@ flow_runs = sa.Table(
     sa.Column("linked_run_id", sa.String(32)),
     sa.Column("traceback", sa.Text),  # bounded: eventflow/_tracebacks.py
     sa.Column("resumed_from", sa.String(32)),  # the unfinished run whose task results it reused
+    sa.Column("trace_context", sa.String(64)),  # its span's W3C traceparent (eventflow/_tracing.py)
     # Only what a query needs: every index costs each run's insert (migration 0006).
     # (state_type last: counts by flow and state read these indexes alone)
     sa.Index("ix_flow_runs_flow_created", "flow_name", "created_at", "state_type"),
@@ -80,6 +82,8 @@ flow_runs = sa.Table(
             # unpartitioned sources (HTTP) deduplicate by event id; Kafka by position
             ("ix_flow_runs_event_id", ("event_id",), "event_partition IS NULL"),
             ("ix_flow_runs_retry_of", ("retry_of", "created_at"), "retry_of IS NOT NULL"),
+            # a crashed direct call is resumed once: is there a run resuming it yet?
+            ("ix_flow_runs_resumed_from", ("resumed_from",), "resumed_from IS NOT NULL"),
         )
     ),
 )
@@ -197,6 +201,20 @@ leases = sa.Table(
     sa.Column("holder", sa.String(64), nullable=False),
     sa.Column("expires_at", TIMESTAMP, nullable=False),
 )
+
+fences = sa.Table(
+    "fences",
+    metadata,
+    sa.Column("scope", sa.String(600), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(64)),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+"""Fencing tokens: each scope's current epoch and who claimed it (see _fences.py)."""
+
+FINAL_STATES = tuple(state.value for state in FINAL_STATE_TYPES)
+"""States a run never leaves: no write changes a row in one of them."""
+NOT_FINAL = "state_type NOT IN (" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"
 
 source_checkpoints = sa.Table(
     "source_checkpoints",

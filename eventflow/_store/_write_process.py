@@ -2,7 +2,8 @@
 
 Reads the database URL from the socket FD (see eventflow/_store/_committer.py)
 and answers None once ready (or why it cannot start); then reads batches,
-writes each in one transaction and answers None or `(transient, message)`.
+writes each in one transaction and answers None, the set of fencing tokens it
+found stale (their records were left out), or `(transient, message)`.
 Exits when the socket closes.
 """
 
@@ -44,6 +45,7 @@ async def serve(sock: socket.socket) -> None:
             else:
                 try:
                     await committer.commit(batch)
+                    reply = batch.fenced or None
                 except Exception as error:
                     reply = error_reply(error)
             send(sock, reply)

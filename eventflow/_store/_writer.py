@@ -23,14 +23,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import StoreError
+from .._errors import StoreError, describe_error
 from .._retries import Backoff
 from ._batch import Batch, Row, describe, is_transient
 from ._committer import Committer, LocalCommitter, ProcessCommitter
+from ._fences import FenceWatch, Token
 
 logger = logging.getLogger("eventflow.store")
 
@@ -104,6 +105,8 @@ class RunWriter:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._start_lock = threading.Lock()
+        self.fences = FenceWatch()
+        """The claims whose records go through here (eventflow/_store/_fences.py)."""
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -181,25 +184,37 @@ class RunWriter:
         """
         self._queue.append((_IDEMPOTENCY, {f"b_{k}": v for k, v in row.items()}))
 
-    def put_checkpoint(self, subscription: str, source: str, value: str) -> None:
+    def put_checkpoint(
+        self, subscription: str, source: str, value: str, fence: Token | None = None
+    ) -> None:
         """Where `subscription`'s source resumes, in the transaction of the records before."""
-        now = time.time()
-        row = {"subscription": subscription, "source": source, "value": value, "updated_at": now}
-        self._queue.append((_CHECKPOINT, row))
+        row = {"subscription": subscription, "source": source, "value": value}
+        self._queue.append((_CHECKPOINT, {**row, "updated_at": time.time(), "fence": fence}))
 
     def put_offsets(
         self,
         group_id: str,
         offsets: Iterable[tuple[str, int, int]],
         on_commit: Callable[[], None] | None = None,
+        fences: Mapping[tuple[str, int], Token] | None = None,
     ) -> None:
         """Store `(topic, partition, next_offset)` in the transaction of the runs queued before.
 
-        `on_commit` runs on the writer thread once that transaction has committed.
+        An offset whose fence (by partition, in `fences`) is no longer current
+        is not stored. `on_commit` runs on the writer thread once that
+        transaction has committed.
         """
         now = time.time()
+        fences = fences or {}
         rows = [
-            {"group_id": group_id, "topic": t, "partition": p, "next_offset": o, "updated_at": now}
+            {
+                "group_id": group_id,
+                "topic": t,
+                "partition": p,
+                "next_offset": o,
+                "updated_at": now,
+                "fence": fences.get((t, p)),
+            }
             for t, p, o in offsets
         ]
         self._queue.append((_OFFSETS, (rows, on_commit)))
@@ -291,9 +306,9 @@ class RunWriter:
                             batch = Batch()
                             continue
                     if self.healthy:
-                        logger.warning("run store unavailable, retrying: %s", error)
+                        logger.warning("run store unavailable, retrying: %s", describe_error(error))
                     self.healthy = False
-                    self.last_error = str(error)
+                    self.last_error = describe_error(error)
                     failures += 1
                     await asyncio.sleep(STORE_RETRY.delay(failures))
                     continue
@@ -388,8 +403,11 @@ class RunWriter:
     async def _commit(self, batch: Batch) -> None:
         assert self._committer is not None
         started = time.perf_counter()
+        self.fences.before_commit(batch)
         count = batch.record_count()
         await self._committer.commit(batch)
+        if batch.fenced:
+            self.fences.refused(batch.fenced)
         self.stats.batches += 1
         self.stats.records += count
         self.stats.last_batch_records = count

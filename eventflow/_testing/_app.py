@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 import orjson
@@ -28,7 +28,11 @@ from .._store._reader import RunFilter, RunReader
 from . import _memory
 from ._blocking import BlockingTestApp
 from ._memory import DeadLetter, EventNotRunError
+from ._spans import SpanCollector
 from ._stored_runs import FlowRun
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
 
 Value = Mapping[str, Any] | Sequence[Any] | pydantic.BaseModel | bytes | str | int | float | bool
 """What `publish` takes: JSON-able data or a pydantic model (encoded as JSON), or raw bytes/text."""
@@ -55,14 +59,23 @@ class TestApp:
     port is opened and the store is written from a thread rather than a child
     process (it starts faster). Each subscription reads from one partition in
     memory, named after the original source.
+
+    With `trace=True` (needs `eventflow[otel]`), eventflow's spans go to an
+    in-memory exporter while it runs: `spans()` returns them.
     """
 
     __test__ = False  # a harness, not a test class, for pytest
 
     def __init__(
-        self, app: App, *, database_url: str | None = None, timeout: float | None = 60.0
+        self,
+        app: App,
+        *,
+        database_url: str | None = None,
+        timeout: float | None = 60.0,
+        trace: bool = False,
     ) -> None:
         self.app = app
+        self._spans = SpanCollector() if trace else None
         self.database_url = database_url
         self.timeout = timeout
         self._feeds: list[_Feed] = []
@@ -91,6 +104,8 @@ class TestApp:
             shutdown_grace=min(base.shutdown_grace, self.timeout or base.shutdown_grace),
         )
         served = App(settings)
+        if self._spans is not None:
+            self._spans.start()
         self._feeds = [self._feed(sub) for sub in self.app.subscriptions]
         for feed in self._feeds:
             served.subscriptions.append(
@@ -128,15 +143,11 @@ class TestApp:
         original = subscription.source
         # dead letters only where production sends them (a sink named, or the source's own)
         has_sink = subscription.dead_letter is not None or original.dead_letter_sink() is not None
-        return _Feed(
-            subscription,
-            _memory.MemorySource(
-                original.name,
-                group_id=original.group_id,
-                key_ordering=subscription.key_ordering,
-            ),
-            _memory.MemorySink() if has_sink else None,
+        source = _memory.MemorySource(
+            original.name, group_id=original.group_id, key_ordering=subscription.key_ordering
         )
+        source.messaging_system = original.messaging_system  # its runs' spans say "kafka"
+        return _Feed(subscription, source, _memory.MemorySink() if has_sink else None)
 
     async def __aexit__(
         self,
@@ -160,6 +171,8 @@ class TestApp:
             self._cleanup()
 
     def _cleanup(self) -> None:
+        if self._spans is not None:
+            self._spans.stop()
         self._serving = self._stop = self._served = self._reader = None
         if self._directory is not None:
             self._directory.cleanup()
@@ -257,6 +270,13 @@ class TestApp:
         matching = RunFilter(flow=None if flow is None else flow.name)
         listed = await self._store.list_flow_runs(matching, limit=1_000_000)
         return [FlowRun.from_row(await self._store.get_flow_run(r["id"])) for r in reversed(listed)]
+
+    def spans(self, run: FlowRun | str | None = None) -> list[ReadableSpan]:
+        """The spans eventflow ended so far (`TestApp(app, trace=True)`): all of them,
+        or a flow run's own and those under it (its task runs, published messages)."""
+        if self._spans is None:
+            raise RuntimeError("spans are collected with TestApp(app, trace=True)")
+        return self._spans.spans(run.id if isinstance(run, FlowRun) else run)
 
     def dead_letters(self, source: Source, flow: Flow[Any, Any] | None = None) -> list[DeadLetter]:
         """What the failure policy sent to the dead-letter sink for `source` (of `flow`)."""

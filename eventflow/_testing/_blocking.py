@@ -13,6 +13,8 @@ from ._memory import DeadLetter
 from ._stored_runs import FlowRun
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+
     from ._app import Headers, PendingRun, TestApp, Value
 
 
@@ -87,6 +89,10 @@ class BlockingTestApp:
     def dead_letters(self, source: Source, flow: Flow[Any, Any] | None = None) -> list[DeadLetter]:
         """See `TestApp.dead_letters`."""
         return self._test.dead_letters(source, flow)
+
+    def spans(self, run: FlowRun | str | None = None) -> list[ReadableSpan]:
+        """See `TestApp.spans`."""
+        return self._test.spans(run)
 
 
 async def _call(function: functools.partial[Any]) -> Any:

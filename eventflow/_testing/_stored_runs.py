@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from .._states import StateType
+from .._tracing import trace_id_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,8 @@ class FlowRun:
     ended_at: datetime | None
     task_runs: tuple[TaskRun, ...]
     logs: tuple[RunLog, ...]
+    trace_id: str | None = None
+    """The OpenTelemetry trace the run's span belongs to (hex), while tracing is on."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> FlowRun:
@@ -105,4 +108,5 @@ class FlowRun:
                 )
                 for log in row.get("logs", ())
             ),
+            trace_id=trace_id_of(row.get("trace_context")),
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,13 @@ EVENTFLOW = str(Path(sys.executable).with_name("eventflow"))
 
 
 class Worker:
-    """An `eventflow run` process; every one started is killed at the end of its test."""
+    """An `eventflow run` process; every one started is killed at the end of its test.
+
+    `prefix` goes before the command (e.g. `ip netns exec NAME`, which execs it, so
+    the pid stays the worker's); `new_session` puts the worker and its children
+    (the writer process) in a process group of their own, which `signal_group`
+    signals and `kill` kills whole.
+    """
 
     started: list[Worker] = []
 
@@ -27,15 +35,19 @@ class Worker:
         log: Path,
         *args: str,
         app: str = "tests/apps/kafka_worker.py:app",
+        prefix: Sequence[str] = (),
+        new_session: bool = False,
     ) -> None:
         self.log = log
         self._file = log.open("ab")
+        self.new_session = new_session
         self.process = subprocess.Popen(
-            [EVENTFLOW, "run", app, *args],
+            [*prefix, EVENTFLOW, "run", app, *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=self._file,
             stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
         Worker.started.append(self)
 
@@ -44,13 +56,23 @@ class Worker:
         for worker in cls.started:
             if worker.alive():
                 worker.kill()
+            else:
+                worker._file.close()
         cls.started.clear()
 
     def kill(self) -> None:
-        if self.alive():
+        if self.new_session:
+            self.signal_group(signal.SIGKILL)
+        elif self.alive():
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(30)
         self._file.close()
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the worker's whole process group (SIGSTOP freezes its writer too)."""
+        assert self.new_session, "only a worker started with new_session has a group of its own"
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(self.process.pid, signum)
 
     def terminate(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)

@@ -67,7 +67,10 @@ export class RunView {
         run.retry_of ? fact("Retry of", runLink(run, run.retry_of, "retry-of")) : null,
         run.resumed_from ? fact("Resumed from", runLink(run, run.resumed_from, "resumed-from")) : null,
         run.linked_run_id ? fact("Linked run", runLink(run, run.linked_run_id, "linked-run")) : null,
-        run.parent_flow_run_id ? fact("Parent run", runLink(run, run.parent_flow_run_id)) : null),
+        run.parent_flow_run_id ? fact("Parent run", runLink(run, run.parent_flow_run_id)) : null,
+        run.trace_id ? fact("Trace", run.trace_url
+          ? h("a", { href: run.trace_url, id: "trace-link", class: "mono", target: "_blank", rel: "noopener" }, run.trace_id)
+          : h("span", { id: "trace-id", class: "mono" }, run.trace_id)) : null),
       run.error ? h("div", { class: "panel", id: "error-panel" },
         h("h2", {}, "Error", failing ? [" in task run ", h("a", {
           href: "#task-runs", id: "error-task-link", "data-task-id": failing.id,
