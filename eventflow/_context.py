@@ -13,9 +13,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._resume import KeptResult, Resume
+
 if TYPE_CHECKING:
     from ._futures import TaskFuture
-    from ._resume import Resume
     from ._store._fences import Fence
     from ._store._writer import RunWriter
 
@@ -38,6 +39,33 @@ class FlowRunContext:
     running: set[Any] = field(default_factory=set)
     """Its task runs in progress (records): if the flow run is interrupted, they end
     with it (a sync flow's tasks run apart from it, and would stay RUNNING)."""
+    completed_calls: dict[int, tuple[str, str, str | None]] = field(default_factory=dict)
+    """The task calls of this attempt that completed, by position: (task name, the
+    task run that computed the result, the result JSON if kept). A flow retry resumes
+    them (`retry_resumes`)."""
+
+    def call_completed(self, row: dict[str, Any]) -> None:
+        """Note a task run that ended (its row) for a flow retry to resume, if it
+        completed at a position."""
+        position = row["position"]
+        if position is not None and row["state_type"] == "COMPLETED":
+            self.completed_calls[position] = (
+                row["task_name"],
+                row["reused_from"] or row["id"],
+                row["result"],
+            )
+
+    def resume_attempt(self) -> None:
+        """Before a flow retry: its task calls, from position 0 again, reuse what the
+        failed attempt completed (eventflow/_resume.py), as a crashed run's do."""
+        calls, self.completed_calls = self.completed_calls, {}
+        self.resume = Resume(
+            self.flow_run_id,
+            {p: KeptResult(t, n, r) for p, (n, t, r) in calls.items() if r is not None},
+            {p: name for p, (name, _t, _r) in calls.items()},
+        )
+        self.positions = itertools.count()
+
     fence: Fence | None = None
     """The claim the run is made under (a worker's partition or lease): its records
     carry its token, and once it is lost no task of the run starts."""
@@ -58,6 +86,8 @@ class TaskRunContext:
     task_run_id: str
     task_name: str
     flow_run: FlowRunContext
+    task_key: str = ""
+    """The task's identity (`Task.key`: module and qualified name); "" outside a task."""
 
 
 current_flow_run: ContextVar[FlowRunContext | None] = ContextVar("eventflow_flow_run", default=None)

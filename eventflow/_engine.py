@@ -210,7 +210,7 @@ def _log_failed_run(row: dict[str, Any], writer: RunWriter, state: State) -> Non
 
 
 class _FlowRunRecord(Attempts):
-    __slots__ = ("parameters", "row", "span", "writer")
+    __slots__ = ("before_retry", "parameters", "row", "span", "writer")
 
     def __init__(
         self, row: dict[str, Any], writer: RunWriter, parameters: dict[str, Any], span: Any
@@ -218,6 +218,7 @@ class _FlowRunRecord(Attempts):
         self.row = row
         self.writer = writer
         self.parameters = parameters
+        self.before_retry: Callable[[], None] | None = None
         self.span = span  # OpenTelemetry's, None while tracing is off (eventflow/_tracing.py)
 
     def info(self) -> RunInfo:
@@ -231,6 +232,8 @@ class _FlowRunRecord(Attempts):
         else:
             row.update(run_count=attempt, state_type=RUNNING, state_name="Retrying")
             self.writer.put_flow_run(row)
+            if self.before_retry is not None:
+                self.before_retry()
 
     def on_retry(self, state: State, attempt: int, delay: float) -> None:
         row = self.row
@@ -366,6 +369,8 @@ async def run_flow(
     record = _FlowRunRecord(row, writer, parameters, span)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
+    if flow.retry_resumes:
+        record.before_retry = context.resume_attempt
     context.fence = fence
     context.span = span
     token = current_flow_run.set(context)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import os
 import signal
+import sys
 import threading
 import typing
 from collections.abc import Callable, Coroutine, Sequence
@@ -20,8 +23,10 @@ from ._errors import ParameterValidationError, SyncInAsyncError
 from ._logging import enable_print_logging
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
-from ._threads import portal_loop, running_loop
+from ._threads import busy_threads, portal_loop, running_loop
 from ._tracing import TRACING
+
+logger = logging.getLogger("eventflow.engine")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,6 +50,7 @@ class Flow(Generic[P, R]):
         flow_run_name: str | Callable[..., str] | None = None,
         retries: int | None = None,
         retry_delay_seconds: RetryDelay | None = None,
+        retry_resumes: bool = True,
         timeout_seconds: float | None = None,
         validate_parameters: bool = True,
         log_prints: bool = False,
@@ -59,6 +65,9 @@ class Flow(Generic[P, R]):
         self.flow_run_name = flow_run_name
         self.retries = retries or 0
         self.retry_policy = RetryPolicy.build(retries, retry_delay_seconds)
+        self.retry_resumes = retry_resumes
+        """A flow retry (`retries`) resumes after the task calls the failed attempt
+        completed, as a crashed run does; False: every attempt calls every task."""
         self.timeout_seconds = positive_seconds("timeout_seconds", timeout_seconds)
         self.validate_parameters = validate_parameters
         self.log_prints = log_prints
@@ -259,6 +268,10 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
     `INTERRUPT_GRACE_SECONDS`), then the interrupt goes on: KeyboardInterrupt is
     raised again, and SIGTERM is delivered again with its default action. A
     SIGTERM handler of the program's own is left alone.
+
+    After Ctrl-C, Python waits at exit for the sync tasks still running on
+    eventflow's threads (a thread cannot be stopped): the worker says so, and a
+    second Ctrl-C ends the process at once (exit status 130), the run recorded.
     """
     ended = threading.Event()
     tasks: list[asyncio.Task[Any]] = []
@@ -286,10 +299,31 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
         if isinstance(interrupt, _Terminated):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
+        _second_interrupt_quits()
         raise
     finally:
         if ours:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _second_interrupt_quits() -> None:
+    """After a Ctrl-C that stopped a run: if sync tasks still hold threads, which the
+    interpreter joins at exit, say so and let the next Ctrl-C end the process now."""
+    busy = busy_threads()
+    if not busy or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+    logger.warning(
+        "interrupted: the run is recorded CRASHED; Python waits for %d sync flow or task"
+        " call(s) still running on their threads before it exits: press Ctrl-C again to"
+        " quit now",
+        busy,
+    )
+
+    def quit_now(signum: int, frame: object) -> None:
+        sys.stderr.flush()
+        os._exit(130)  # 128 + SIGINT, as a shell reports an interrupted command
+
+    signal.signal(signal.SIGINT, quit_now)
 
 
 def _outcome(state: State, return_state: bool) -> Any:
@@ -338,6 +372,7 @@ def flow(
     flow_run_name: str | Callable[..., str] | None = None,
     retries: int | None = None,
     retry_delay_seconds: RetryDelay | None = None,
+    retry_resumes: bool = True,
     timeout_seconds: float | None = None,
     validate_parameters: bool = True,
     log_prints: bool = False,

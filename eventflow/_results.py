@@ -7,6 +7,10 @@ Reading a result back validates it into the task's return annotation when it
 has one, so a task returning a pydantic model gets a model again. Without a
 usable annotation a result is kept only if it is plain JSON (it reads back
 equal): a model, a tuple or a date would come back as a dict, a list or a string.
+
+Encoding runs on the event loop only for a result that is surely small (a bounded
+look at it: `encodes_quickly`); a larger one is encoded on a worker thread, so a
+task returning megabytes does not stall every other run of the worker.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from ._settings import Settings
+from ._threads import run_sync
 
 if TYPE_CHECKING:
     from ._tasks import Task
@@ -68,6 +73,41 @@ def encode_result(task: Task[Any, Any], value: Any) -> str | None:
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+
+INLINE_NODES = 256
+"""Most values (containers, items, strings) a result encoded on the event loop has."""
+INLINE_BYTES = 64 * 1024
+"""Most bytes of strings a result encoded on the event loop has."""
+
+
+def encodes_quickly(value: Any) -> bool:
+    """Whether `value` is surely small enough to encode on the event loop: at most
+    `INLINE_NODES` values and `INLINE_BYTES` of text, seen in a look that stops as
+    soon as either is passed (so it costs little whatever the value's size)."""
+    stack, nodes, size = [value], 0, 0
+    while stack:
+        item = stack.pop()
+        nodes += 1
+        if isinstance(item, (str, bytes, bytearray)):
+            size += len(item)
+        elif isinstance(item, (dict, list, tuple, set, frozenset)):
+            if nodes + len(stack) + len(item) > INLINE_NODES:
+                return False
+            stack.extend(item.values() if isinstance(item, dict) else item)
+        elif isinstance(item, BaseModel):
+            stack.extend(item.__dict__.values())
+        else:
+            size += 16  # a number, a date, None
+        if nodes > INLINE_NODES or size > INLINE_BYTES:
+            return False
+    return True
+
+
+async def encode_result_async(task: Task[Any, Any], value: Any) -> str | None:
+    """`encode_result`, on a worker thread unless `value` `encodes_quickly`."""
+    if encodes_quickly(value):
+        return encode_result(task, value)
+    return await run_sync(encode_result, task, value)
 
 
 def decode_result(task: Task[Any, Any], text: str) -> Any:

@@ -34,7 +34,7 @@ from ._futures import TaskFuture
 from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
-from ._results import decode_result, encode_result
+from ._results import decode_result, encode_result, encode_result_async
 from ._resume import KeptResult
 from ._states import Failed, State, StateType
 from ._threads import running_loop
@@ -77,7 +77,7 @@ def _resolve(value: Any) -> Any:
 
 
 class _TaskRunRecord(Attempts):
-    __slots__ = ("args", "kwargs", "parameters", "row", "span", "task", "writer")
+    __slots__ = ("args", "encoded", "kwargs", "parameters", "row", "span", "task", "writer")
 
     def __init__(
         self,
@@ -93,6 +93,8 @@ class _TaskRunRecord(Attempts):
         self.args = args
         self.kwargs = kwargs
         self.parameters: dict[str, Any] | None = None
+        self.encoded = False
+        """The result is in the row already (`encode_result_async`, off the loop)."""
         self.span: Any = None  # OpenTelemetry's while it runs and tracing is on
 
     def info(self) -> RunInfo:
@@ -144,7 +146,7 @@ class _TaskRunRecord(Attempts):
         error = failure_of(state)
         if error is not None:  # the flow it fails will headline this task run's error
             mark_task_failure(error, TaskFailure(row["id"], row["name"], state.message))
-        if state.type is StateType.COMPLETED:
+        if state.type is StateType.COMPLETED and not self.encoded:
             row["result"] = encode_result(self.task, state.data)
         row.update(
             state_type=STATE_TEXT[state.type],
@@ -260,18 +262,22 @@ async def run_task(
         if kept is not None:
             reused = _reuse(task, row, writer, kept, "Reused")
             if reused is not None:
+                flow_run.call_completed(row)
                 return reused.result() if unwrap else reused
     key = None
     if task.cache_key_fn is not None:
         key = cache_key(task, flow_run, run_id, record.info().parameters)
-        hit = None if key is None else await lookup(writer.database_url, key, task.name)
+        hit = None if key is None else await lookup(writer.database_url, key, task)
         if hit is not None:
-            reused = _reuse(task, row, writer, KeptResult(hit[0], task.name, hit[1]), "Cached")
+            reused = _reuse(
+                task, row, writer, KeptResult(hit.task_run_id, task.name, hit.result), "Cached"
+            )
             if reused is not None:
+                flow_run.call_completed(row)
                 return reused.result() if unwrap else reused
 
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
-    task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run))
+    task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run, task.key))
     flow_run.running.add(record)
     # the flow run's span is the parent, unless the context carried it (or a task's)
     trace_token = TRACING.task_entered(record, flow_run, flow_token is None) if TRACING.on else None
@@ -289,7 +295,15 @@ async def run_task(
         current_task_run.reset(task_token)
         if flow_token is not None:
             current_flow_run.reset(flow_token)
+    if state.type is StateType.COMPLETED:  # a large result is encoded off the loop
+        record.encoded = True
+        try:
+            row["result"] = await encode_result_async(task, state.data)
+        except BaseException:  # interrupted meanwhile: it completed, its result not kept
+            record.finish(state)
+            raise
     record.finish(state)
+    flow_run.call_completed(row)
     if key is not None and row["result"] is not None and state.type is StateType.COMPLETED:
         await keep(task, writer.database_url, key, row["result"], run_id, flow_run.flow_run_id)
     if state.type is StateType.FAILED:

@@ -60,6 +60,9 @@ class Task(Generic[P, R]):
     ) -> None:
         self.fn = fn
         self.name = str(name or getattr(fn, "__name__", "task"))
+        self.key = task_key(fn, self.name)
+        """The task's identity (module, qualified name, and its name if it was given
+        one): `task_input_hash` keys by it, so tasks of one name in two modules differ."""
         self.description = description if description is not None else inspect.getdoc(fn)
         self.tags = frozenset(tags or ())
         self.retries = retries or 0
@@ -180,6 +183,14 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task({self.name!r})"
+
+
+def task_key(fn: Callable[..., Any], name: str) -> str:
+    """`module.qualname` of `fn`, with `[name]` when the task's name is not the function's."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or name
+    own = getattr(fn, "__name__", None)
+    return f"{module}.{qualname}" + ("" if name == own else f"[{name}]")
 
 
 def _is_mappable(value: Any) -> bool:

@@ -48,6 +48,15 @@ def user_code_executor(pool: Pool = "tasks") -> ThreadPoolExecutor:
     return executor
 
 
+def busy_threads() -> int:
+    """How many calls of user code run on eventflow's threads now (both pools)."""
+    busy = 0
+    for executor in list(_executors.values()):
+        # workers that are not idle (each idle one holds a count of the semaphore)
+        busy += max(0, len(executor._threads) - executor._idle_semaphore._value)
+    return busy
+
+
 async def run_sync(fn: Callable[..., T], /, *args: Any, pool: Pool = "tasks", **kwargs: Any) -> T:
     """Run blocking `fn` on a worker thread of `pool` with the caller's context variables."""
     loop = asyncio.get_running_loop()

@@ -65,3 +65,36 @@ async def test_an_interrupted_direct_call_ends_crashed(
         }
     else:
         assert returncode != 0 and "KeyboardInterrupt" in log.read_text()
+
+
+async def test_a_second_ctrl_c_ends_a_job_waiting_for_its_task_thread(
+    database_url: str, tmp_path: Path
+) -> None:
+    """After Ctrl-C the interpreter waits for the sync task still on its thread (here up
+    to 60 s): the job says so, and a second Ctrl-C ends it at once, its run CRASHED."""
+    release, log = tmp_path / "release", tmp_path / "job.log"
+    with log.open("wb") as output:
+        job = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "tests/apps/interrupted_flow.py",
+            str(release),
+            cwd=ROOT,
+            env={**os.environ, "EVENTFLOW_DATABASE_URL": database_url},
+            stdout=output,  # eventflow's log lines
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        await wait_until(lambda: _load_running(database_url), timeout=60)
+        job.send_signal(signal.SIGINT)
+        await wait_until(lambda: "press Ctrl-C again" in log.read_text(), timeout=30)
+        (run,) = await flow_runs(database_url, state_type="CRASHED")  # recorded before it says so
+        job.send_signal(signal.SIGINT)  # the task is never released
+        returncode = await asyncio.wait_for(job.wait(), 30)
+    finally:
+        if job.returncode is None:
+            job.kill()
+            await job.wait()
+    assert returncode == 130
+    assert run["error"] == "the flow run was interrupted: KeyboardInterrupt"
+    said = log.read_text()
+    assert "Exception ignored" not in said  # no traceback out of the interpreter's exit

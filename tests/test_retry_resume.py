@@ -69,8 +69,11 @@ def _cli(url: str, *args: str) -> str:
     return done.stdout
 
 
-async def _retry(url: str, tmp_path: Path, *options: str, path: str = "b") -> dict[str, Any]:
-    """Run one event to FAILED in its third task, retry it with the CLI; the retry's rows."""
+async def _retry(
+    url: str, tmp_path: Path, *options: str, path: str = "b", bulk: bool = False
+) -> dict[str, Any]:
+    """Run one event to FAILED in its third task, retry it with the CLI (`bulk`: replay
+    the flow's failed runs); the retry's rows."""
     CALLS.clear()
     BEHAVIOUR.update(fail=True, path="b")
     (tmp_path / "orders.jsonl").write_bytes(orjson.dumps({"id": "o1"}) + b"\n")
@@ -80,8 +83,13 @@ async def _retry(url: str, tmp_path: Path, *options: str, path: str = "b") -> di
         [failed] = await wait_until(lambda: flow_runs(url, state_type="FAILED"), timeout=30)
         assert CALLS == {"reserve": 1, "pay": 1, "notify": 1}
         BEHAVIOUR.update(fail=False, path=path)
-        out = await asyncio.to_thread(_cli, url, "runs", "retry", failed["id"], *options)
-        assert failed["id"] in out
+        if bulk:
+            args = ("runs", "replay", "--flow", "retry-orders", *options)
+            out = await asyncio.to_thread(_cli, url, *args)
+            assert out.startswith("1 runs will be replayed")
+        else:
+            out = await asyncio.to_thread(_cli, url, "runs", "retry", failed["id"], *options)
+            assert failed["id"] in out
         [done] = await wait_until(lambda: flow_runs(url, state_type="COMPLETED"), timeout=30)
     tasks = await rows(url, schema.task_runs)
     return {
@@ -117,10 +125,48 @@ async def test_retry_resumes_after_the_completed_tasks(database_url: str, tmp_pa
             assert shown["pay"]["reused_from"] == old["pay"]["id"]
             assert shown["pay"]["reused_from_run"] == failed["id"]
             assert shown["notify"]["reused_from_run"] is None
-            full = await client.post(f"/api/flow-runs/{failed['id']}/retry", params={"full": True})
-            assert full.status_code == 201 and full.json()["resumed_from"] is None
-            resumed = await client.post(f"/api/flow-runs/{failed['id']}/retry")
-            assert resumed.json()["resumed_from"] == failed["id"]
+            # a run is retried once: its retry is the run to retry now (tests/test_run_once.py)
+            for params in ({"full": True}, {}):
+                again = await client.post(f"/api/flow-runs/{failed['id']}/retry", params=params)
+                assert again.status_code == 409 and "retried already" in again.text
+
+
+async def test_a_bulk_replay_resumes_as_a_retry_does(database_url: str, tmp_path: Path) -> None:
+    """`runs replay` ran every task of each run while `runs retry` resumed it."""
+    result = await _retry(database_url, tmp_path, bulk=True)
+    assert CALLS == {"reserve": 1, "pay": 1, "notify": 2}
+    assert result["done"]["resumed_from"] == result["failed"]["id"]
+    assert {t["state_name"] for t in result["new"].values()} == {"Reused", "Completed"}
+
+
+async def test_a_full_bulk_replay_runs_every_task_again_through_the_cli(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    result = await _retry(sqlite_url, tmp_path, "--full", bulk=True)
+    assert CALLS == {"reserve": 2, "pay": 2, "notify": 2}
+    assert result["done"]["resumed_from"] is None
+
+
+async def test_a_full_bulk_replay_runs_every_task_again(sqlite_url: str, tmp_path: Path) -> None:
+    with serve(create_app(sqlite_url, worker_lease=3)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            CALLS.clear()
+            BEHAVIOUR.update(fail=True, path="b")
+            (tmp_path / "orders.jsonl").write_bytes(orjson.dumps({"id": "o1"}) + b"\n")
+            app = App(settings(sqlite_url))
+            app.subscribe(JsonlSource(tmp_path / "orders.jsonl", group_id="g"), retry_orders)
+            async with serving(app):
+                await wait_until(lambda: flow_runs(sqlite_url, state_type="FAILED"), timeout=30)
+                BEHAVIOUR.update(fail=False)
+                asked = await client.post(
+                    "/api/flow-runs/replay", json={"flow_name": "retry-orders", "full": True}
+                )
+                assert asked.json()["count"] == 1
+                [done] = await wait_until(
+                    lambda: flow_runs(sqlite_url, state_type="COMPLETED"), timeout=30
+                )
+    assert CALLS == {"reserve": 2, "pay": 2, "notify": 2}
+    assert done["resumed_from"] is None
 
 
 async def test_a_full_retry_runs_every_task_again(sqlite_url: str, tmp_path: Path) -> None:

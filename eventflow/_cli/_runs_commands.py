@@ -173,8 +173,9 @@ def runs_retry(run_id: str, full: bool, database_url: str | None) -> None:
     The new run resumes the old one: task calls whose task run completed return
     the kept result without running again (`--full`: everything runs). A worker
     running the flow picks the new run up; it links to the old one. RUN_ID may
-    be a unique prefix or suffix of the id. An event of a batch run, a Duplicate
-    or a CancelSignal is not a run of its own: it cannot be retried.
+    be a unique prefix or suffix of the id. An event of a batch run, a Duplicate,
+    a CancelSignal or an Abandoned event is not a run of its own: it cannot be
+    retried. A run is retried at most once: to run it again, retry its retry.
     """
     from .._store._replay import ReplayError
 
@@ -209,6 +210,9 @@ def runs_retry(run_id: str, full: bool, database_url: str | None) -> None:
 @click.option("--key", help="Only runs of events with this key.")
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--json", "as_json", is_flag=True, help="Print the new run ids as JSON.")
+@click.option(
+    "--full", is_flag=True, help="Run every task again, not only those that did not complete."
+)
 @database_option
 def runs_replay(
     flow_name: str | None,
@@ -218,12 +222,17 @@ def runs_replay(
     key: str | None,
     limit: int,
     as_json: bool,
+    full: bool,
     database_url: str | None,
 ) -> None:
     """Run again every run matching the filter (each at most once).
 
-    Records of flow controls that are not runs of their own (an event of a batch
-    run, a Duplicate, a CancelSignal) are left out: replay a batch by its run.
+    Each replay resumes its run as `runs retry` does: task calls whose task run
+    completed return the kept result (`--full`: everything runs). Records of flow
+    controls that are not runs of their own (an event of a batch run, a
+    Duplicate, a CancelSignal, an event Abandoned while it waited for a control)
+    are left out: replay a batch by its run. So is a run whose event its source
+    delivered again (a crashed run's): that delivery ran it.
     """
     from .._store._replay import ReplayError, ReplayFilter
 
@@ -238,7 +247,7 @@ def runs_replay(
             key=key,
         )
         try:
-            new_ids = await reader.replay(matching, limit=limit)
+            new_ids = await reader.replay(matching, limit=limit, full=full)
             left_out = 0 if as_json else await reader.count_not_replayed(matching)
             return new_ids, left_out
         finally:
@@ -255,6 +264,7 @@ def runs_replay(
     if left_out:
         summary += (
             f"; left out {left_out} records that cannot be retried"
-            " (an event of a batch run, a duplicate or a cancel signal)"
+            " (an event of a batch run, a duplicate, a cancel signal, an event abandoned"
+            " while it waited for a flow control, or a run whose event was delivered again)"
         )
     click.echo(summary)

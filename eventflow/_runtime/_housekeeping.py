@@ -270,7 +270,10 @@ class Housekeeping:
                 event_key=run.event_key,
             )
             for notifier in self.notifiers(run.flow_name):
-                notifier.notify(notification)
+                try:  # one notifier that raises must not hide the others' messages
+                    notifier.notify(notification)
+                except Exception:
+                    logger.exception("notifier %r failed for crashed run %s", notifier, run.run_id)
 
 
 def partitions_json(runner: SubscriptionRunner, lag: Mapping[tuple[str, int], int]) -> str | None:

@@ -395,13 +395,10 @@ class SubscriptionRunner(EventSink):
                 finished = await self._settle_failure(delivery.event, outcome)
         except AdmissionAbandoned:
             pass  # the event is read again by whoever owns its partition next
-        except Exception:
+        except Exception as error:
             # a bug or a broken sink, not the flow (its errors are states): keep the
             # event unfinished and stop its partition there; a restart reads it again
-            logger.exception(
-                "%s: handling event %s failed", self.subscription.name, delivery.event.id
-            )
-            self.inflight.stop_partition(delivery.event)
+            self._stop_at(delivery.event, "handling event", error)
         finally:
             if controls is not None:
                 controls.release((delivery,))
@@ -420,11 +417,28 @@ class SubscriptionRunner(EventSink):
             self.stats.skipped_duplicates += 1
             if previous.state_type not in ("COMPLETED", "CANCELLED"):  # CANCELLED: not run
                 finished = await self.settlement.apply(event, previous.run_id, previous.error)
-        except Exception:
-            logger.exception("%s: redelivered event %s failed", self.subscription.name, event.id)
+        except Exception as error:  # as in `_process`: the partition stops there, visibly
+            self._stop_at(event, "applying the failure policy again to redelivered event", error)
             finished = False
         finally:
             self._settle_unchained(delivery, finished)  # it never joined its key's queue
+
+    def _stop_at(self, event: Event, what: str, error: Exception) -> None:
+        """`what` failed for `event`, not the flow: the event stays unfinished and its
+        partition stops there until a restart reads it again (its offset cannot pass it);
+        logged, and the subscription's last error (status line, API, UI) says so."""
+        message = f"{what} {event.id} failed: {error!r}; "
+        if event.partition is None:
+            message += "it stays unacknowledged until a restart"
+        else:
+            message += (
+                f"partition {event.stream}[{event.partition}] stops at offset {event.offset}"
+                " until a restart"
+            )
+        logger.error("%s: %s", self.subscription.name, message, exc_info=error)
+        health = self.source.health  # not a fetch error: the source's state stays as it is
+        health.last_error, health.last_error_at = message, time.time()
+        self.inflight.stop_partition(event)
 
     def _start_batch(self, batch: list[Delivery]) -> None:
         self.inflight.spawn(

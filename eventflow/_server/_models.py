@@ -142,6 +142,16 @@ class FlowRunDetail(FlowRun):
     edges: list[Edge]
     logs: list[LogEntry]
     replays: list[RunRef] = Field(description="Runs asked for as retries of this one.")
+    pruned: list[str] = Field(
+        default_factory=list,
+        description="Ids this run links to (`retry_of`, `resumed_from`, `linked_run_id`,"
+        " `parent_flow_run_id`, a task run's `reused_from`) whose runs retention deleted.",
+    )
+    retry_refused: str | None = Field(
+        None,
+        description="Why the run cannot be retried (the API would answer 409 with it);"
+        " null when it can be.",
+    )
     trace_id: str | None = Field(
         None, description="The OpenTelemetry trace of the run's span (hex), if it was traced."
     )
@@ -265,6 +275,11 @@ class ReplayRequest(BaseModel):
     until: DateTime | EpochSeconds | None = None
     key: str | None = None
     limit: JsonInteger = Field(1000, ge=1, le=10_000)
+    full: Annotated[bool, Strict()] = Field(
+        False,
+        description="Run every task again; by default each replay resumes its run after"
+        " the task runs that completed, as a retry does.",
+    )
 
 
 class ReplayResponse(BaseModel):

@@ -195,7 +195,8 @@ async def list_flow_runs(
 async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> models.ReplayResponse:
     """Runs that already have a retry are skipped, so asking twice runs nothing twice;
     so are flow-control records that are not runs (an event of a batch run, a
-    Duplicate, a CancelSignal)."""
+    Duplicate, a CancelSignal, an event Abandoned while it waited for a control).
+    Each replay resumes its run after its completed tasks unless `full`."""
     if _matches_nothing(body.flow_name, body.key):
         return models.ReplayResponse(ids=[], count=0)
     since, until = _utc(body.since), _utc(body.until)
@@ -206,7 +207,7 @@ async def replay_flow_runs(request: Request, body: models.ReplayRequest) -> mode
         until=until.timestamp() if until else None,
         key=body.key,
     )
-    ids = await _store(request).replay(matching, limit=body.limit)
+    ids = await _store(request).replay(matching, limit=body.limit, full=body.full)
     return models.ReplayResponse(ids=ids, count=len(ids))
 
 
@@ -230,7 +231,10 @@ async def get_flow_run(request: Request, run_id: RunId) -> models.FlowRunDetail:
     except RunNotFoundError as error:
         raise HTTPException(404, str(error)) from None
     replays = await reader.list_replays(run["id"])
-    return views.run_detail(run, replays, _masker(request), _settings(request).trace_url_template)
+    redelivery = await reader.redelivery_of(run)
+    return views.run_detail(
+        run, replays, _masker(request), _settings(request).trace_url_template, redelivery
+    )
 
 
 @router.post(

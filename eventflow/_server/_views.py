@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from .._store._replay import retry_refusal
 from .._tracing import trace_id_of
 from . import _models as models
 from ._masking import SecretMasker, redact
@@ -94,6 +95,7 @@ def run_detail(
     replays: list[dict[str, Any]],
     masker: SecretMasker,
     trace_url_template: str | None = None,
+    redelivery: str | None = None,
 ) -> models.FlowRunDetail:
     """The whole run: secret fields masked, and their values redacted from free text;
     its trace id, and a link to the trace when the server has a template for one."""
@@ -153,6 +155,8 @@ def run_detail(
             for entry in run["logs"]
         ],
         replays=[run_ref(r) for r in replays],
+        pruned=run["pruned"],
+        retry_refused=retry_refusal(run, replays, redelivery),
         trace_id=(trace_id := trace_id_of(run.get("trace_context"))),
         trace_url=trace_url(trace_url_template, trace_id),
     )

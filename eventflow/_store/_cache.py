@@ -25,16 +25,23 @@ def cache_engine(url: str) -> AsyncEngine:
     return engine
 
 
-async def cached_result(engine: AsyncEngine, key: str) -> tuple[str, str] | None:
-    """(task run id, result JSON) kept under `key` and not expired, or None."""
-    cache = schema.task_cache
-    query = sa.select(cache.c.task_run_id, cache.c.result).where(
-        cache.c.cache_key == key,
-        sa.or_(cache.c.expires_at.is_(None), cache.c.expires_at > time.time()),
+async def cached_result(engine: AsyncEngine, key: str) -> tuple[str, str, str | None] | None:
+    """(task run id, result JSON, the task's name) kept under `key` and not expired, or
+    None. The name is None when the task run that computed it was pruned."""
+    cache, tasks = schema.task_cache, schema.task_runs
+    query = (
+        sa.select(cache.c.task_run_id, cache.c.result, tasks.c.task_name)
+        .select_from(cache.outerjoin(tasks, tasks.c.id == cache.c.task_run_id))
+        .where(
+            cache.c.cache_key == key,
+            sa.or_(cache.c.expires_at.is_(None), cache.c.expires_at > time.time()),
+        )
     )
     async with engine.connect() as conn:
         row = (await conn.execute(query)).first()
-    return None if row is None else (str(row[0]), str(row[1]))
+    if row is None:
+        return None
+    return str(row[0]), str(row[1]), None if row[2] is None else str(row[2])
 
 
 async def store_result(

@@ -7,6 +7,9 @@ and the CLI talk to this class only; none of them holds a database engine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from . import _recovery, _replay, _retention
 from ._dashboard_queries import DashboardQueries
 from ._reader import RunReader
@@ -25,14 +28,24 @@ class OperatorStore(RunReader):
         the new run's id (a worker running the flow picks it up)."""
         return await _replay.request_retry(self.engine, run_id, full=full)
 
-    async def replay(self, matching: ReplayFilter, *, limit: int = 1000) -> list[str]:
+    async def redelivery_of(self, run: Mapping[str, Any]) -> str | None:
+        """The newest run of `run`'s event its source delivered after it, if any."""
+        async with self.engine.connect() as conn:
+            return await _replay.redelivery_of(conn, run)
+
+    async def replay(
+        self, matching: ReplayFilter, *, limit: int = 1000, full: bool = False
+    ) -> list[str]:
         """Ask for every run matching the filter to run again, each at most once
-        (records that are not runs left out: `count_not_replayed`)."""
-        return await _replay.request_replay(self.engine, matching, limit=limit)
+        (records that are not runs left out: `count_not_replayed`); each resumes its
+        run unless `full`."""
+        return await _replay.request_replay(self.engine, matching, limit=limit, full=full)
 
     async def count_not_replayed(self, matching: ReplayFilter) -> int:
         """How many records matching the filter `replay` leaves out: they are not runs
-        (one event of a batch run, an idempotency duplicate, a cancel signal)."""
+        (one event of a batch run, an idempotency duplicate, a cancel signal, an event
+        abandoned while it waited for a flow control), or runs whose event its source
+        delivered again."""
         return await _replay.count_not_runs(self.engine, matching)
 
     async def count_prunable(self, before: float) -> dict[tuple[str, str], int]:

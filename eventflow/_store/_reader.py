@@ -108,6 +108,10 @@ def _id_part_sqlite(run_id: str) -> sa.ColumnElement[bool]:
     )
 
 
+_RUN_LINKS = ("retry_of", "resumed_from", "linked_run_id", "parent_flow_run_id")
+"""The columns of a flow run that name another flow run."""
+
+
 class RunReader:
     """Async read access to the store; one engine, opened on first use."""
 
@@ -249,6 +253,7 @@ class RunReader:
                 .where(logs.c.flow_run_id == run_id)
                 .order_by(logs.c.timestamp, logs.c.id),
             )
+            pruned: list[str] = []
             reused = [t["reused_from"] for t in task_runs if t["reused_from"] is not None]
             if reused:  # the runs they came from, for a link
                 sources = await rows_of(
@@ -258,10 +263,18 @@ class RunReader:
                 run_of = {s["id"]: s["flow_run_id"] for s in sources}
                 for t in task_runs:
                     t["reused_from_run"] = run_of.get(t["reused_from"])
-        (result,) = found
+                pruned += sorted(set(reused) - set(run_of))
+            (result,) = found
+            linked = {result[c] for c in _RUN_LINKS if result[c] is not None}
+            if linked:  # retention may have deleted them: no link to follow
+                kept = (
+                    await conn.execute(sa.select(runs.c.id).where(runs.c.id.in_(linked)))
+                ).scalars()
+                pruned += sorted(linked - set(kept))
         result["task_runs"] = task_runs
         result["edges"] = edge_rows
         result["logs"] = log_rows
+        result["pruned"] = pruned
         return result
 
     async def last_runs(self) -> dict[str, dict[str, Any]]:

@@ -112,7 +112,9 @@ async def test_one_event_of_a_batch_is_not_retried_its_batch_run_is(database_url
         assert replayed.returncode == 0, replayed.stderr
         assert replayed.stdout == (
             "1 runs will be replayed by the workers running their flows; left out 2 records"
-            " that cannot be retried (an event of a batch run, a duplicate or a cancel signal)\n"
+            " that cannot be retried (an event of a batch run, a duplicate, a cancel signal,"
+            " an event abandoned while it waited for a flow control, or a run whose event was"
+            " delivered again)\n"
         )
         [replay] = await wait_until(
             lambda: flow_runs(database_url, retry_of=batch_run, state_type="COMPLETED"), timeout=30

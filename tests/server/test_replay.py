@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 
 from eventflow._server import create_app
+from eventflow._store._operator import OperatorStore
+from eventflow._store._replay import ReplayError, ReplayFilter
 from eventflow._store._writer import RunWriter
 from tests.server._serve import serve
 from tests.server.conftest import Store
@@ -33,6 +36,12 @@ def test_retry_creates_a_linked_pending_run(fresh_store: Store) -> None:
         completed = client.post(f"/api/flow-runs/{runs.order_ok[0]}/retry")
         assert completed.status_code == 409
         assert "only FAILED, CRASHED or CANCELLED" in completed.json()["detail"]
+
+        full = client.post(f"/api/flow-runs/{runs.order_invalid}/retry", params={"full": True})
+        assert full.status_code == 201 and full.json()["resumed_from"] is None  # all anew
+        again = client.post(f"/api/flow-runs/{runs.order_invalid}/retry")
+        assert again.status_code == 409
+        assert f"retried already as run {full.json()['id']} (PENDING)" in again.json()["detail"]
 
 
 def test_replay_by_filter_asks_once_per_failed_run(fresh_store: Store) -> None:
@@ -100,3 +109,112 @@ def test_a_run_decided_by_a_flow_control_links_to_the_run_it_defers_to(
         listed = client.get("/api/flow-runs", params={"state": "CANCELLED"}).json()
     assert (run["state_name"], run["linked_run_id"]) == ("Duplicate", original)
     assert [r["linked_run_id"] for r in listed["items"]] == [original]
+
+
+def test_retries_of_one_run_asked_at_once_make_one_run(fresh_store: Store) -> None:
+    """Two operators clicking Retry together: the store lets one request in, on either
+    database (PostgreSQL: the old run's row lock; SQLite: the write lock)."""
+
+    async def race() -> list[str | BaseException]:
+        store = OperatorStore(fresh_store.url)
+        try:
+            return await asyncio.gather(
+                *(store.retry(fresh_store.runs.order_failed) for _ in range(8)),
+                return_exceptions=True,
+            )
+        finally:
+            await store.close()
+
+    outcomes = asyncio.run(race())
+    made = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, ReplayError)]
+    assert len(made) == 1 and len(refused) == 7, outcomes
+    assert all("retried already" in str(error) for error in refused)
+
+
+def test_a_bulk_replay_and_retries_asked_at_once_make_one_run_each(fresh_store: Store) -> None:
+    """A bulk replay racing single retries of the runs it replays: each run once."""
+    runs = fresh_store.runs
+
+    async def race() -> list[dict[str, object]]:
+        stores = [OperatorStore(fresh_store.url) for _ in range(5)]
+        try:
+            await asyncio.gather(
+                stores[0].replay(ReplayFilter(flow_name="process-order")),
+                *(s.retry(runs.order_failed) for s in stores[1:3]),
+                *(s.retry(runs.order_invalid) for s in stores[3:]),
+                return_exceptions=True,
+            )
+            return await _retries(stores[0])
+        finally:
+            for s in stores:
+                await s.close()
+
+    async def _retries(store: OperatorStore) -> list[dict[str, object]]:
+        return [
+            *(await store.list_replays(runs.order_failed)),
+            *(await store.list_replays(runs.order_invalid)),
+        ]
+
+    made = asyncio.run(race())
+    assert sorted(str(r["retry_of"]) for r in made) == sorted(
+        [runs.order_failed, runs.order_invalid]
+    ), made
+
+
+def _delivery(run_id: str, state: str, at: float, **event: object) -> dict[str, object]:
+    return {
+        "id": run_id,
+        "flow_name": "redelivered",
+        "state_type": state,
+        "state_name": state.title(),
+        "run_count": 1,
+        "created_at": at,
+        **event,
+    }
+
+
+def test_a_run_whose_event_ran_again_is_not_replayed_nor_retried(fresh_store: Store) -> None:
+    """A worker killed mid-run: its run is CRASHED, and its source delivers the event again
+    to a new run. Replaying the crashed run ran the event a second time."""
+    kafka = {"event_source": "orders", "event_partition": 0, "event_group": "g"}
+    now = time.time() - 60
+    writer = RunWriter(fresh_store.url)
+    writer.start()
+    try:
+        for row in (
+            _delivery("crashed-kafka", "CRASHED", now, event_offset=5, event_id="o-5", **kafka),
+            _delivery("again-kafka", "COMPLETED", now + 1, event_offset=5, event_id="o-5", **kafka),
+            _delivery("crashed-http", "CRASHED", now, event_id="h-1"),
+            _delivery("again-http", "FAILED", now + 1, event_id="h-1"),
+            # not delivered again (yet), or only to another consumer group: replayable
+            _delivery("crashed-alone", "CRASHED", now, event_offset=6, event_id="o-6", **kafka),
+            _delivery("crashed-g", "CRASHED", now, event_offset=7, event_id="o-7", **kafka),
+            _delivery(
+                "other-group",
+                "COMPLETED",
+                now + 1,
+                event_offset=7,
+                event_id="o-7",
+                **{**kafka, "event_group": "h"},
+            ),
+        ):
+            writer.put_flow_run(row)
+        writer.flush_blocking(30)
+    finally:
+        writer.close()
+    with serve(create_app(fresh_store.url)) as base, httpx.Client(base_url=base) as client:
+        refused = client.post("/api/flow-runs/crashed-kafka/retry")
+        assert refused.status_code == 409
+        assert refused.json()["detail"] == (
+            "the event of flow run crashed-kafka was delivered again and ran as run"
+            " again-kafka: retry again-kafka if it must run again"
+        )
+        detail = client.get("/api/flow-runs/crashed-http").json()
+        assert "delivered again and ran as run again-http" in detail["retry_refused"]
+        replayed = client.post("/api/flow-runs/replay", json={"flow_name": "redelivered"})
+        linked = {
+            client.get(f"/api/flow-runs/{i}").json()["retry_of"] for i in replayed.json()["ids"]
+        }
+    # the old code asked for crashed-kafka and crashed-http too
+    assert linked == {"crashed-alone", "crashed-g", "again-http"}

@@ -40,8 +40,10 @@ export class RunView {
     const run = this.run;
     const names = Object.fromEntries(run.task_runs.map((t) => [t.id, t.name]));
     const failing = run.task_runs.find((t) => t.id === run.error_task_run_id);
-    // Retry resumes: completed task runs are reused; a full re-run calls every task again
-    const retry = REPLAYABLE.has(run.state_type)
+    // Retry resumes: completed task runs are reused; a full re-run calls every task again.
+    // No button where the server would refuse (retried already, not a run): it says why.
+    const refused = REPLAYABLE.has(run.state_type) ? run.retry_refused : null;
+    const retry = REPLAYABLE.has(run.state_type) && !refused
       ? [h("button", { class: "primary", id: "retry-button", title: "Run again from the task that did not complete", onclick: (e) => this.retry(e.target) }, "Retry"),
         h("button", { class: "secondary", id: "full-retry-button", title: "Run every task again", onclick: (e) => this.retry(e.target, true) }, "Full re-run")]
       : null;
@@ -52,7 +54,8 @@ export class RunView {
         h("span", { class: "mono muted" }, run.id),
         h("span", { id: "run-state" }, badge(run.state_type, run.state_name)),
         retry),
-      h("div", { id: "retry-notice" }, this.notice()),
+      h("div", { id: "retry-notice" }, this.notice()
+        || (refused ? h("div", { class: "notice", id: "retry-refused" }, `No retry: ${refused}.`) : null)),
       h("div", { class: "panel facts" },
         fact("Name", run.name || "–"),
         fact("Created", fmtTime(run.created_at)),
@@ -61,10 +64,10 @@ export class RunView {
         fact("Duration", fmtDuration(runDuration(run))),
         fact("Attempts", run.run_count),
         fact("Worker", run.worker_id || "–"),
-        run.retry_of ? fact("Retry of", h("a", { href: `#/runs/${run.retry_of}`, id: "retry-of" }, shortId(run.retry_of))) : null,
-        run.resumed_from ? fact("Resumed from", h("a", { href: `#/runs/${run.resumed_from}`, id: "resumed-from" }, shortId(run.resumed_from))) : null,
-        run.linked_run_id ? fact("Linked run", h("a", { href: `#/runs/${run.linked_run_id}`, id: "linked-run" }, shortId(run.linked_run_id))) : null,
-        run.parent_flow_run_id ? fact("Parent run", h("a", { href: `#/runs/${run.parent_flow_run_id}` }, shortId(run.parent_flow_run_id))) : null,
+        run.retry_of ? fact("Retry of", runLink(run, run.retry_of, "retry-of")) : null,
+        run.resumed_from ? fact("Resumed from", runLink(run, run.resumed_from, "resumed-from")) : null,
+        run.linked_run_id ? fact("Linked run", runLink(run, run.linked_run_id, "linked-run")) : null,
+        run.parent_flow_run_id ? fact("Parent run", runLink(run, run.parent_flow_run_id)) : null,
         run.trace_id ? fact("Trace", run.trace_url
           ? h("a", { href: run.trace_url, id: "trace-link", class: "mono", target: "_blank", rel: "noopener" }, run.trace_id)
           : h("span", { id: "trace-id", class: "mono" }, run.trace_id)) : null),
@@ -116,7 +119,9 @@ export class RunView {
       h("td", {}, t.name),
       h("td", {}, badge(t.state_type, t.state_name), t.reused_from_run ? [" from ", h("a", {
         href: `#/runs/${t.reused_from_run}`, class: "reused-from", title: `task run ${t.reused_from}`,
-      }, shortId(t.reused_from_run))] : null),
+      }, shortId(t.reused_from_run))] : run.pruned.includes(t.reused_from) ? [" from ", h("span", {
+        class: "muted pruned reused-from-pruned", title: `task run ${t.reused_from}: deleted by retention`,
+      }, "a pruned run")] : null),
       h("td", {}, t.run_count),
       h("td", {}, fmtTime(t.started_at)),
       h("td", {}, fmtDuration(runDuration(t))),
@@ -144,6 +149,15 @@ export class RunView {
     }
     if (this.run) this.render();
   }
+}
+
+// A link to a run this one names, or "pruned" (no link) when retention deleted it.
+function runLink(run, id, elementId = undefined) {
+  if (run.pruned.includes(id)) {
+    return h("span", { class: "muted pruned", id: elementId, title: `run ${id}: deleted by retention` },
+      `${shortId(id)} (pruned)`);
+  }
+  return h("a", { href: `#/runs/${id}`, id: elementId }, shortId(id));
 }
 
 export function logTable(logs, names) {
