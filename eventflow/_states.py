@@ -134,3 +134,32 @@ def cancel_request(error: BaseException) -> CancelRequest | None:
         if isinstance(request, CancelRequest):
             return request
     return None
+
+
+def interrupted(kind: str, error: BaseException) -> State:
+    """The state of a run an exception went through: CANCELLED if a flow control
+    cancelled it on purpose (`CancelRequest`), else CRASHED."""
+    request = cancel_request(error)
+    if request is not None:
+        return Cancelled(request.message, request.name)
+    why = type(error).__name__
+    if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
+        why = error.args[0]  # what cancelled it said why ("SIGTERM")
+    if why == FENCED_OUT:
+        return fenced_out(error)
+    return Crashed(f"the {kind} run was interrupted: {why}", error)
+
+
+def fenced_out(error: BaseException) -> State:
+    """The state of a run whose worker lost the claim it ran under (its records are
+    refused by the store): CRASHED "FencedOut", not logged, no failure hook."""
+    state = Crashed("its worker lost the claim it ran under (fenced out)", error)
+    state.name = "FencedOut"
+    return state
+
+
+def failure_of(state: State) -> BaseException | None:
+    """The exception of a FAILED state (not of a crash: that one's cause is outside the run)."""
+    if state.type is StateType.FAILED and isinstance(state.data, BaseException):
+        return state.data
+    return None

@@ -22,8 +22,6 @@ from ._engine import (
     STATE_TEXT,
     Attempts,
     RunInfo,
-    failure_of,
-    interrupted,
     logger,
     run_attempts,
     run_hooks,
@@ -36,7 +34,7 @@ from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._results import decode_result, encode_result, encode_result_async
 from ._resume import KeptResult
-from ._states import Failed, State, StateType
+from ._states import Failed, State, StateType, failure_of, interrupted
 from ._threads import running_loop
 from ._tracebacks import TaskFailure, mark_task_failure, task_failure
 from ._tracing import TRACING

@@ -26,7 +26,6 @@ from tests.runtime._workers import Worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
-FENCING = pytest.mark.xfail(strict=False, reason="batch-job leases (issue 21) not merged yet")
 LEASE = 5.0
 FLOWS = {"sync": "batch-nightly", "async": "batch-nightly-async"}
 
@@ -57,7 +56,6 @@ async def _task_state(url: str, name: str) -> str | None:
     return str(found[-1]["state_type"]) if found else None
 
 
-@FENCING
 @pytest.mark.slow(40)
 @pytest.mark.parametrize("form", ["sync", "async"])
 async def test_a_killed_batch_job_ends_crashed_and_resumes(

@@ -29,7 +29,6 @@ def own_services() -> Iterator[tuple[Kafka, Postgres]]:
         postgres.remove()
 
 
-@pytest.mark.xfail(strict=False, reason="fencing (issue 21) not merged yet")
 @pytest.mark.slow(330)
 async def test_chaos_soak(own_services: tuple[Kafka, Postgres], tmp_path: Path) -> None:
     kafka, postgres = own_services

@@ -38,7 +38,6 @@ pytestmark = [
     ),
 ]
 
-FENCING = pytest.mark.xfail(strict=False, reason="fencing (issue 21) not merged yet")
 CUT_SECONDS = 60
 VANISHED_SECONDS = 120
 PAUSE_BOUND = 30.0
@@ -110,21 +109,18 @@ async def cut_and_heal(
     return report
 
 
-@FENCING
 @pytest.mark.slow(200)
 async def test_cut_from_the_broker_only(client_side: Cluster, tmp_path: Path) -> None:
     report = await cut_and_heal(client_side, tmp_path, lambda c: [c.kafka.host])
     report.assert_holds()
 
 
-@FENCING
 @pytest.mark.slow(200)
 async def test_cut_from_postgres_only(client_side: Cluster, tmp_path: Path) -> None:
     report = await cut_and_heal(client_side, tmp_path, lambda c: [c.postgres.host])
     report.assert_holds()
 
 
-@FENCING
 @pytest.mark.slow(200)
 async def test_cut_from_both_then_healed(client_side: Cluster, tmp_path: Path) -> None:
     report = await cut_and_heal(client_side, tmp_path, lambda c: [c.kafka.host, c.postgres.host])
@@ -165,7 +161,6 @@ async def _freeze_holding_offset_locks(
     return 0
 
 
-@FENCING
 @pytest.mark.slow(330)
 @pytest.mark.timeout(480)
 async def test_a_vanished_host_does_not_stop_the_others(
