@@ -12,9 +12,8 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 
@@ -28,7 +27,7 @@ from .._store._migrate import upgrade
 from .._store._runstore import SqlRunStore
 from .._store._writer import RunWriter
 from ._checks import check_subscription
-from ._control_options import Controls, KeyFunction, SingletonMode
+from ._control_options import ControlOptions, Controls
 from ._fencing import WorkerLease
 from ._housekeeping import Housekeeping
 from ._liveness import SubscriptionHealth, WorkerHealth
@@ -91,21 +90,7 @@ class App:
         params: Mapping[str, Any] | Callable[[Event], Mapping[str, Any]] | None = None,
         revoke_grace_seconds: float = 10.0,
         notifiers: Sequence[Notifier] = (),
-        concurrency: int | None = None,
-        concurrency_key: KeyFunction | None = None,
-        rate_limit: str | None = None,
-        rate_limit_key: KeyFunction | None = None,
-        idempotency_key: KeyFunction | None = None,
-        idempotency_window: timedelta | float = timedelta(hours=24),
-        priority: KeyFunction | None = None,
-        debounce: timedelta | float | None = None,
-        debounce_key: KeyFunction | None = None,
-        batch_size: int | None = None,
-        batch_timeout: timedelta | float = 1.0,
-        singleton_key: KeyFunction | None = None,
-        singleton_mode: SingletonMode = "skip",
-        cancel_on: KeyFunction | None = None,
-        cancel_key: KeyFunction | None = None,
+        **controls: Unpack[ControlOptions],
     ) -> Subscription:
         """Run `flow` once per event of `source`.
 
@@ -142,7 +127,7 @@ class App:
             on_failure=on_failure,
             dead_letter=dead_letter,
             params=params,
-            batch_size=batch_size,
+            batch_size=controls.get("batch_size"),
         )
         if on_failure not in ("dead_letter", "skip", "stop"):
             raise ValueError(
@@ -150,23 +135,7 @@ class App:
             )
         if max_in_flight < 1 or max_in_flight_per_partition < 1:
             raise ValueError("in-flight bounds must be >= 1")
-        controls = Controls.build(
-            concurrency=concurrency,
-            concurrency_key=concurrency_key,
-            rate_limit=rate_limit,
-            rate_limit_key=rate_limit_key,
-            idempotency_key=idempotency_key,
-            idempotency_window=idempotency_window,
-            priority=priority,
-            debounce=debounce,
-            debounce_key=debounce_key,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-            singleton_key=singleton_key,
-            singleton_mode=singleton_mode,
-            cancel_on=cancel_on,
-            cancel_key=cancel_key,
-        )
+        built = Controls.build(**controls)
         subscription = Subscription(
             source=source,
             flow=flow,
@@ -178,7 +147,7 @@ class App:
             params=params,
             revoke_grace_seconds=revoke_grace_seconds,
             notifiers=(*self.notifiers, *notifiers),
-            controls=controls,
+            controls=built,
         )
         self.subscriptions.append(subscription)
         return subscription

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 KeyFunction = str | Callable[[Any], Any]
 """A callable of the event's decoded JSON object, or a dotted path into it."""
@@ -64,6 +64,26 @@ def evaluate_priority(getter: Callable[[Any], Any] | None, document: Any) -> flo
         return 0.0
 
 
+class ControlOptions(TypedDict, total=False):
+    """The flow controls `App.subscribe` takes, declared once (see its docstring)."""
+
+    concurrency: int | None
+    concurrency_key: KeyFunction | None
+    rate_limit: str | None
+    rate_limit_key: KeyFunction | None
+    idempotency_key: KeyFunction | None
+    idempotency_window: timedelta | float
+    priority: KeyFunction | None
+    debounce: timedelta | float | None
+    debounce_key: KeyFunction | None
+    batch_size: int | None
+    batch_timeout: timedelta | float
+    singleton_key: KeyFunction | None
+    singleton_mode: SingletonMode
+    cancel_on: KeyFunction | None
+    cancel_key: KeyFunction | None
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     """`count` runs per `per` seconds, with bursts of up to `count`."""
@@ -105,26 +125,23 @@ class Controls:
     cancel_key: Callable[[Any], Any] | None = None
 
     @classmethod
-    def build(
-        cls,
-        *,
-        concurrency: int | None = None,
-        concurrency_key: KeyFunction | None = None,
-        rate_limit: str | None = None,
-        rate_limit_key: KeyFunction | None = None,
-        idempotency_key: KeyFunction | None = None,
-        idempotency_window: timedelta | float = timedelta(hours=24),
-        priority: KeyFunction | None = None,
-        debounce: timedelta | float | None = None,
-        debounce_key: KeyFunction | None = None,
-        batch_size: int | None = None,
-        batch_timeout: timedelta | float = 1.0,
-        singleton_key: KeyFunction | None = None,
-        singleton_mode: SingletonMode = "skip",
-        cancel_on: KeyFunction | None = None,
-        cancel_key: KeyFunction | None = None,
-    ) -> Controls | None:
+    def build(cls, **options: Unpack[ControlOptions]) -> Controls | None:
         """Validated controls, or None when none is asked for (the fast path)."""
+        concurrency = options.get("concurrency")
+        concurrency_key = options.get("concurrency_key")
+        rate_limit = options.get("rate_limit")
+        rate_limit_key = options.get("rate_limit_key")
+        idempotency_key = options.get("idempotency_key")
+        idempotency_window = options.get("idempotency_window", timedelta(hours=24))
+        priority = options.get("priority")
+        debounce = options.get("debounce")
+        debounce_key = options.get("debounce_key")
+        batch_size = options.get("batch_size")
+        batch_timeout = options.get("batch_timeout", 1.0)
+        singleton_key = options.get("singleton_key")
+        singleton_mode = options.get("singleton_mode", "skip")
+        cancel_on = options.get("cancel_on")
+        cancel_key = options.get("cancel_key")
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if concurrency_key is not None and concurrency is None:
