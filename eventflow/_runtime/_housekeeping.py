@@ -131,7 +131,7 @@ class Housekeeping:
                 # events arrive: whatever failed works again (for a source that
                 # records its errors but never says when it recovered)
                 source.record_ok()
-            source.outage.tick(now)
+            source.health.outage.tick(now)
             for outage in runner.outages:
                 outage.tick(now)
             verdicts.append(runner.health.verdict(now))

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from .._partition import Partition as Partition  # re-exported: the runtime imports it from here
 from ._health import SourceHealth
-from ._liveness import Outage
 
 
 @dataclass(slots=True)
@@ -232,11 +231,6 @@ class Source(ABC):
     def health(self) -> SourceHealth:
         """The runtime's bookkeeping of this source's errors (see `record_error`)."""
         return SourceHealth(self.name)
-
-    @property
-    def outage(self) -> Outage:
-        """The quiet log of this source's failures (the runtime ticks it)."""
-        return self.health.outage
 
     def settled(self, event: Event, finished: bool) -> None:  # noqa: B027 - a runtime hook
         """The test harness's hook (eventflow.testing's in-memory source): the runtime is
