@@ -25,7 +25,7 @@ DEAD_LETTER_RETRY = Backoff(initial=0.1, maximum=5.0, jitter=0.0)
 """Between attempts to send a dead letter while the sink is away."""
 
 
-class Settlement:
+class FailurePolicy:
     """What happens after a run that did not complete (see the module)."""
 
     def __init__(

@@ -82,7 +82,7 @@ class FlowControls:
         stats: RunnerStats,
         abandoning: Callable[[Event], bool],
         release: Callable[[Delivery], None],
-        settled: Callable[[Delivery, bool], None],
+        done_with: Callable[[Delivery, bool], None],
         run_batch: Callable[[list[Delivery]], None],
     ) -> None:
         self.controls = controls
@@ -90,7 +90,7 @@ class FlowControls:
         self.stats = stats
         self._release = release
         """A held event may run now (its debounce period passed)."""
-        self._settled = settled
+        self._done_with = done_with
         """A held event is done with without running (superseded), or never ran."""
         self._run_batch = run_batch
         self.records = ControlRecords(writer, flow, worker_id, source_name, group, fences)
@@ -162,7 +162,7 @@ class FlowControls:
                 f" run {run_id} runs for the last event",
             )
             RECORDER.run_finished("flow", self.flow.name, "CANCELLED", None)
-            self._settled(superseded, True)
+            self._done_with(superseded, True)
         return True
 
     def _debounced(self, delivery: Delivery, run_id: str) -> None:

@@ -9,7 +9,7 @@ Every event goes through the same four stages, in this module, top to bottom:
    (`FlowControls.decide`); a run waits behind the running event of its key.
 3. **run**: the flow runs, through the controls' gate if there are any.
 4. **settle**: a run that did not complete goes to the notifiers and the
-   failure policy (`Settlement`); then `InFlight.finish` lets its offset
+   failure policy (`FailurePolicy`); then `InFlight.finish` lets its offset
    advance and starts the next event of its key. Offsets are stored with the
    runs, then committed to the source (`OffsetCommits`).
 
@@ -37,15 +37,15 @@ from .._states import FENCED_OUT, State, StateType
 from .._store._fences import Fence
 from .._store._runstore import CrashedRun, FinishedRun, RunStore
 from .._store._writer import RunWriter
-from ._commits import OffsetCommits
 from ._delivery import Delivery
-from ._failure_policy import Settlement
+from ._failure_policy import FailurePolicy
 from ._fencing import PartitionFences, WorkerLease
 from ._flow_calls import FlowRuns
 from ._flow_controls import Decision, FlowControls
 from ._inflight import InFlight
 from ._limits import AdmissionAbandoned
 from ._liveness import Outage, SubscriptionHealth
+from ._offset_commits import OffsetCommits
 from ._source import Event, EventSink, Partition
 from ._subscription import STORE_BACKLOG_LIMIT, RunnerStats, Subscription
 
@@ -80,7 +80,7 @@ class SubscriptionRunner(EventSink):
         name = subscription.name
         self.health = health or SubscriptionHealth(name, stall_after=30.0, unhealthy_after=120.0)
         self.inflight = InFlight(name, key_ordering=subscription.key_ordering)
-        self.settlement = Settlement(
+        self.failure_policy = FailurePolicy(
             subscription,
             self.stats,
             stop_partition=self.inflight.stop_partition,
@@ -88,7 +88,7 @@ class SubscriptionRunner(EventSink):
         )
         self.offsets = OffsetCommits(name, self.source, writer, self.inflight, self.fences)
         self._offsets_outage = Outage(f"{name}: reading offsets from the run store")
-        self.outages = (self.offsets.outage, self.settlement.outage, self._offsets_outage)
+        self.outages = (self.offsets.outage, self.failure_policy.outage, self._offsets_outage)
         self.runs = FlowRuns(
             self.flow,
             writer,
@@ -114,7 +114,7 @@ class SubscriptionRunner(EventSink):
                 stats=self.stats,
                 abandoning=self.inflight.abandoning,
                 release=self._enter,
-                settled=self._settle_unchained,
+                done_with=self._done_with_unchained,
                 run_batch=self._start_batch,
             )
 
@@ -138,7 +138,7 @@ class SubscriptionRunner(EventSink):
         self.inflight.stop()
         if self.controls is not None:
             for delivery in self.controls.drop():
-                self._settle_unchained(delivery, False)
+                self._done_with_unchained(delivery, False)
 
     def _store_congested(self) -> bool:
         return not self.writer.healthy or self.writer.pending > STORE_BACKLOG_LIMIT
@@ -229,7 +229,7 @@ class SubscriptionRunner(EventSink):
         states = self.inflight.close(partitions)  # finishing runs start no queued successors
         if self.controls is not None:
             for delivery in self.controls.drop(set(states)):
-                self._settle_unchained(delivery, False)
+                self._done_with_unchained(delivery, False)
         abandoned = await self.inflight.wait(states, self.subscription.revoke_grace_seconds)
         if abandoned:
             logger.warning(
@@ -294,7 +294,7 @@ class SubscriptionRunner(EventSink):
         states = self.inflight.close(partitions)
         if self.controls is not None:
             for delivery in self.controls.drop(set(states)):
-                self._settle_unchained(delivery, False)
+                self._done_with_unchained(delivery, False)
         self.fences.release(partitions)
         cancelled = await self.inflight.wait(states, 0, FENCED_OUT)
         dropped = self.inflight.drop_queued(states)
@@ -365,7 +365,7 @@ class SubscriptionRunner(EventSink):
         if self.controls is not None:
             decision = self.controls.decide(delivery)
             if decision is Decision.SKIP:
-                self._settle_unchained(delivery, True)
+                self._done_with_unchained(delivery, True)
                 return
             if decision is Decision.HOLD:
                 return  # the control gives it back (`_enter`, `_start_batch`)
@@ -392,7 +392,7 @@ class SubscriptionRunner(EventSink):
             elif isinstance(outcome, Decision) or self._counted(outcome):
                 finished = True
             else:
-                finished = await self._settle_failure(delivery.event, outcome)
+                finished = await self._apply_failure_policy(delivery.event, outcome)
         except AdmissionAbandoned:
             pass  # the event is read again by whoever owns its partition next
         except Exception as error:
@@ -402,7 +402,7 @@ class SubscriptionRunner(EventSink):
         finally:
             if controls is not None:
                 controls.release((delivery,))
-            self._settle(delivery, finished)
+            self._done_with(delivery, finished)
 
     async def _redo(self, delivery: Delivery) -> None:
         """A redelivered event whose run already ended: never run it again.
@@ -416,12 +416,12 @@ class SubscriptionRunner(EventSink):
         try:
             self.stats.skipped_duplicates += 1
             if previous.state_type not in ("COMPLETED", "CANCELLED"):  # CANCELLED: not run
-                finished = await self.settlement.apply(event, previous.run_id, previous.error)
+                finished = await self.failure_policy.apply(event, previous.run_id, previous.error)
         except Exception as error:  # as in `_process`: the partition stops there, visibly
             self._stop_at(event, "applying the failure policy again to redelivered event", error)
             finished = False
         finally:
-            self._settle_unchained(delivery, finished)  # it never joined its key's queue
+            self._done_with_unchained(delivery, finished)  # it never joined its key's queue
 
     def _stop_at(self, event: Event, what: str, error: Exception) -> None:
         """`what` failed for `event`, not the flow: the event stays unfinished and its
@@ -460,12 +460,14 @@ class SubscriptionRunner(EventSink):
                 finished = [True] * len(batch)
             else:
                 stats.failed += len(batch)
-                self.settlement.notify(batch[0].event, state)
+                self.failure_policy.notify(batch[0].event, state)
                 for i, delivery in enumerate(batch):
-                    finished[i] = await self.settlement.apply(delivery.event, run_id, state.message)
+                    finished[i] = await self.failure_policy.apply(
+                        delivery.event, run_id, state.message
+                    )
         finally:
             for delivery, done in zip(batch, finished, strict=True):
-                self._settle_unchained(delivery, done)
+                self._done_with_unchained(delivery, done)
             controls.batch_ended()
 
     # -- 4. settle -------------------------------------------------------------------------
@@ -481,27 +483,27 @@ class SubscriptionRunner(EventSink):
         stats.failed += 1
         return False
 
-    async def _settle_failure(self, event: Event, state: State) -> bool:
+    async def _apply_failure_policy(self, event: Event, state: State) -> bool:
         """Notify of a run that did not complete, apply the failure policy; True if done with."""
-        self.settlement.notify(event, state)
-        return await self.settlement.apply(event, state.run_id, state.message)
+        self.failure_policy.notify(event, state)
+        return await self.failure_policy.apply(event, state.run_id, state.message)
 
-    def _settle(self, delivery: Delivery, finished: bool, *, chained: bool = True) -> None:
+    def _done_with(self, delivery: Delivery, finished: bool, *, chained: bool = True) -> None:
         """The runtime is done with the event; `finished` lets its offset advance.
 
         The next event of its key starts; queued ones dropped (the partition
         going away, its run abandoned) go, with what the controls kept for them.
         """
-        self.source.settled(delivery.event, finished)
+        self.source.done_with(delivery.event, finished)
         following, dropped = self.inflight.finish(delivery, finished, chained=chained)
         if following is not None:
             self.inflight.start(following, self._process(following))
         elif dropped and self.controls is not None:
             self.controls.release(dropped)
 
-    def _settle_unchained(self, delivery: Delivery, finished: bool) -> None:
+    def _done_with_unchained(self, delivery: Delivery, finished: bool) -> None:
         """Settle an event that never joined its key's queue (skipped, held, batched, redone)."""
-        self._settle(delivery, finished, chained=False)
+        self._done_with(delivery, finished, chained=False)
 
     # -- replays ---------------------------------------------------------------------------
 
@@ -535,4 +537,4 @@ class SubscriptionRunner(EventSink):
         return await self.inflight.wait(None, grace_seconds)
 
     async def stop_sink(self) -> None:
-        await self.settlement.stop()
+        await self.failure_policy.stop()

@@ -232,7 +232,7 @@ class Source(ABC):
         """The runtime's bookkeeping of this source's errors (see `record_error`)."""
         return SourceHealth(self.name)
 
-    def settled(self, event: Event, finished: bool) -> None:  # noqa: B027 - a runtime hook
+    def done_with(self, event: Event, finished: bool) -> None:  # noqa: B027 - a runtime hook
         """The test harness's hook (eventflow.testing's in-memory source): the runtime is
         done with `event`, its outcome recorded though perhaps not yet durable.
 

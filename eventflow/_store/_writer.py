@@ -289,7 +289,7 @@ class RunWriter:
                 self._wake_pending = False
                 self._drain_into(batch)
                 if batch.record_count() == 0 and not batch.commit_hooks:
-                    self._settle_markers(batch, None)
+                    self._resolve_markers(batch, None)
                     continue
                 self._in_commit = batch.record_count()
                 try:
@@ -330,7 +330,7 @@ class RunWriter:
                 hook()
             except Exception:
                 logger.exception("an on-commit hook failed")
-        self._settle_markers(batch, None)
+        self._resolve_markers(batch, None)
 
     async def _commit_salvaging(self, batch: Batch, error: BaseException) -> None:
         """The database refused the batch for its data: commit it record by record.
@@ -415,21 +415,21 @@ class RunWriter:
         self._timings.append((seconds, count))
 
     @staticmethod
-    def _settle_markers(batch: Batch, error: BaseException | None) -> None:
+    def _resolve_markers(batch: Batch, error: BaseException | None) -> None:
         """Wake the flush callers: one thread-safe call per event loop, not per caller."""
         by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for marker in batch.markers:
             if marker.loop is None:
-                _settle(marker.future, error)
+                _resolve(marker.future, error)
             else:
                 by_loop.setdefault(marker.loop, []).append(marker.future)
         for loop, futures in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle_all, futures, error)
+                loop.call_soon_threadsafe(_resolve_all, futures, error)
         batch.markers.clear()
 
 
-def _settle(
+def _resolve(
     future: asyncio.Future[None] | concurrent.futures.Future[None], error: BaseException | None
 ) -> None:
     if future.done():
@@ -440,6 +440,6 @@ def _settle(
         future.set_exception(error)
 
 
-def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+def _resolve_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
     for future in futures:
-        _settle(future, error)
+        _resolve(future, error)

@@ -2,7 +2,7 @@
 
 `MemorySource` is partitioned like a Kafka topic of one partition: offsets
 from 0, stored with the runs, paused at the in-flight bound. It tells whoever
-appended an event when the runtime is done with it (`Source.settled`), so a
+appended an event when the runtime is done with it (`Source.done_with`), so a
 test can wait for one event's outcome instead of polling for it.
 """
 
@@ -73,7 +73,7 @@ class MemorySource(Source):
     """One partition in memory, fed by `append`; each append gets a future of its outcome.
 
     The future's result is None once the runtime is done with the event (see
-    `Source.settled`), or why the event will never run. (A result, not an
+    `Source.done_with`), or why the event will never run. (A result, not an
     exception: nobody may be waiting for it.)
     """
 
@@ -123,7 +123,7 @@ class MemorySource(Source):
                     self._wake.wait(), _PAUSED_POLL if self._pending else _IDLE_POLL
                 )
 
-    def settled(self, event: Event, finished: bool) -> None:
+    def done_with(self, event: Event, finished: bool) -> None:
         outcome = self._outcomes.pop(event.id, None)
         if outcome is not None and not outcome[1].done():
             outcome[1].set_result(None)
