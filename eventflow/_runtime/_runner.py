@@ -51,7 +51,7 @@ from ._subscription import STORE_BACKLOG_LIMIT, RunnerStats, Subscription
 
 logger = logging.getLogger("eventflow.runtime")
 
-ASSIGNMENT_RETRY = Backoff(initial=0.1, maximum=5.0, jitter=0.0)
+ASSIGNMENT_RETRY = Backoff(initial=0.1, maximum=1.0, jitter=0.0)
 """Between attempts to read a new assignment's offsets while the store is away."""
 
 

@@ -16,19 +16,27 @@ from .._settings import check_database_url, normalize_database_url
 POSTGRES_SESSION_BOUNDS = {
     # a transaction left open by a worker that froze or whose host vanished ends
     # here, and with it the row locks every other worker's writes would wait on
-    "idle_in_transaction_session_timeout": "15000",
-    # a statement waits at most this for a lock: the writer retries the batch,
-    # and says what it waited for, instead of hanging behind a dead session
-    "lock_timeout": "10000",
-    # the server notices a peer that vanished mid-statement (no FIN, no RST)
-    # after 5 + 3 x 5 s of silence, or 20 s of unacknowledged data, not 2 hours
+    "idle_in_transaction_session_timeout": "10000",
+    # a statement waits at most this for a lock: the batch or claim is retried, and
+    # says what it waited for, instead of hanging behind a dead session
+    "lock_timeout": "5000",
+    # the server notices a peer that vanished (no FIN, no RST) after 5 + 3 x 3 s of
+    # silence, or 15 s of unacknowledged data, not 2 hours
     "tcp_keepalives_idle": "5",
-    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_interval": "3",
     "tcp_keepalives_count": "3",
-    "tcp_user_timeout": "20000",
+    "tcp_user_timeout": "15000",
 }
-"""Settings of every PostgreSQL session a worker, server or CLI opens (not migrations'):
-one vanished worker holds the others' locks for 20 s at most (docs/guarantees.md)."""
+"""Settings of every PostgreSQL session a worker, server or CLI opens (not migrations'),
+with a server-side `statement_timeout` (a frozen client, stopped in the middle of a
+statement such as a COPY, is alive to TCP: only the server's own clock ends that
+statement). One frozen or vanished worker holds the others' locks for 30 s at most
+(docs/guarantees.md)."""
+
+
+def session_bounds(statement_timeout: float) -> dict[str, str]:
+    """`POSTGRES_SESSION_BOUNDS` with a server-side bound on each statement."""
+    return {**POSTGRES_SESSION_BOUNDS, "statement_timeout": str(round(statement_timeout * 1000))}
 
 
 def is_sqlite(url: str) -> bool:
@@ -56,7 +64,7 @@ def make_engine(url: str, *, statement_timeout: float | None = 60.0, **kwargs: A
     kwargs.setdefault("pool_pre_ping", True)
     connect_args: dict[str, Any] = {"timeout": 10, "command_timeout": statement_timeout}
     if statement_timeout is not None:  # migrations wait for each other's locks
-        connect_args["server_settings"] = POSTGRES_SESSION_BOUNDS
+        connect_args["server_settings"] = session_bounds(statement_timeout)
     kwargs.setdefault("connect_args", connect_args)
     return create_async_engine(url, **kwargs)
 

@@ -33,7 +33,7 @@ from .._errors import StoreError
 from .._settings import normalize_database_url
 from . import _schema as schema
 from ._batch import Batch, Row
-from ._engine import POSTGRES_SESSION_BOUNDS
+from ._engine import session_bounds
 from ._fences import STALE_TOKENS_POSTGRES, stale
 from ._types import Timestamp
 
@@ -244,6 +244,9 @@ class PostgresWriter:
 
     connect_timeout = 30.0
     command_timeout = 120.0
+    statement_timeout = 30.0
+    """Server-side: a writer frozen mid-batch (its COPY half sent) holds its locks no
+    longer (a batch takes well under a second; one that times out is retried)."""
 
     def __init__(self, database_url: str) -> None:
         self._dsn = asyncpg_dsn(database_url)
@@ -259,7 +262,7 @@ class PostgresWriter:
                 command_timeout=self.command_timeout,
                 server_settings={
                     "application_name": "eventflow-writer",
-                    **POSTGRES_SESSION_BOUNDS,
+                    **session_bounds(self.statement_timeout),
                 },
             )
             await self._conn.set_type_codec(
