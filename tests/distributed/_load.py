@@ -34,6 +34,8 @@ class SteadyProducer:
         self.random = random.Random(seed)
         self.give_up = give_up
         self.sent = 0
+        self.last_sent_at = 0.0
+        """When the last order was acknowledged (epoch s): nothing new to run after it."""
         self.send_errors = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -89,6 +91,7 @@ class SteadyProducer:
                                 raise
                             await asyncio.sleep(0.5)
                     self.sent += 1
+                    self.last_sent_at = time.time()
         finally:
             await producer.stop()
 

@@ -169,7 +169,8 @@ async def test_a_vanished_host_does_not_stop_the_others(
     """At the worst moment: while its transaction holds locks on stored offsets, the host
     freezes, its links go dark (no FIN or RST gets out), then its processes die."""
     cluster = client_side
-    total = int(RATE * (VANISHED_SECONDS + 60))
+    # orders for the whole window even when the moment to vanish takes a while to come
+    total = int(RATE * (VANISHED_SECONDS + 120))
     scenario, _, producer = await _start(cluster, tmp_path, total)
     host = cluster.workers[0]
     worker = scenario.workers[host.short]
@@ -178,8 +179,11 @@ async def test_a_vanished_host_does_not_stop_the_others(
     gone_at = time.time()
     worker.kill()
     await asyncio.sleep(VANISHED_SECONDS)  # how long the host stays away
-    # the runs the live worker completed and stored while the host was away
-    stall = scenario.watcher.longest_stall(gone_at, gone_at + VANISHED_SECONDS)
+    # the runs the live worker completed and stored while the host was away (and orders
+    # were still coming: once the producer is done, nothing new can be stored)
+    until = min(gone_at + VANISHED_SECONDS, producer.last_sent_at + 5)
+    assert until - gone_at >= 2 * PAUSE_BOUND, "the orders ran out too early to measure"
+    stall = scenario.watcher.longest_stall(gone_at, until)
     print(
         f"vanished holding offset row locks: {f'at attempt {attempts}' if attempts else 'no'};"
         " no COMPLETED run"
