@@ -40,6 +40,38 @@ class Batch:
     fenced: set[Token] = field(default_factory=set)
     """Fencing tokens found stale while writing: their records were left out."""
 
+    # What the writer's queue holds is added by these (eventflow/_store/_writer.py);
+    # records of a table with a key replace the earlier one of the same key.
+
+    def add_flow(self, row: Row) -> None:
+        self.flows[row["name"]] = row
+
+    def add_edge(self, row: Row) -> None:
+        self.edges[(row["upstream_id"], row["downstream_id"])] = row
+
+    def add_log(self, row: Row) -> None:
+        self.logs.append(row)
+
+    def add_offsets(self, record: tuple[list[Row], Callable[[], None] | None]) -> None:
+        """Offsets rows, and what to call once they are committed."""
+        rows, on_commit = record
+        for row in rows:
+            self.offsets[(row["group_id"], row["topic"], row["partition"])] = row
+        if on_commit is not None:
+            self.commit_hooks.append(on_commit)
+
+    def add_worker(self, row: Row) -> None:
+        self.workers[row["id"]] = row
+
+    def add_source_status(self, row: Row) -> None:
+        self.source_status[(row["worker_id"], row["subscription"])] = row
+
+    def add_idempotency(self, row: Row) -> None:
+        self.idempotency.append(row)
+
+    def add_checkpoint(self, row: Row) -> None:
+        self.checkpoints[row["subscription"]] = row
+
     def one_by_one(self) -> Iterator[Batch]:
         """Each record as a batch of its own, in commit order (to isolate a refused one)."""
         for name in RECORD_FIELDS:

@@ -38,16 +38,6 @@ logger = logging.getLogger("eventflow.store")
 STORE_RETRY = Backoff(initial=0.05, maximum=2.0, jitter=0.0)
 """Between attempts to commit a batch while the run store is away."""
 
-_EDGE = 0
-_LOG = 1
-_FLOW = 2
-_OFFSETS = 3
-_WORKER = 4
-_SOURCE_STATUS = 5
-_IDEMPOTENCY = 6
-_CHECKPOINT = 7
-"""The kinds of the general queue (flow runs and task runs have deques of their own)."""
-
 
 @dataclass(slots=True)
 class _FlushMarker:
@@ -90,8 +80,9 @@ class RunWriter:
         self.stats = WriterStats()
         self._timings: deque[tuple[float, int]] = deque(maxlen=10_000)
         self._in_commit = 0
-        self._queue: deque[Any] = deque()
-        # the hot records in deques of their own: no (kind, row) tuple per record
+        self._queue: deque[_FlushMarker | tuple[Callable[[Batch, Any], None], Any]] = deque()
+        """Records with the `Batch` method that adds them, and flush markers, in order."""
+        # the hot records in deques of their own: no (method, row) tuple per record
         self._flow_runs: deque[Row] = deque()
         self._task_runs: deque[Row] = deque()
         self._known_flows: set[str] = set()
@@ -153,43 +144,47 @@ class RunWriter:
     def ensure_flow(self, name: str, version: str | None) -> None:
         if name not in self._known_flows:
             self._known_flows.add(name)
-            self._queue.append(
-                (_FLOW, {"name": name, "version": version, "created_at": time.time()})
-            )
+            row = {"name": name, "version": version, "created_at": time.time()}
+            self._queue.append((Batch.add_flow, row))
 
     def put_flow_run(self, row: Row) -> None:
-        self._flow_runs.append(row)
+        """The run's row as it is now: a copy, since its owner goes on changing the row
+        (the next state) while the writer's thread reads and pickles this one."""
+        self._flow_runs.append(row.copy())
 
     def put_task_run(self, row: Row) -> None:
-        self._task_runs.append(row)
+        """The task run's row as it is now (a copy, as `put_flow_run`)."""
+        self._task_runs.append(row.copy())
+
+    # The other records are built for the call and never changed after it: handed over.
 
     def put_edge(self, row: Row) -> None:
-        self._queue.append((_EDGE, row))
+        self._queue.append((Batch.add_edge, row))
 
     def put_log(self, row: Row) -> None:
-        self._queue.append((_LOG, row))
+        self._queue.append((Batch.add_log, row))
 
     def put_worker(self, row: Row) -> None:
         """A worker's registration or heartbeat (id, hostname, pid, started_at, heartbeat_at)."""
-        self._queue.append((_WORKER, row))
+        self._queue.append((Batch.add_worker, row))
 
     def put_source_status(self, row: Row) -> None:
         """A subscription's live counters (a `source_status` row), for the API and UI."""
-        self._queue.append((_SOURCE_STATUS, row))
+        self._queue.append((Batch.add_source_status, row))
 
     def put_idempotency(self, row: Row) -> None:
         """Settle a claim (flow_name, key, run_id, state, completed_at) in the run's transaction.
 
         Only the claim's holder changes it: a claim another run took over is left alone.
         """
-        self._queue.append((_IDEMPOTENCY, {f"b_{k}": v for k, v in row.items()}))
+        self._queue.append((Batch.add_idempotency, {f"b_{k}": v for k, v in row.items()}))
 
     def put_checkpoint(
         self, subscription: str, source: str, value: str, fence: Token | None = None
     ) -> None:
         """Where `subscription`'s source resumes, in the transaction of the records before."""
-        row = {"subscription": subscription, "source": source, "value": value}
-        self._queue.append((_CHECKPOINT, {**row, "updated_at": time.time(), "fence": fence}))
+        row = {"subscription": subscription, "source": source, "value": value, "fence": fence}
+        self._queue.append((Batch.add_checkpoint, {**row, "updated_at": time.time()}))
 
     def put_offsets(
         self,
@@ -217,7 +212,7 @@ class RunWriter:
             }
             for t, p, o in offsets
         ]
-        self._queue.append((_OFFSETS, (rows, on_commit)))
+        self._queue.append((Batch.add_offsets, (rows, on_commit)))
 
     # -- flushing -----------------------------------------------------------------
 
@@ -372,29 +367,9 @@ class RunWriter:
             item = queue.popleft()
             if isinstance(item, _FlushMarker):
                 batch.markers.append(item)
-                continue
-            kind, row = item
-            if kind == _LOG:
-                batch.logs.append(row)
-            elif kind == _EDGE:
-                batch.edges[(row["upstream_id"], row["downstream_id"])] = row
-            elif kind == _FLOW:
-                batch.flows[row["name"]] = row
-            elif kind == _OFFSETS:
-                rows, on_commit = row
-                for offset_row in rows:
-                    key = (offset_row["group_id"], offset_row["topic"], offset_row["partition"])
-                    batch.offsets[key] = offset_row
-                if on_commit is not None:
-                    batch.commit_hooks.append(on_commit)
-            elif kind == _WORKER:
-                batch.workers[row["id"]] = row
-            elif kind == _SOURCE_STATUS:
-                batch.source_status[(row["worker_id"], row["subscription"])] = row
-            elif kind == _IDEMPOTENCY:
-                batch.idempotency.append(row)
-            elif kind == _CHECKPOINT:
-                batch.checkpoints[row["subscription"]] = row
+            else:
+                add, record = item
+                add(batch, record)
         for runs, into in ((self._flow_runs, batch.flow_runs), (self._task_runs, batch.task_runs)):
             while runs:
                 row = runs.popleft()

@@ -87,6 +87,19 @@ async def test_the_latest_state_wins_within_one_batch(writer: RunWriter, databas
     assert stored["state_type"] == "FAILED"
 
 
+async def test_a_row_changed_after_it_was_put_is_stored_as_it_was_put(
+    writer: RunWriter, database_url: str
+) -> None:
+    """The engine goes on changing a run's row (its next state) while the writer's
+    thread reads and pickles what was put: the writer keeps its own copy."""
+    row = flow_run("r-snap", state="RUNNING")
+    writer.put_flow_run(row)
+    row.update(state_type="COMPLETED", state_name="Completed", result="changed, not put")
+    await writer.flush()
+    [stored] = await rows(database_url, schema.flow_runs)
+    assert (stored["state_type"], stored["result"]) == ("RUNNING", None)
+
+
 async def test_flush_means_durable_for_another_connection(
     writer: RunWriter, database_url: str
 ) -> None:
