@@ -204,7 +204,7 @@ class HttpPollSource(PollingSource):
         self._sink = sink
         if self.cursor_param is None:
             return
-        saved = await sink.checkpoint()
+        saved = await sink.durable.checkpoint()
         if saved is not None:
             logger.info("%s: resuming at cursor %r", self.name, saved)
             self.cursor = self._saved_cursor = saved
@@ -326,7 +326,7 @@ class HttpPollSource(PollingSource):
         while pages and not pages[0].pending:
             cursor = pages.popleft().cursor
         if cursor is not None and cursor != self._saved_cursor and self._sink is not None:
-            self._sink.save_checkpoint(str(cursor))
+            self._sink.durable.save_checkpoint(str(cursor))
             self._saved_cursor = cursor
 
     # -- translating a body ------------------------------------------------------------

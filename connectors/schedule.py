@@ -137,7 +137,7 @@ class Schedule(Source):
             while not sink.stopping:
                 if time.monotonic() >= renew_at:
                     asked = time.monotonic()  # the lease runs from (at the latest) now
-                    held = await sink.lease(lease_name, self.lease_ttl)
+                    held = await sink.durable.lease(lease_name, self.lease_ttl)
                     # a renewal slower than the lease itself holds nothing any more
                     held = held and time.monotonic() < asked + self.lease_ttl
                     renew_at = asked + self.lease_ttl / 3
@@ -178,7 +178,7 @@ class Schedule(Source):
         """Give the lease back (after the final commit) so another worker fires at once."""
         sink, self._sink = self._sink, None
         if sink is not None:
-            await sink.release_lease(self.group_id or self.stream)
+            await sink.durable.release_lease(self.group_id or self.stream)
 
 
 class IntervalSchedule(Schedule):

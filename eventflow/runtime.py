@@ -10,7 +10,7 @@ from ._extras import missing_extra
 from ._retries import Backoff, parse_retry_after
 from ._runtime._app import App
 from ._runtime._liveness import Outage, RepeatFilter, quiet_library_logs
-from ._runtime._source import Event, EventSink, Partition, Sink, Source
+from ._runtime._source import DurableState, Event, EventSink, Partition, Sink, Source
 from ._runtime._subscription import FailurePolicy, Notifier, Subscription
 from ._states import SourceState
 from ._tracing import TRACING, Tracing, trace_headers
@@ -19,6 +19,7 @@ __all__ = [
     "TRACING",
     "App",
     "Backoff",
+    "DurableState",
     "Event",
     "EventSink",
     "FailurePolicy",

@@ -38,6 +38,7 @@ from .._store._fences import Fence
 from .._store._runstore import CrashedRun, FinishedRun, RunStore
 from .._store._writer import RunWriter
 from ._delivery import Delivery
+from ._durable_state import StoredDurableState
 from ._failure_policy import FailurePolicy
 from ._fencing import PartitionFences, WorkerLease
 from ._flow_calls import FlowRuns
@@ -74,6 +75,7 @@ class SubscriptionRunner(EventSink):
         self.store = store
         self.worker_id = worker_id = lease.worker_id
         self.fences = PartitionFences(lease, self.source.group_id, self.flow.name)
+        self.durable = StoredDurableState(subscription.name, self.source.name, store, writer, lease)
         self._rejoin: FencedError | None = None
         """Set when a claim was lost: the source restarts (a new consumer), then clears it."""
         self.stats = RunnerStats()
@@ -304,27 +306,6 @@ class SubscriptionRunner(EventSink):
         self.runs.resume_plans.revoke(states)
         self.offsets.revoked(states)
         return cancelled
-
-    async def lease(self, name: str, ttl: float) -> bool:
-        try:
-            return await self.store.acquire_lease(name, self.worker_id, ttl)
-        except Exception as error:
-            logger.warning("%s: cannot take lease %r: %s", self.subscription.name, name, error)
-            return False
-
-    async def release_lease(self, name: str) -> None:
-        try:
-            await self.store.release_lease(name, self.worker_id)
-        except Exception as error:  # it expires by itself
-            logger.warning("%s: cannot release lease %r: %s", self.subscription.name, name, error)
-
-    async def checkpoint(self) -> str | None:
-        return await self.store.read_checkpoint(self.subscription.name)
-
-    def save_checkpoint(self, value: str) -> None:
-        self.writer.put_checkpoint(
-            self.subscription.name, self.source.name, value, self.fences.lease.fence.token
-        )
 
     # -- 1. deliver ------------------------------------------------------------------------
 

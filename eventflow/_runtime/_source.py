@@ -38,15 +38,48 @@ class Event:
     headers: Sequence[tuple[str, bytes]] = field(default_factory=tuple)
 
 
+class DurableState:
+    """What a source keeps in the run store, across restarts and workers: where it
+    resumes (`checkpoint`) and leases. A source reaches it as `sink.durable`.
+
+    This base keeps nothing: no checkpoint, and every lease held (one worker, no
+    store: a test's sink). The runtime's is the run store's.
+    """
+
+    async def checkpoint(self) -> str | None:
+        """What the source last saved with `save_checkpoint`; None if nothing."""
+        return None
+
+    def save_checkpoint(self, value: str) -> None:
+        """Save where an unpartitioned source resumes after a restart (an HTTP cursor).
+
+        Stored with the run records written before it. Save a position once the
+        events before it are acknowledged (`Source.ack`): their runs are durable.
+        """
+
+    async def lease(self, name: str, ttl: float) -> bool:
+        """Take or renew lease `name` for `ttl` seconds; True while held.
+
+        For work only one worker of an app may do at a time (a schedule's ticks);
+        False also when the store cannot be reached.
+        """
+        return True
+
+    async def release_lease(self, name: str) -> None:
+        """Give lease `name` up now, so another worker need not wait for it to expire."""
+
+
 class EventSink(ABC):
     """The runtime's side of a source, handed to `Source.run`: where events go.
 
-    Every source uses `stopping` and `deliver`. The rest is for the sources that
-    need it: a partitioned source (Kafka) reports `assigned` and `revoked`
-    partitions and pauses those `paused` names; an unpartitioned one fetches
-    while `accepting()` and may keep a `checkpoint`; a source only one worker
-    may run at a time (a schedule) holds a `lease`.
+    Every source uses `stopping` and `deliver`. A partitioned source (Kafka)
+    also reports `assigned` and `revoked` partitions and pauses those `paused`
+    names; an unpartitioned one fetches while `accepting()`. What a source keeps
+    across restarts (a cursor, a lease) is in `durable`.
     """
+
+    durable: DurableState = DurableState()
+    """The source's checkpoint and leases (the runtime's: in the run store)."""
 
     # -- every source
 
@@ -81,31 +114,6 @@ class EventSink(ABC):
     @abstractmethod
     def accepting(self) -> bool:
         """False while an unpartitioned source should not fetch (bound reached, store down)."""
-
-    async def checkpoint(self) -> str | None:
-        """What the source last saved with `save_checkpoint`, from the store; None if nothing."""
-        return None
-
-    def save_checkpoint(self, value: str) -> None:  # noqa: B027 - optional: keeps nothing
-        """Save where an unpartitioned source resumes after a restart (an HTTP cursor).
-
-        Stored with the run records written before it. Save a position once the
-        events before it are acknowledged (`Source.ack`): their runs are durable.
-        """
-
-    # -- a source only one worker of an app may run at a time
-
-    @abstractmethod
-    async def lease(self, name: str, ttl: float) -> bool:
-        """Take or renew lease `name` in the run store for `ttl` seconds; True while held.
-
-        For work only one worker of an app may do at a time (a schedule's ticks);
-        False also when the store cannot be reached.
-        """
-
-    @abstractmethod
-    async def release_lease(self, name: str) -> None:
-        """Give lease `name` up now, so another worker need not wait for it to expire."""
 
 
 class Sink(ABC):

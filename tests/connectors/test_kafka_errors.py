@@ -32,11 +32,6 @@ class _Sink(EventSink):
     async def assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         return {("orders", 0): 42}
 
-    async def lease(self, name: str, ttl: float) -> bool:
-        return True
-
-    async def release_lease(self, name: str) -> None: ...
-
     async def revoked(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         return {}
 
