@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -14,7 +15,10 @@ import pytest
 
 from connectors.kafka import KafkaSink, KafkaSource
 from eventflow import App, flow, task
+from eventflow._runtime._relay import Relay
 from eventflow._store import _schema as schema
+from eventflow._store._engine import make_engine
+from eventflow._store._migrate import upgrade
 from eventflow.runtime import MESSAGE_ID_HEADER, PublishError
 from tests._kafka import Kafka, consume_to_end, create_topic, produce, wait_until
 from tests._store import flow_runs, rows
@@ -138,3 +142,62 @@ async def test_publish_outside_a_run_and_too_large_messages_are_refused(
 
     with pytest.raises(PublishError, match=r"over the sink's max_message_bytes \(1000\)"):
         await asyncio.to_thread(too_large)
+
+
+async def _relay_setup(
+    kafka: Kafka, url: str, count: int
+) -> tuple[KafkaSink, Any, list[dict[str, Any]]]:
+    """A store with `count` messages waiting for a new topic, and its engine."""
+    out_topic = f"out-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka.bootstrap, out_topic, partitions=2)
+    sink = KafkaSink(out_topic, bootstrap_servers=kafka.bootstrap)
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    waiting = [
+        {
+            "message_id": f"m{i}",
+            "destination": sink.dataset,
+            "flow_run_id": "r",
+            "key": f"k{i % 3}".encode(),
+            "value": orjson.dumps({"id": f"o{i}", "seq": i, "n": 0}),
+            "headers": None,
+            "created_at": time.time(),
+        }
+        for i in range(count)
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(schema.outbox.insert(), waiting)
+    return sink, engine, waiting
+
+
+async def test_a_batch_the_topic_took_before_a_crash_is_not_sent_again(
+    kafka: Kafka, database_url: str
+) -> None:
+    """The relay dies between the Kafka commit and the store's mark: the next one reads
+    the batch number the transaction committed, marks the batch, sends the rest once."""
+    sink, engine, waiting = await _relay_setup(kafka, database_url, 30)
+    relay = Relay(sink.dataset, sink._transport, engine, "worker-a")
+    relay.batch_size, relay.idle_exit = 10, 0.2
+    marks: list[int] = []
+
+    async def killed_after_the_first_commit(token: tuple[str, int], attempt: int) -> None:
+        if attempt > 0:
+            marks.append(attempt)
+            raise RuntimeError("killed between the Kafka commit and the store's mark")
+
+    relay._mark = killed_after_the_first_commit  # type: ignore[method-assign]
+    await relay.run_once()
+    assert relay.stats.state == "failing" and marks == [1]
+    outbox = await rows(database_url, schema.outbox)
+    assert sum(1 for r in outbox if r["attempt"] == 1 and r["published_at"] is None) == 10
+
+    successor = Relay(sink.dataset, sink._transport, engine, "worker-a")
+    successor.batch_size, successor.idle_exit = 10, 0.2
+    await successor.run_once()
+    assert successor.stats.published == 20  # the first batch was marked, not sent again
+    try:
+        messages = published(await consume_to_end(kafka.bootstrap, sink.topic))
+        assert_exactly_once_in_key_order(messages, {(f"o{i}", 0) for i in range(len(waiting))})
+        assert all(r["published_at"] for r in await rows(database_url, schema.outbox))
+    finally:
+        await engine.dispose()
