@@ -31,7 +31,15 @@ class Order(pydantic.BaseModel):
 
 
 def _message(order: Order, n: int) -> bytes:
-    return orjson.dumps({"id": order.id, "customer": order.customer_id, "seq": order.seq, "n": n})
+    return orjson.dumps(
+        {
+            "id": order.id,
+            "customer_id": order.customer_id,
+            "amount": order.amount,
+            "seq": order.seq,
+            "n": n,
+        }
+    )
 
 
 @task
