@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pydantic
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from connectors.kafka import KafkaSink, KafkaSource
 from eventflow import App, flow, task
@@ -201,3 +202,65 @@ async def test_a_batch_the_topic_took_before_a_crash_is_not_sent_again(
         assert all(r["published_at"] for r in await rows(database_url, schema.outbox))
     finally:
         await engine.dispose()
+
+
+async def test_a_copy_of_a_message_is_not_run_again_by_its_id(
+    kafka: Kafka, sqlite_url: str
+) -> None:
+    """A relay's batch aborted, then sent again: read_committed (the default) never sees
+    the aborted copy; a subscription reading uncommitted data drops it by its
+    eventflow-message-id (`idempotency_key="eventflow-message-id"`, per consumer group)."""
+    topic = f"copies-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka.bootstrap, topic, partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, transactional_id=topic)
+    await producer.start()
+    try:
+        for commit in (False, True):
+            await producer.begin_transaction()
+            for i in range(3):
+                value = orjson.dumps({"id": f"o{i}", "customer_id": "c", "amount": i})
+                headers = [(MESSAGE_ID_HEADER, f"m{i}".encode())]
+                await producer.send_and_wait(topic, value, key=b"c", headers=headers)
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+    ran: dict[str, list[str]] = defaultdict(list)
+
+    def consumer(name: str) -> Any:
+        @flow(name=name)
+        def run(order: Order) -> None:
+            ran[name].append(order.id)
+
+        return run
+
+    app = App(settings(sqlite_url))
+    app.subscribe(
+        KafkaSource(topic, bootstrap_servers=kafka.bootstrap, group_id=f"{topic}-committed"),
+        consumer("committed"),
+    )
+    app.subscribe(
+        KafkaSource(
+            topic,
+            bootstrap_servers=kafka.bootstrap,
+            group_id=f"{topic}-uncommitted",
+            isolation_level="read_uncommitted",
+        ),
+        consumer("uncommitted"),
+        idempotency_key="eventflow-message-id",
+    )
+    stop, serve = await serving(app)
+
+    async def all_read() -> bool:
+        return len(await flow_runs(sqlite_url)) >= 9
+
+    await wait_until(all_read, timeout=60, interval=0.2)
+    stop.set()
+    await serve
+    assert sorted(ran["committed"]) == ["o0", "o1", "o2"]
+    assert sorted(ran["uncommitted"]) == ["o0", "o1", "o2"]
+    runs = await flow_runs(sqlite_url, flow_name="uncommitted")
+    assert sorted(r["state_name"] for r in runs) == ["Completed"] * 3 + ["Duplicate"] * 3
