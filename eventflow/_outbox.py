@@ -76,14 +76,13 @@ def publish(
             " run completes; use send() to publish at once"
         )
     task = current_task_run.get()
+    place = "f"  # the flow's body
     if task is not None and task.flow_run is run:
-        place = f"t{task.position}" if task.position is not None else f"n{task.task_run_id}"
-        outer: Any = task
-        while outer is not None:  # its result and its callers' are not kept
-            run.published_in.add(outer.task_run_id)
-            outer = outer.outer
-    else:
-        place = "f"
+        place = _place(task)
+    outer: Any = task
+    while outer is not None:  # its result and its callers' (around a subflow too) are not kept
+        outer.flow_run.published_in.add(outer.task_run_id)
+        outer = outer.outer
     number = run.publish_calls.get(place, 0)
     run.publish_calls[place] = number + 1
     identity = run.identity or run.flow_run_id
@@ -100,6 +99,16 @@ def publish(
         }
     )
     return mid
+
+
+def _place(task: Any) -> str:
+    """A task call's place: its position, or (a task called in a task) the position of
+    the task it runs in and its own name."""
+    names = []
+    while task.position is None and task.outer is not None:
+        names.append(task.task_name)
+        task = task.outer
+    return "/".join([f"t{task.position}", *reversed(names)])
 
 
 def keep_published(run: FlowRunContext, row: dict[str, Any], parent: FlowRunContext | None) -> None:
