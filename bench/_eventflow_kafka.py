@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 BENCH = Path(__file__).resolve().parent
@@ -37,9 +38,10 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 from _kafka_common import Order, fetch_customer, load  # noqa: E402
+from _kafka_produce import create_topic  # noqa: E402
 from _proc import CpuWindow, peak_rss_mb, rss_mb  # noqa: E402
 
-from connectors.kafka import KafkaSource  # noqa: E402
+from connectors.kafka import KafkaSink, KafkaSource  # noqa: E402
 from eventflow import App, Settings, flow, task  # noqa: E402
 from eventflow._runtime._app import tune_worker_process  # noqa: E402
 from eventflow._store import _schema as schema  # noqa: E402
@@ -71,8 +73,39 @@ async def process_batch(orders: list[Order]) -> int:
     return total
 
 
+OUT: list[KafkaSink] = []
+"""The output topic's sink of the `publish` and `send` variants (made by `measure`)."""
+
+
+@flow(name="bench-orders-publish")
+async def process_publish(order: Order) -> int:
+    """The same two tasks, and one message per event published exactly once."""
+    amount = await store(order, await fetch(order.customer_id))
+    OUT[0].publish(orjson.dumps({"id": order.id, "amount": amount}), key=order.id.encode())
+    return amount
+
+
+@task
+async def send_out(order: Order, amount: int) -> None:
+    await OUT[0].send(orjson.dumps({"id": order.id, "amount": amount}), key=order.id.encode())
+
+
+@flow(name="bench-orders-send")
+async def process_send(order: Order) -> int:
+    """The same two tasks, and one message per event sent at least once (`send`)."""
+    amount = await store(order, await fetch(order.customer_id))
+    await send_out(order, amount)
+    return amount
+
+
+VARIANTS = {"publish": process_publish, "send": process_send}
+"""Flows that publish one message per event to `<topic>.out`, by `--control`."""
+
+
 CONTROLS: dict[str, dict[str, Any]] = {
     "none": {},
+    "publish": {},
+    "send": {},
     "concurrency": {"concurrency": 64},
     "concurrency_key": {"concurrency": 1, "concurrency_key": "customer_id"},
     "rate_limit": {"rate_limit": "1000000/s", "rate_limit_key": "customer_id"},
@@ -123,9 +156,14 @@ async def measure(
         }
     )
     app = App(settings)
+    if control in VARIANTS:
+        out_topic = f"{topic}.out-{uuid.uuid4().hex[:8]}"
+        await create_topic(bootstrap, out_topic, 8)
+        OUT[:] = [KafkaSink(out_topic, bootstrap_servers=bootstrap)]
+    flow_of = VARIANTS.get(control, process_batch if control == "batch" else process)
     app.subscribe(
         KafkaSource(topic, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}"),
-        process_batch if control == "batch" else process,
+        flow_of,
         max_in_flight=max_in_flight,
         max_in_flight_per_partition=max_in_flight,
         **CONTROLS[control],
@@ -156,6 +194,8 @@ async def measure(
         if committed >= count:
             break
         await asyncio.sleep(0.01)
+    if control == "publish":  # done once the last message is published, not only stored
+        await _outbox_drained(url)
     seconds = time.perf_counter() - started
     cpu.stop()
     writer_peak = peak_rss_mb(child) if child is not None else 0.0
@@ -206,6 +246,20 @@ async def measure(
         "rss_samples": samples,
         "cpu_us_per_event": cpu.per_event_us(count),
     }
+
+
+async def _outbox_drained(url: str) -> None:
+    engine = make_engine(url)
+    outbox = schema.outbox
+    query = sa.select(sa.func.count()).where(outbox.c.published_at.is_(None))
+    try:
+        while True:
+            async with engine.connect() as conn:
+                if (await conn.execute(query)).scalar_one() == 0:
+                    return
+            await asyncio.sleep(0.01)
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:

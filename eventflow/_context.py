@@ -58,6 +58,7 @@ class FlowRunContext:
     def resume_attempt(self) -> None:
         """Before a flow retry: its task calls, from position 0 again, reuse what the
         failed attempt completed (eventflow/_resume.py), as a crashed run's do."""
+        self.new_attempt()
         calls, self.completed_calls = self.completed_calls, {}
         self.resume = Resume(
             self.flow_run_id,
@@ -71,6 +72,23 @@ class FlowRunContext:
     carry its token, and once it is lost no task of the run starts."""
     span: Any = None
     """Its OpenTelemetry span while tracing is on (eventflow/_tracing.py)."""
+    identity: str = ""
+    """What its published messages' ids derive from: its event's identity (the same
+    for every run of the event), else its id (eventflow/_outbox.py)."""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    """Messages published in this run (`KafkaSink.publish`): written with its COMPLETED
+    state, never otherwise."""
+    publish_calls: dict[str, int] = field(default_factory=dict)
+    """How many messages each place of the run published (a task call's position, the
+    flow's body): the second part of a message's id."""
+    published_in: set[str] = field(default_factory=set)
+    """Task runs that published: their results are not kept, so a resumed run calls
+    them again and they publish again, with the same ids."""
+
+    def new_attempt(self) -> None:
+        """Before a flow retry: what the failed attempt published is forgotten."""
+        self.outbox.clear()
+        self.publish_calls.clear()
 
     def next_task_index(self, task_name: str) -> int:
         counter = self.task_counters.get(task_name)
@@ -88,6 +106,10 @@ class TaskRunContext:
     flow_run: FlowRunContext
     task_key: str = ""
     """The task's identity (`Task.key`: module and qualified name); "" outside a task."""
+    position: int | None = None
+    """The call's position in its flow run (None inside another task)."""
+    outer: TaskRunContext | None = None
+    """The task run it was called in, if any."""
 
 
 current_flow_run: ContextVar[FlowRunContext | None] = ContextVar("eventflow_flow_run", default=None)

@@ -25,6 +25,7 @@ from ._ids import new_id
 from ._logging import flow_logger, get_run_logger
 from ._metrics import RECORDER
 from ._names import default_run_name
+from ._outbox import keep_published, run_identity
 from ._retries import RetryPolicy
 from ._states import (
     Completed,
@@ -369,8 +370,8 @@ async def run_flow(
     record = _FlowRunRecord(row, writer, parameters, span)
     context = FlowRunContext(run_id, flow.name, writer, asyncio.get_running_loop(), flow.log_prints)
     context.resume = resume
-    if flow.retry_resumes:
-        record.before_retry = context.resume_attempt
+    context.identity = run_identity(flow.name, run_id, event, parent)
+    record.before_retry = context.resume_attempt if flow.retry_resumes else context.new_attempt
     context.fence = fence
     context.span = span
     token = current_flow_run.set(context)
@@ -388,6 +389,8 @@ async def run_flow(
         )
         if context.futures:
             await _finish_forgotten(context)
+        if context.outbox and state.type is StateType.COMPLETED:
+            keep_published(context, row, parent)  # before the row says COMPLETED
     except BaseException as error:
         ended = interrupted("flow", error)
         request = cancel_request(error)

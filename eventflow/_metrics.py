@@ -28,6 +28,7 @@ from . import _probe_server
 from ._states import SOURCE_STATES
 
 if TYPE_CHECKING:
+    from ._runtime._relay import Relays, RelayStats
     from ._runtime._runner import SubscriptionRunner
     from ._store._writer import RunWriter
 
@@ -205,6 +206,30 @@ class _Metrics:
             ["subscription"],
             multiprocess_mode="livemax",
         )
+        self.outbox_pending = Gauge(
+            "eventflow_outbox_pending",
+            "Messages flows published (KafkaSink.publish) that wait in the outbox, per"
+            " destination (kafka:<topic>).",
+            ["destination"],
+            multiprocess_mode="livemax",
+        )
+        self.outbox_oldest = Gauge(
+            "eventflow_outbox_oldest_pending_seconds",
+            "Age of the oldest message waiting in the outbox; 0 when none waits.",
+            ["destination"],
+            multiprocess_mode="livemax",
+        )
+        self.outbox_published = Counter(
+            "eventflow_outbox_published_total",
+            "Messages this worker's relay published from the outbox.",
+            ["destination"],
+        )
+        self.outbox_failing = Gauge(
+            "eventflow_outbox_failing",
+            "1 while the destination's relay cannot publish (broker down, topic missing...).",
+            ["destination"],
+            multiprocess_mode="livemax",
+        )
         self.worker_alive = Gauge(
             "eventflow_worker_alive",
             "1 while the worker needs no restart (what /livez answers), else 0.",
@@ -261,6 +286,9 @@ class MetricsExporter:
     def __init__(self) -> None:
         self.metrics = _get_metrics()
         self._seen: dict[str, _SubscriptionTotals] = {}
+        self.relays: Relays | None = None
+        """The worker's outbox relays (eventflow/_runtime/_relay.py)."""
+        self._published: dict[str, int] = {}
         self._server: Any = None
         # a label-less gauge exists, at 0, from its creation: a worker just started
         # (its store reached, nothing wrong yet) must not pull the workers' minimum
@@ -310,6 +338,9 @@ class MetricsExporter:
             self._sync_runner(runner)
         if writer is not None:
             self._sync_writer(writer)
+        if self.relays is not None:
+            for relay in self.relays.all:
+                self._sync_relay(relay.stats)
         if health is not None:
             m.worker_alive.set(1 if health["alive"] else 0)
             m.worker_ready.set(1 if health["ready"] else 0)
@@ -357,6 +388,17 @@ class MetricsExporter:
         for (topic, partition), behind in lag.items():
             m.lag.labels(name, topic, str(partition)).set(behind)
         seen.lag_partitions = set(lag)
+
+    def _sync_relay(self, stats: RelayStats) -> None:
+        m = self.metrics
+        name = stats.destination
+        m.outbox_pending.labels(name).set(stats.pending)
+        m.outbox_oldest.labels(name).set(round(stats.oldest_age(), 3))
+        m.outbox_failing.labels(name).set(1 if stats.state == "failing" else 0)
+        delta = stats.published - self._published.get(name, 0)
+        if delta > 0:
+            m.outbox_published.labels(name).inc(delta)
+            self._published[name] = stats.published
 
     def _sync_writer(self, writer: RunWriter) -> None:
         m = self.metrics

@@ -275,7 +275,10 @@ async def run_task(
                 return reused.result() if unwrap else reused
 
     flow_token = current_flow_run.set(flow_run) if current_flow_run.get() is not flow_run else None
-    task_token = current_task_run.set(TaskRunContext(run_id, task.name, flow_run, task.key))
+    outer = current_task_run.get()
+    task_token = current_task_run.set(
+        TaskRunContext(run_id, task.name, flow_run, task.key, position, outer)
+    )
     flow_run.running.add(record)
     # the flow run's span is the parent, unless the context carried it (or a task's)
     trace_token = TRACING.task_entered(record, flow_run, flow_token is None) if TRACING.on else None
@@ -300,6 +303,8 @@ async def run_task(
         except BaseException:  # interrupted meanwhile: it completed, its result not kept
             record.finish(state)
             raise
+    if run_id in flow_run.published_in:  # resumed, it must publish again (eventflow/_outbox.py)
+        row["result"] = None
     record.finish(state)
     flow_run.call_completed(row)
     if key is not None and row["result"] is not None and state.type is StateType.COMPLETED:

@@ -7,6 +7,15 @@ else. See the guide "Writing a connector".
 
 from ._errors import MissingExtraError, WorkerStoppingError
 from ._extras import missing_extra
+from ._outbox import (
+    MESSAGE_ID_HEADER,
+    PublishError,
+    Transport,
+    decode_headers,
+    outbox_headers,
+)
+from ._outbox import publish as publish_to_outbox
+from ._outbox import register as register_outbox
 from ._retries import Backoff, parse_retry_after
 from ._runtime._app import App
 from ._runtime._liveness import Outage, RepeatFilter, quiet_library_logs
@@ -16,6 +25,7 @@ from ._states import SourceState
 from ._tracing import TRACING, Tracing, trace_headers
 
 __all__ = [
+    "MESSAGE_ID_HEADER",
     "TRACING",
     "App",
     "Backoff",
@@ -27,15 +37,21 @@ __all__ = [
     "Notifier",
     "Outage",
     "Partition",
+    "PublishError",
     "RepeatFilter",
     "Sink",
     "Source",
     "SourceState",
     "Subscription",
     "Tracing",
+    "Transport",
     "WorkerStoppingError",
+    "decode_headers",
     "missing_extra",
+    "outbox_headers",
     "parse_retry_after",
+    "publish_to_outbox",
     "quiet_library_logs",
+    "register_outbox",
     "trace_headers",
 ]

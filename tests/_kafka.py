@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -124,6 +124,49 @@ async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float 
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def partition_numbers(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = sorted(p["partition"] for p in described["partitions"])
+    assert numbers, f"no topic {topic}"
+    return numbers
+
+
+async def consume_to_end(
+    bootstrap: str, topic: str, isolation_level: str = "read_committed", timeout: float = 60
+) -> list[Any]:
+    """Every record of `topic` up to its end (with read_committed: its last stable offset)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partition_numbers(bootstrap, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while time.monotonic() < deadline:
+            if all([await consumer.position(p) >= ends[p] for p in partitions]):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+        else:
+            raise AssertionError(f"{topic} not read to its end in {timeout}s")
     finally:
         await consumer.stop()
     return records

@@ -1,4 +1,10 @@
-"""KafkaSink: a producer; each `send` returns once the broker acknowledged it."""
+"""KafkaSink: a producer; `send` publishes at once (at least once), `publish` with the run.
+
+`send` returns once the broker acknowledged the message. `publish` keeps the
+message with the flow run that makes it; it is sent once the run completed,
+exactly once, by the worker's outbox relay in Kafka transactions
+(eventflow/_outbox.py, connectors/kafka/_relay.py).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,11 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 
-from eventflow.runtime import TRACING, Sink
+from eventflow.runtime import TRACING, PublishError, Sink, publish_to_outbox, register_outbox
 
 from ._config import KafkaConnection, _connection
 from ._errors import _bounded, _stop_client
+from ._relay import KafkaTransport
 
 
 class KafkaSink(Sink):
@@ -26,12 +33,21 @@ class KafkaSink(Sink):
         acks: Literal[0, 1, "all"] = "all",
         linger_ms: int = 5,
         send_timeout: float = 30.0,
+        transactional_id: str | None = None,
+        max_message_bytes: int = 1_000_000,
     ) -> None:
         self.topic = topic
         self.send_timeout = send_timeout
         self.connection = _connection(connection, bootstrap_servers)
+        self.transactional_id = transactional_id or f"eventflow-outbox.{topic}"
+        """The relay's Kafka transactional id: one per topic and store (give two apps
+        with stores of their own that publish to one topic an id each)."""
+        self.max_message_bytes = max_message_bytes
+        """A larger message fails its `publish` (it could never be published)."""
+        self.linger_ms = linger_ms
         self._acks = acks
         self._linger_ms = linger_ms
+        register_outbox(self.dataset, self._transport)
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
@@ -57,6 +73,34 @@ class KafkaSink(Sink):
             if self._producer is not None:
                 producer, self._producer = self._producer, None
                 await _stop_client(producer, f"producer for {self.topic}")
+
+    @property
+    def dataset(self) -> str:
+        """What the sink writes, as lineage names it: `kafka:<topic>`."""
+        return f"kafka:{self.topic}"
+
+    def _transport(self) -> KafkaTransport:
+        return KafkaTransport(self)
+
+    def publish(
+        self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> str:
+        """Publish `value` once the current flow run completes, exactly once; its message id.
+
+        Nothing is sent now: the message is stored with the run's COMPLETED state
+        and the worker's relay sends it in a Kafka transaction, with header
+        `eventflow-message-id` (the same for every run of the same event). A run
+        that does not complete publishes nothing. Call it in a flow or a task
+        (sync or async); outside a run it raises PublishError (use `send`). A
+        message over `max_message_bytes` raises PublishError (the run fails).
+        """
+        size = len(value) + len(key or b"") + sum(len(n) + len(v) for n, v in headers)
+        if size > self.max_message_bytes:
+            raise PublishError(
+                f"a message of {size} bytes for {self.topic} is over the sink's"
+                f" max_message_bytes ({self.max_message_bytes}): it could never be published"
+            )
+        return publish_to_outbox(self.dataset, value, key, headers)
 
     async def send(
         self, value: bytes, *, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()

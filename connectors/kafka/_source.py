@@ -58,6 +58,10 @@ class KafkaSource(Source):
     a broker that does not answer makes the subscription `reconnecting` (one
     WARNING, a summary every 30 s, one INFO when it is back). A commit gets
     `commit_timeout_s`.
+
+    `isolation_level` is `read_committed`: messages of Kafka transactions that
+    were aborted (a relay of `KafkaSink.publish` that crashed mid-transaction)
+    are never delivered, and a partition is read up to its last stable offset.
     """
 
     messaging_system = "kafka"
@@ -79,6 +83,7 @@ class KafkaSource(Source):
         stall_timeout_s: float = 30.0,
         probe_interval_s: float = 5.0,
         commit_timeout_s: float = 10.0,
+        isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed",
     ) -> None:
         if not topics:
             raise ConfigurationError("KafkaSource needs at least one topic")
@@ -97,6 +102,7 @@ class KafkaSource(Source):
             "heartbeat_interval_ms": heartbeat_interval_ms,
             "rebalance_timeout_ms": rebalance_timeout_ms,
             "max_poll_interval_ms": max_poll_interval_ms,
+            "isolation_level": isolation_level,
         }
         self.stall_timeout_s = stall_timeout_s
         self.probe_interval_s = probe_interval_s

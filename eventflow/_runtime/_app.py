@@ -32,6 +32,7 @@ from ._fencing import WorkerLease
 from ._housekeeping import Housekeeping
 from ._liveness import SubscriptionHealth, WorkerHealth
 from ._rejoin import Rejoin
+from ._relay import Relays
 from ._runner import SubscriptionRunner
 from ._source import Event, Sink, Source
 from ._subscription import FailurePolicy, Notifier, Subscription
@@ -237,6 +238,7 @@ class App:
         self._shutting_down = False
         logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
         exporter = MetricsExporter()
+        exporter.relays = relays = Relays(store.engine, worker_id)
         if settings.metrics_port and multiprocess_dir() is None:
             exporter.serve(settings.metrics_host, settings.metrics_port, health=self.health.read)
         try:
@@ -251,6 +253,7 @@ class App:
                     partial(house.publish, exporter),
                     house.claim_replays,
                 ]
+                loops.append(relays.run)
                 if settings.retention is not None:
                     loops.append(partial(house.retain, settings.retention))
                 loops += [partial(commit_loop, r, settings.commit_interval) for r in self.runners]

@@ -43,6 +43,16 @@ def key_getter(spec: KeyFunction) -> Callable[[Any], Any]:
     return get
 
 
+MESSAGE_ID_KEY = "eventflow-message-id"
+"""`idempotency_key=` this: an event whose `eventflow-message-id` header (what
+`KafkaSink.publish` sets) a run of the consumer group already completed is a duplicate."""
+
+
+def by_message_id(document: Any) -> Any:  # pragma: no cover - a marker, never called
+    """The idempotency key of `MESSAGE_ID_KEY`: read from the event's headers (RunGate)."""
+    return None
+
+
 def evaluate_key(getter: Callable[[Any], Any] | None, document: Any) -> str | None:
     """The key of an event as text, or None (no getter, it failed, or it gave None)."""
     if getter is None:
@@ -177,7 +187,13 @@ class Controls:
             concurrency_key=None if concurrency_key is None else key_getter(concurrency_key),
             rate_limit=None if rate_limit is None else Rate.parse(rate_limit),
             rate_limit_key=None if rate_limit_key is None else key_getter(rate_limit_key),
-            idempotency_key=None if idempotency_key is None else key_getter(idempotency_key),
+            idempotency_key=(
+                None
+                if idempotency_key is None
+                else by_message_id
+                if idempotency_key == MESSAGE_ID_KEY
+                else key_getter(idempotency_key)
+            ),
             idempotency_window=window,
             priority=None if priority is None else key_getter(priority),
             debounce=quiet,

@@ -104,6 +104,7 @@ class FlowControls:
             records=self.records,
             stats=stats,
             abandoning=abandoning,
+            group=group,
         )
         self._closed = False
         self._debouncer: Debouncer | None = None

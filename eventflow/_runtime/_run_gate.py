@@ -19,7 +19,13 @@ from .._states import State, StateType
 from .._store._runstore import COMPLETED, RELEASED, RunStore, stored_key
 from .._store._writer import RunWriter
 from ._claims import KeyClaims
-from ._control_options import Controls, evaluate_key, evaluate_priority
+from ._control_options import (
+    MESSAGE_ID_KEY,
+    Controls,
+    by_message_id,
+    evaluate_key,
+    evaluate_priority,
+)
 from ._delivery import Delivery
 from ._limits import Admission, AdmissionAbandoned, Ticket
 from ._records import ControlRecords
@@ -52,8 +58,11 @@ class RunGate:
         records: ControlRecords,
         stats: RunnerStats,
         abandoning: Callable[[Event], bool],
+        group: str | None = None,
     ) -> None:
         self.controls = controls
+        self.group = group
+        """The consumer group: message ids are recognised per group."""
         self.name = name
         self.flow_name = flow_name
         self.writer = writer
@@ -77,7 +86,10 @@ class RunGate:
     async def run(self, delivery: Delivery, run_id: str, run: Run) -> State | None:
         """Run `delivery` once it passed; None when it must not run (a duplicate)."""
         controls, document = self.controls, delivery.document
-        key = evaluate_key(controls.idempotency_key, document)
+        if controls.idempotency_key is by_message_id:
+            key = self._message_id(delivery.event)
+        else:
+            key = evaluate_key(controls.idempotency_key, document)
         if key is not None:
             key = stored_key(key)
         claimed = settled = False
@@ -107,6 +119,13 @@ class RunGate:
                 self.admission.release(ticket)
             if claimed and not settled:
                 self._finish_claim(key, run_id, False)
+
+    def _message_id(self, event: Event) -> str | None:
+        """The event's message id, per consumer group (None: it has none)."""
+        for name, value in event.headers:
+            if name == MESSAGE_ID_KEY:
+                return f"{self.group or ''}/{value.decode('utf-8', 'replace')}"
+        return None
 
     def abandon(self, owned: Callable[[object], bool]) -> None:
         """Waiting events whose owner (partition) `owned` selects stop waiting."""

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .._errors import StoreError
+from . import _outbox as outbox
 from . import _schema as schema
 from ._fences import Token, stale_tokens_sqlite
 from ._types import Timestamp
@@ -309,6 +310,8 @@ def write_batch(conn: sa.Connection, batch: Batch) -> None:
         _FLOWS.execute(conn, batch.flows.values())
     if batch.flow_runs:
         _FLOW_RUNS.execute(conn, batch.flow_runs.values())
+        if published := outbox.messages(batch.flow_runs.values()):
+            outbox.write_sqlite(conn, published)
     if batch.task_runs:
         _TASK_RUNS.execute(conn, batch.task_runs.values())
     if batch.edges:

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from .._errors import StoreError
 from .._settings import normalize_database_url
+from . import _outbox as outbox
 from . import _schema as schema
 from ._batch import Batch, Row
 from ._engine import session_bounds
@@ -195,6 +196,8 @@ async def write_batch_postgres(
         await _FLOWS.execute(conn, batch.flows.values())
     if batch.flow_runs:
         await _write_runs(conn, _FLOW_RUNS, batch.flow_runs, stored)
+        if published := outbox.messages(batch.flow_runs.values()):
+            await conn.execute(outbox.POSTGRES_INSERT, *outbox.postgres_arguments(published))
     if batch.task_runs:
         await _write_runs(conn, _TASK_RUNS, batch.task_runs, stored)
     if batch.edges:

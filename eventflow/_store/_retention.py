@@ -8,7 +8,8 @@ writers are never blocked for long. Expired cache entries go too.
 A pruned run no longer deduplicates a redelivery of its event: keep runs longer
 than any source may redeliver (Kafka: the committed offset moves past them at
 once; HTTP sources: their dedupe window). Settled idempotency claims go too:
-keep runs longer than any `idempotency_window`.
+keep runs longer than any `idempotency_window`. Published outbox messages go
+by the same cutoff (by when they were published); waiting ones never do.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _schema as schema
+from ._outbox import prune_published
 from ._recovery import DONE_STATES
 
 PRUNABLE_STATES = (*DONE_STATES, "CRASHED")
@@ -55,6 +57,7 @@ async def prune(engine: AsyncEngine, before: float, *, batch_size: int = 5_000) 
         await conn.execute(
             cache.delete().where(cache.c.expires_at.is_not(None), cache.c.expires_at < time.time())
         )
+        await prune_published(conn, before)
         claims = schema.idempotency_keys
         await conn.execute(
             claims.delete().where(

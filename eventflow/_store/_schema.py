@@ -239,3 +239,34 @@ idempotency_keys = sa.Table(
     sa.Column("completed_at", TIMESTAMP),
 )
 """One claim per (flow, idempotency key): RUNNING, COMPLETED or RELEASED (see _idempotency.py)."""
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("message_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("destination", sa.String(300), nullable=False),
+    sa.Column("flow_run_id", sa.String(32), nullable=False),
+    sa.Column("key", sa.LargeBinary),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("headers", sa.Text),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+    sa.Column("attempt", sa.BigInteger),
+    sa.Column("published_at", TIMESTAMP),
+    sa.Index(
+        "ix_outbox_pending",
+        "destination",
+        "seq",
+        postgresql_where=sa.text("published_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL"),
+    ),
+    sa.Index("ix_outbox_published", "published_at"),
+)
+"""Messages flows published (`KafkaSink.publish`), written in the transaction that made
+their run COMPLETED, in `seq` order; a relay sends them and sets `published_at`
+(`attempt`: the relay's transaction that carries them; see eventflow/_outbox.py)."""

@@ -6,8 +6,11 @@ file SIDE_EFFECTS, if set: `<order id> <pid>`, the side effect that may repeat
 (at-least-once) where a finished run must not. Durations come from the order's
 id, so a rerun of an event takes as long as its first run.
 
+With OUT_TOPIC set, `ship` also publishes one message per order there
+(`KafkaSink.publish`, key: the customer): exactly once per completed run.
+
 Environment: TOPIC, BOOTSTRAP, GROUP; SESSION_TIMEOUT_MS (default 6000, the
-broker's minimum), MAX_IN_FLIGHT (default 40), SIDE_EFFECTS.
+broker's minimum), MAX_IN_FLIGHT (default 40), SIDE_EFFECTS, OUT_TOPIC.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import asyncio
 import os
 import zlib
 
+import orjson
 import pydantic
 
-from connectors.kafka import KafkaSource
+from connectors.kafka import KafkaSink, KafkaSource
 from eventflow import App, flow, task
 
 SIDE_EFFECTS = os.environ.get("SIDE_EFFECTS")
+OUT_TOPIC = os.environ.get("OUT_TOPIC")
+out = KafkaSink(OUT_TOPIC, bootstrap_servers=os.environ["BOOTSTRAP"]) if OUT_TOPIC else None
 
 
 class Order(pydantic.BaseModel):
@@ -57,6 +63,9 @@ async def ship(order: Order, customer: str) -> int:
     await asyncio.sleep(_seconds(order, b"ship"))
     if SIDE_EFFECTS:
         _append(f"{order.id} {os.getpid()}")
+    if out is not None:
+        message = {"id": order.id, "seq": order.seq, "n": 0}
+        out.publish(orjson.dumps(message), key=order.customer_id.encode())
     return order.amount
 
 
