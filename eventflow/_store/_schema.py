@@ -239,3 +239,30 @@ idempotency_keys = sa.Table(
     sa.Column("completed_at", TIMESTAMP),
 )
 """One claim per (flow, idempotency key): RUNNING, COMPLETED or RELEASED (see _idempotency.py)."""
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("name", sa.String(500), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("expect_seconds", sa.Float),
+    sa.Column("last_at", TIMESTAMP),
+    sa.Column("due_at", TIMESTAMP),
+    sa.Column("declared_at", TIMESTAMP, nullable=False),
+    sa.Column("late_since", TIMESTAMP),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+"""Datasets (see eventflow/_datasets.py): the last event or write (`last_at`), when the
+next one is due by its expectation (`due_at`; none: never late), and `late_since`, set
+while a late notice is out: the one guarded UPDATE that sets or clears it sends the
+notice (see _lineage.py)."""
+
+lineage_edges = sa.Table(
+    "lineage_edges",
+    metadata,
+    sa.Column("flow_name", sa.String(200), primary_key=True),
+    sa.Column("dataset", sa.String(500), primary_key=True),
+    sa.Column("direction", sa.String(8), primary_key=True),
+    sa.Column("declared_at", TIMESTAMP, nullable=False),
+)
+"""Which flows read (`reads`) and write (`writes`) which datasets, as workers declared them."""
