@@ -125,3 +125,33 @@ async def test_a_stopped_producer_makes_the_topic_late_once_and_fresh_once(
             await rounds_later([app], 5)
             assert len(notices(receiver, start)) == 2
             assert (await cli(database_url, "late")).returncode == 0
+
+
+@pytest.mark.slow(90)
+async def test_two_workers_and_a_restart_send_one_notice_each_way(
+    kafka: Kafka, database_url: str
+) -> None:
+    topic = f"lin-{uuid.uuid4().hex[:8]}"
+    dataset = f"kafka:{topic}"
+    await create_topic(kafka.bootstrap, topic, partitions=2)
+    producer = Producer(kafka.bootstrap, topic)
+    producer.on.set()
+    with receiving() as receiver:
+        first = lineage_app(database_url, topic, kafka.bootstrap, receiver.url)
+        second = lineage_app(database_url, topic, kafka.bootstrap, receiver.url)
+        async with producing(producer), serving(second):
+            async with serving(first):
+                await wait_until(lambda: settled_fresh(database_url, dataset), 60)
+                start = len(receiver.bodies)
+                producer.on.clear()
+                await wait_until(lambda: notices(receiver, start), 30)
+                await rounds_later([first, second], 5)
+                assert [n["state"] for n in notices(receiver, start)] == ["LATE"]
+            restarted = lineage_app(database_url, topic, kafka.bootstrap, receiver.url)
+            async with serving(restarted):
+                await rounds_later([restarted, second], 5)
+                assert [n["state"] for n in notices(receiver, start)] == ["LATE"]
+                producer.on.set()
+                await wait_until(lambda: len(notices(receiver, start)) == 2, 30)
+                await rounds_later([restarted, second], 5)
+                assert [n["state"] for n in notices(receiver, start)] == ["LATE", "FRESH"]
