@@ -5,6 +5,7 @@ through the `EventSink` it is handed, and may use the helpers below; nothing
 else. See the guide "Writing a connector".
 """
 
+from ._datasets import record_write
 from ._errors import MissingExtraError, WorkerStoppingError
 from ._extras import missing_extra
 from ._retries import Backoff, parse_retry_after
@@ -36,5 +37,6 @@ __all__ = [
     "missing_extra",
     "parse_retry_after",
     "quiet_library_logs",
+    "record_write",
     "trace_headers",
 ]
