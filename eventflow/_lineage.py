@@ -44,6 +44,8 @@ class Edge:
     flow: str
     dataset: str
     direction: Direction
+    expect_seconds: float | None = None
+    """What this flow expects of the dataset: `expect_every`, `fresh_within`, a deadline."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,14 +34,30 @@ logger = logging.getLogger("eventflow.lineage")
 
 
 def declared_edges(subscriptions: Sequence[Subscription]) -> list[Edge]:
-    """What the subscriptions and their flows' `reads=` / `writes=` say."""
-    edges: dict[Edge, None] = {}
+    """What the subscriptions and their flows' `reads=` / `writes=` say, each edge with
+    its expectation (the shortest, when two subscriptions say it twice)."""
+    edges: dict[tuple[str, str, str], Edge] = {}
+
+    def add(edge: Edge) -> None:
+        key = (edge.flow, edge.dataset, edge.direction)
+        known = edges.get(key)
+        if (
+            known is None
+            or known.expect_seconds is None
+            or (edge.expect_seconds is not None and edge.expect_seconds < known.expect_seconds)
+        ):
+            edges[key] = edge
+
     for sub in subscriptions:
-        for dataset in (*source_datasets(sub.source), *sub.flow.reads):
-            edges[Edge(sub.flow.name, dataset, "reads")] = None
+        deadline = getattr(sub.source, "deadline", None) if schedule_rule(sub.source) else None
+        expect = sub.expect_every if deadline is None else float(deadline)
+        for dataset in source_datasets(sub.source):
+            add(Edge(sub.flow.name, dataset, "reads", expect))
+        for dataset in sub.flow.reads:
+            add(Edge(sub.flow.name, dataset, "reads"))
         for dataset in sub.flow.writes:
-            edges[Edge(sub.flow.name, dataset, "writes")] = None
-    return list(edges)
+            add(Edge(sub.flow.name, dataset, "writes", sub.flow.fresh_within.get(dataset)))
+    return list(edges.values())
 
 
 def check_declarations(subscriptions: Sequence[Subscription]) -> None:
@@ -58,21 +74,14 @@ def schedule_rule(source: Any) -> store.DueRule | None:
     return due
 
 
-def declarations(subscriptions: Sequence[Subscription]) -> list[store.Declared]:
-    found: dict[str, store.Declared] = {}
-    for sub in subscriptions:
-        rule = schedule_rule(sub.source)
-        for dataset in source_datasets(sub.source):
-            if rule is not None:
-                deadline = float(getattr(sub.source, "deadline", 0.0))
-                found[dataset] = store.Declared(dataset, deadline, rule)
-            elif sub.expect_every is not None or dataset not in found:
-                found[dataset] = store.Declared(dataset, sub.expect_every)
-        for dataset, seconds in sub.flow.fresh_within.items():
-            found[dataset] = store.Declared(dataset, seconds)
-        for dataset in sub.flow.writes:
-            found.setdefault(dataset, store.Declared(dataset))
-    return list(found.values())
+def schedule_rules(subscriptions: Sequence[Subscription]) -> dict[str, store.DueRule | None]:
+    """The schedules among the sources, each with its deadline rule (None: no deadline)."""
+    return {
+        dataset: schedule_rule(sub.source)
+        for sub in subscriptions
+        if hasattr(sub.source, "freshness_due")
+        for dataset in source_datasets(sub.source)
+    }
 
 
 class LineageLoop:
@@ -101,9 +110,9 @@ class LineageLoop:
         subscriptions = [r.subscription for r in self.runners]
         await store.declare(
             self.engine,
-            declarations(subscriptions),
             declared_edges(subscriptions),
             {s.flow.name for s in subscriptions},
+            schedule_rules(subscriptions),
         )
 
     async def run(self, exporter: MetricsExporter | None = None) -> None:

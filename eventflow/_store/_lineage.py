@@ -11,9 +11,10 @@ per transition, not one each.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,68 +28,46 @@ DueRule = Callable[[float | None, float], float | None]
 """(last event or write, declared at) -> when the next is due, or None (never late)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Declared:
-    """A dataset as one worker declares it, with its expectation if it has one."""
-
-    name: str
-    expect_seconds: float | None = None
-    due: DueRule | None = None
-    """How `due_at` follows from the last event (default: `last + expect_seconds`)."""
-
-    def due_at(self, last_at: float | None, declared_at: float) -> float | None:
-        if self.due is not None:
-            return self.due(last_at, declared_at)
-        if self.expect_seconds is None:
-            return None
-        return (declared_at if last_at is None else last_at) + self.expect_seconds
-
-
 def _epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+def _insert(conn: AsyncConnection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
 async def declare(
-    engine: AsyncEngine, datasets: Iterable[Declared], edges: Iterable[Edge], flows: Iterable[str]
+    engine: AsyncEngine,
+    edges: Iterable[Edge],
+    flows: Iterable[str],
+    rules: Mapping[str, DueRule | None] | None = None,
 ) -> None:
-    """Record the datasets (kept; an expectation replaces the one stored) and replace the
-    edges of `flows` with `edges`."""
+    """Replace the edges of `flows` with `edges` (their datasets recorded if new).
+
+    `rules` holds the schedules this worker fires: each one's deadline rule
+    (None: it has none), which sets its `due_at`.
+    """
     now = time.time()
     table = schema.datasets
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     async with engine.begin() as conn:
-        for d in datasets:
-            await conn.execute(
-                insert(table)
-                .values(
-                    name=d.name,
-                    kind=kind_of(d.name),
-                    expect_seconds=d.expect_seconds,
-                    due_at=d.due_at(None, now),
-                    declared_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=[table.c.name])
-            )
-            if d.expect_seconds is None and d.due is None:
-                continue  # a declaration without expectation leaves the stored one
-            row = (
-                await conn.execute(
-                    sa.select(table.c.last_at, table.c.declared_at).where(table.c.name == d.name)
-                )
-            ).one()
-            due = d.due_at(_epoch(row.last_at), _epoch(row.declared_at) or now)
-            await conn.execute(
-                table.update()
-                .where(table.c.name == d.name)
-                .values(expect_seconds=d.expect_seconds, due_at=due, updated_at=now)
-            )
         names = sorted(set(flows))
         if names:
             await conn.execute(
                 schema.lineage_edges.delete().where(schema.lineage_edges.c.flow_name.in_(names))
             )
         await _add_edges(conn, edges, now)
+        for name, rule in (rules or {}).items():
+            row = (
+                await conn.execute(
+                    sa.select(table.c.last_at, table.c.declared_at).where(table.c.name == name)
+                )
+            ).one_or_none()
+            if row is None:
+                continue
+            due = (
+                None if rule is None else rule(_epoch(row.last_at), _epoch(row.declared_at) or now)
+            )
+            await conn.execute(table.update().where(table.c.name == name).values(due_at=due))
 
 
 async def add_edges(engine: AsyncEngine, edges: Iterable[Edge]) -> None:
@@ -99,73 +78,85 @@ async def add_edges(engine: AsyncEngine, edges: Iterable[Edge]) -> None:
 
 
 async def _add_edges(conn: AsyncConnection, edges: Iterable[Edge], now: float) -> None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert = _insert(conn)
     for edge in edges:
         await conn.execute(
             insert(schema.datasets)
-            .values(
-                name=edge.dataset,
-                kind=kind_of(edge.dataset),
-                declared_at=now,
-                updated_at=now,
-            )
+            .values(name=edge.dataset, kind=kind_of(edge.dataset), declared_at=now, updated_at=now)
             .on_conflict_do_nothing(index_elements=[schema.datasets.c.name])
         )
         await conn.execute(
             insert(schema.lineage_edges)
             .values(
-                flow_name=edge.flow, dataset=edge.dataset, direction=edge.direction, declared_at=now
+                flow_name=edge.flow,
+                dataset=edge.dataset,
+                direction=edge.direction,
+                declared_at=now,
+                expect_seconds=edge.expect_seconds,
             )
             .on_conflict_do_nothing()
         )
 
 
 async def touch(engine: AsyncEngine, name: str, at: float, due: DueRule | None = None) -> bool:
-    """An event or write at `at` (epoch seconds): moves `last_at` (never back) and `due_at`
-    (by `due`, else by the stored expectation)."""
+    """An event or write at `at` (epoch seconds): moves `last_at`, never back (and a
+    schedule's `due_at` by its rule)."""
     table = schema.datasets
+    values: dict[str, Any] = {"last_at": at, "updated_at": time.time()}
     async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                sa.select(table.c.last_at, table.c.expect_seconds, table.c.declared_at).where(
-                    table.c.name == name
-                )
-            )
-        ).one_or_none()
-        if row is None or (row.last_at is not None and row.last_at.timestamp() >= at):
-            return False
         if due is not None:
-            due_at = due(at, _epoch(row.declared_at) or at)
-        else:
-            due_at = None if row.expect_seconds is None else at + row.expect_seconds
+            declared = (
+                await conn.execute(sa.select(table.c.declared_at).where(table.c.name == name))
+            ).scalar()
+            values["due_at"] = due(at, _epoch(declared) or at)
         done = await conn.execute(
             table.update()
             .where(table.c.name == name, sa.or_(table.c.last_at.is_(None), table.c.last_at < at))
-            .values(last_at=at, due_at=due_at, updated_at=time.time())
+            .values(**values)
         )
         return done.rowcount == 1
 
 
 async def load(engine: AsyncEngine) -> Graph:
-    """The graph as stored (written datasets' last writes not refreshed: see `refreshed`)."""
+    """The graph as stored (written datasets' last writes not refreshed: see `refreshed`).
+
+    A dataset no edge names any more (no flow reads or writes it) is left out.
+    Its expectation is the shortest of its edges'; it is due that long after
+    its last event or write (after its declaration, before the first), a
+    schedule with a deadline by the `due_at` its worker set.
+    """
     async with engine.connect() as conn:
         rows = (await conn.execute(sa.select(schema.datasets))).all()
-        edges = (await conn.execute(sa.select(schema.lineage_edges))).all()
-    return Graph(
-        datasets={
-            r.name: Dataset(
-                name=r.name,
-                kind=r.kind,
-                expect_seconds=r.expect_seconds,
-                last_at=_epoch(r.last_at),
-                due_at=_epoch(r.due_at),
-                declared_at=_epoch(r.declared_at) or 0.0,
-                late_since=_epoch(r.late_since),
-            )
-            for r in rows
-        },
-        edges=[Edge(e.flow_name, e.dataset, e.direction) for e in edges],
-    )
+        stored = (await conn.execute(sa.select(schema.lineage_edges))).all()
+    edges = [Edge(e.flow_name, e.dataset, e.direction, e.expect_seconds) for e in stored]
+    expect: dict[str, float | None] = {}
+    for edge in edges:
+        if edge.expect_seconds is not None:
+            known = expect.get(edge.dataset)
+            expect[edge.dataset] = min(edge.expect_seconds, known or edge.expect_seconds)
+        else:
+            expect.setdefault(edge.dataset, None)
+    datasets = {}
+    for r in rows:
+        if r.name not in expect:
+            continue
+        seconds = expect[r.name]
+        last_at, declared_at = _epoch(r.last_at), _epoch(r.declared_at) or 0.0
+        due = _epoch(r.due_at)
+        if seconds is None:
+            due = None
+        elif due is None:
+            due = (declared_at if last_at is None else last_at) + seconds
+        datasets[r.name] = Dataset(
+            name=r.name,
+            kind=r.kind,
+            expect_seconds=seconds,
+            last_at=last_at,
+            due_at=due,
+            declared_at=declared_at,
+            late_since=_epoch(r.late_since),
+        )
+    return Graph(datasets=datasets, edges=edges)
 
 
 async def last_completions(engine: AsyncEngine, flows: Iterable[str]) -> dict[str, float]:
@@ -228,7 +219,9 @@ async def refreshed(engine: AsyncEngine, *, persist: bool) -> Graph:
             continue
         if dataset.last_at is not None and dataset.last_at >= wrote:
             continue
-        due = dataset.due_at if dataset.expect_seconds is None else wrote + dataset.expect_seconds
+        due = dataset.due_at
+        if dataset.expect_seconds is not None and dataset.kind != "schedule":
+            due = wrote + dataset.expect_seconds
         graph.datasets[name] = replace(dataset, last_at=wrote, due_at=due)
         if persist:
             await touch(engine, name, wrote)
@@ -236,12 +229,13 @@ async def refreshed(engine: AsyncEngine, *, persist: bool) -> Graph:
 
 
 async def turn_late(engine: AsyncEngine, name: str, now: float) -> bool:
-    """True for the one caller that marks `name` late (a notice to send)."""
+    """True for the one caller that marks `name` late (a notice to send), of any number
+    of workers that found it late at once."""
     table = schema.datasets
     async with engine.begin() as conn:
         done = await conn.execute(
             table.update()
-            .where(table.c.name == name, table.c.late_since.is_(None), table.c.due_at < now)
+            .where(table.c.name == name, table.c.late_since.is_(None))
             .values(late_since=now)
         )
         return done.rowcount == 1
@@ -253,11 +247,7 @@ async def turn_fresh(engine: AsyncEngine, name: str, now: float) -> bool:
     async with engine.begin() as conn:
         done = await conn.execute(
             table.update()
-            .where(
-                table.c.name == name,
-                table.c.late_since.is_not(None),
-                sa.or_(table.c.due_at.is_(None), table.c.due_at >= now),
-            )
+            .where(table.c.name == name, table.c.late_since.is_not(None))
             .values(late_since=None)
         )
         return done.rowcount == 1

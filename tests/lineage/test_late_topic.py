@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from connectors.kafka import KafkaSource
 from connectors.schedule import IntervalSchedule
@@ -87,6 +88,9 @@ async def test_a_stopped_producer_makes_the_topic_late_once_and_fresh_once(
 
             stored = await graph(database_url)
             assert stored.datasets[dataset].late_since is not None
+            assert REGISTRY.get_sample_value("eventflow_dataset_late", {"dataset": dataset}) == 1
+            age = REGISTRY.get_sample_value("eventflow_dataset_age_seconds", {"dataset": dataset})
+            assert age is not None and age >= EXPECT.total_seconds()
             body = await api_lineage(database_url)
             [item] = body["late"]
             assert item == {
@@ -122,6 +126,7 @@ async def test_a_stopped_producer_makes_the_topic_late_once_and_fresh_once(
             fresh = notices(receiver, start)[1]
             assert fresh["state"] == "FRESH" and fresh["dataset"] == dataset
             assert fresh["affected_flows"] == DOWNSTREAM
+            assert REGISTRY.get_sample_value("eventflow_dataset_late", {"dataset": dataset}) == 0
             await rounds_later([app], 5)
             assert len(notices(receiver, start)) == 2
             assert (await cli(database_url, "late")).returncode == 0

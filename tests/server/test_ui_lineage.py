@@ -24,12 +24,12 @@ from tests.server.test_ui import browser, click, text, wait
 __all__ = ["browser"]
 
 EDGES = [
-    Edge("ingest", "kafka:orders", "reads"),
+    Edge("ingest", "kafka:orders", "reads", 5.0),
     Edge("ingest", "table:w.orders", "writes"),
     Edge("nightly", "table:w.orders", "reads"),
     Edge("nightly", "table:w.daily", "writes"),
     Edge("report", "table:w.daily", "reads"),
-    Edge("clicks", "kafka:clicks", "reads"),
+    Edge("clicks", "kafka:clicks", "reads", 3600.0),
 ]
 
 
@@ -38,12 +38,7 @@ async def declare(url: str) -> None:
     upgrade(url)
     engine = make_engine(url)
     try:
-        await _lineage.declare(
-            engine,
-            [_lineage.Declared("kafka:orders", 5.0), _lineage.Declared("kafka:clicks", 3600.0)],
-            EDGES,
-            {e.flow for e in EDGES},
-        )
+        await _lineage.declare(engine, EDGES, {e.flow for e in EDGES})
         await _lineage.touch(engine, "kafka:orders", time.time() - 100)
         await _lineage.touch(engine, "kafka:clicks", time.time())
     finally:

@@ -23,7 +23,6 @@ def upgrade() -> None:
         "datasets",
         sa.Column("name", sa.String(500), primary_key=True),
         sa.Column("kind", sa.String(32), nullable=False),
-        sa.Column("expect_seconds", sa.Float),
         sa.Column("last_at", Timestamp()),
         sa.Column("due_at", Timestamp()),
         sa.Column("declared_at", Timestamp(), nullable=False),
@@ -36,6 +35,7 @@ def upgrade() -> None:
         sa.Column("dataset", sa.String(500), primary_key=True),
         sa.Column("direction", sa.String(8), primary_key=True),
         sa.Column("declared_at", Timestamp(), nullable=False),
+        sa.Column("expect_seconds", sa.Float),
     )
 
 
