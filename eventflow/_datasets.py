@@ -120,6 +120,12 @@ class _Recorded:
                 self._seen.add(key)
                 self._new.append(key)
 
+    def forget(self) -> None:
+        """Record every write again (a worker starting replaces its flows' edges)."""
+        with self._lock:
+            self._seen.clear()
+            self._new.clear()
+
     def take(self) -> list[tuple[str, str]]:
         """The (flow, dataset) pairs recorded since the last call."""
         with self._lock:

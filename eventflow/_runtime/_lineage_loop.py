@@ -108,6 +108,7 @@ class LineageLoop:
 
     async def declare(self) -> None:
         subscriptions = [r.subscription for r in self.runners]
+        RECORDED.forget()
         await store.declare(
             self.engine,
             declared_edges(subscriptions),
