@@ -102,6 +102,20 @@ async def settled_fresh(url: str, dataset: str) -> bool:
     return found is not None and found.last_at is not None and found.late_since is None
 
 
+async def settled(url: str, dataset: str, receiver: Receiver) -> list[int] | None:
+    """[bodies received so far] once the dataset is fresh in the store and every late notice
+    of it received has its fresh one (a webhook is posted after its transition: a slow first
+    start's late and fresh pair must be in before a test counts from here); else None."""
+    if not await settled_fresh(url, dataset):
+        return None
+    with receiver.lock:
+        bodies = list(receiver.bodies)
+    states = [b["eventflow"]["state"] for b in bodies if b.get("eventflow", {}).get("dataset")]
+    if states.count("LATE") != states.count("FRESH"):
+        return None
+    return [len(bodies)]
+
+
 async def rounds_later(apps: list[App], rounds: int) -> None:
     """Wait until every app's lineage loop evaluated `rounds` more times (bounded)."""
     start = [_rounds(app) for app in apps]
