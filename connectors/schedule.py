@@ -52,16 +52,28 @@ class Schedule(Source):
     oldest first. A first start ever fires nothing from the past.
     `lease_ttl` is how long a worker's hold on the schedule lasts without
     renewal (it renews at a third of it): after a worker dies, another one
-    takes over within that time.
+    takes over within that time. `deadline` is how long after its scheduled
+    time each tick's run should have completed: a tick not completed by then
+    makes the schedule's dataset (`schedule:<name>`) late, and the flows
+    downstream of it affected (see the guide "Lineage and late data").
     """
 
-    def __init__(self, name: str, *, catchup: CatchUp, lease_ttl: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        catchup: CatchUp,
+        lease_ttl: float,
+        max_batch: int,
+        deadline: timedelta | float | None = None,
+    ) -> None:
         if catchup not in ("latest", "all"):
             raise ConfigurationError(f"catchup must be 'latest' or 'all', not {catchup!r}")
         if lease_ttl <= 0:
             raise ConfigurationError("lease_ttl must be > 0")
         if max_batch < 1:
             raise ConfigurationError("max_batch must be >= 1")
+        self.deadline = _positive_seconds(deadline, "deadline")
         self.stream = f"schedule:{name}"
         self.name = self.stream
         self.group_id = self.stream
@@ -87,6 +99,14 @@ class Schedule(Source):
     def first_tick_from(self, offset: int) -> int:
         """The first tick whose offset is `offset` or more (a stored offset may fall between)."""
         return self.next_tick(self.tick_time(offset) - _MICROSECOND)
+
+    def freshness_due(self, last_scheduled: float | None, since: float) -> float | None:
+        """When the next tick's run is due to have completed: the tick after the last one
+        completed (`last_scheduled`; none yet: the first after `since`) plus the deadline."""
+        if self.deadline is None:
+            return None
+        base = datetime.fromtimestamp(since if last_scheduled is None else last_scheduled, UTC)
+        return self.tick_time(self.next_tick(base)).timestamp() + self.deadline
 
     def upcoming(self, after: datetime, count: int) -> list[datetime]:
         """The times of the next `count` ticks strictly after `after`."""
@@ -198,6 +218,7 @@ class IntervalSchedule(Schedule):
         catchup: CatchUp = "latest",
         lease_ttl: float = 10.0,
         max_batch: int = 500,
+        deadline: timedelta | float | None = None,
     ) -> None:
         interval = every if isinstance(every, timedelta) else timedelta(seconds=every)
         self.every_us = interval // _MICROSECOND
@@ -209,6 +230,7 @@ class IntervalSchedule(Schedule):
             catchup=catchup,
             lease_ttl=lease_ttl,
             max_batch=max_batch,
+            deadline=deadline,
         )
 
     def tick_time(self, offset: int) -> datetime:
@@ -240,6 +262,7 @@ class CronSchedule(Schedule):
         catchup: CatchUp = "latest",
         lease_ttl: float = 10.0,
         max_batch: int = 500,
+        deadline: timedelta | float | None = None,
     ) -> None:
         if croniter is None:
             raise missing_extra("croniter", "schedules", "CronSchedule")
@@ -255,6 +278,7 @@ class CronSchedule(Schedule):
             catchup=catchup,
             lease_ttl=lease_ttl,
             max_batch=max_batch,
+            deadline=deadline,
         )
 
     def tick_time(self, offset: int) -> datetime:
@@ -275,6 +299,15 @@ class CronSchedule(Schedule):
             moment: datetime = ticks.get_prev(datetime)
             if not _repeated_wall_time(moment):
                 return int(moment.timestamp())
+
+
+def _positive_seconds(value: timedelta | float | None, option: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise ConfigurationError(f"{option} must be a positive period, not {value!r}")
+    return seconds
 
 
 def _repeated_wall_time(moment: datetime) -> bool:

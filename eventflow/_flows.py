@@ -10,16 +10,18 @@ import signal
 import sys
 import threading
 import typing
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pydantic
 
 from ._context import current_flow_run
 from ._crashed_calls import resume_crashed
+from ._datasets import dataset_names, period_seconds
 from ._defaults import batch_lease, default_writer_async
 from ._engine import run_flow
-from ._errors import ParameterValidationError, SyncInAsyncError
+from ._errors import ConfigurationError, ParameterValidationError, SyncInAsyncError
 from ._logging import enable_print_logging
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
@@ -30,6 +32,9 @@ logger = logging.getLogger("eventflow.engine")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+FreshWithin = timedelta | float | Mapping[str, timedelta | float]
+"""One period for every dataset a flow writes, or one per written dataset."""
 
 
 class Flow(Generic[P, R]):
@@ -57,8 +62,17 @@ class Flow(Generic[P, R]):
         on_completion: Sequence[Callable[..., Any]] | None = None,
         on_failure: Sequence[Callable[..., Any]] | None = None,
         on_crashed: Sequence[Callable[..., Any]] | None = None,
+        reads: Sequence[str] | None = None,
+        writes: Sequence[str] | None = None,
+        fresh_within: FreshWithin | None = None,
     ) -> None:
         self.fn = fn
+        self.reads = dataset_names(reads, "reads")
+        """Datasets the flow reads besides its subscription's source (lineage)."""
+        self.writes = dataset_names(writes, "writes")
+        """Datasets the flow writes: each completed run is a write (lineage)."""
+        self.fresh_within = _fresh_within(fresh_within, self.writes)
+        """Written dataset -> seconds within which the next write is due after the last."""
         self.name: str = name or getattr(fn, "__name__", "flow").replace("_", "-")
         self.version = version
         self.description = description if description is not None else inspect.getdoc(fn)
@@ -332,6 +346,26 @@ def _outcome(state: State, return_state: bool) -> Any:
     return state.result()
 
 
+def _fresh_within(value: FreshWithin | None, writes: tuple[str, ...]) -> dict[str, float]:
+    """`fresh_within=` per written dataset, checked: positive, and only for `writes`."""
+    if value is None:
+        return {}
+    if not writes:
+        raise ConfigurationError("fresh_within needs writes=[...]: the datasets it is about")
+    if not isinstance(value, Mapping):
+        seconds = period_seconds(value, "fresh_within")
+        assert seconds is not None
+        return dict.fromkeys(writes, seconds)
+    periods: dict[str, float] = {}
+    for name, period in value.items():
+        if name not in writes:
+            raise ConfigurationError(f"fresh_within names {name!r}, which is not in writes=")
+        seconds = period_seconds(period, f"fresh_within[{name!r}]")
+        assert seconds is not None
+        periods[name] = seconds
+    return periods
+
+
 def _describe_validation(flow_name: str, error: pydantic.ValidationError) -> str:
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or '<input>'}: {e['msg']}" for e in error.errors()
@@ -379,6 +413,9 @@ def flow(
     on_completion: Sequence[Callable[..., Any]] | None = None,
     on_failure: Sequence[Callable[..., Any]] | None = None,
     on_crashed: Sequence[Callable[..., Any]] | None = None,
+    reads: Sequence[str] | None = None,
+    writes: Sequence[str] | None = None,
+    fresh_within: FreshWithin | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 

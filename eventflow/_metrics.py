@@ -28,6 +28,7 @@ from . import _probe_server
 from ._states import SOURCE_STATES
 
 if TYPE_CHECKING:
+    from ._lineage import Graph
     from ._runtime._relay import Relays, RelayStats
     from ._runtime._runner import SubscriptionRunner
     from ._store._writer import RunWriter
@@ -230,6 +231,18 @@ class _Metrics:
             ["destination"],
             multiprocess_mode="livemax",
         )
+        self.dataset_age = Gauge(
+            "eventflow_dataset_age_seconds",
+            "Seconds since a dataset's last event or write (lineage; absent before the first).",
+            ["dataset"],
+            multiprocess_mode="livemin",
+        )
+        self.dataset_late = Gauge(
+            "eventflow_dataset_late",
+            "1 while a dataset missed its freshness expectation, else 0.",
+            ["dataset"],
+            multiprocess_mode="livemax",
+        )
         self.worker_alive = Gauge(
             "eventflow_worker_alive",
             "1 while the worker needs no restart (what /livez answers), else 0.",
@@ -344,6 +357,15 @@ class MetricsExporter:
         if health is not None:
             m.worker_alive.set(1 if health["alive"] else 0)
             m.worker_ready.set(1 if health["ready"] else 0)
+
+    def sync_datasets(self, graph: Graph, now: float) -> None:
+        """The datasets' ages and late flags (labels: the declared datasets, a bounded set)."""
+        m = self.metrics
+        for dataset in graph.datasets.values():
+            age = dataset.age(now)
+            if age is not None:
+                m.dataset_age.labels(dataset.name).set(age)
+            m.dataset_late.labels(dataset.name).set(1 if dataset.late(now) else 0)
 
     def _sync_runner(self, runner: SubscriptionRunner) -> None:
         m = self.metrics

@@ -33,7 +33,12 @@ logger = logging.getLogger("eventflow.notify")
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """What a notifier is told about a run that ended badly."""
+    """What a notifier is told about a run that ended badly, or a dataset late or fresh again.
+
+    A dataset notice (`dataset` set, `state` "LATE" or "FRESH") has the dataset's
+    name as `flow_name`, no run id, and names the flows (and datasets) downstream
+    of it, transitively, in `affected_flows` (`affected_datasets`).
+    """
 
     flow_name: str
     flow_run_id: str
@@ -44,11 +49,16 @@ class Notification:
     event_id: str | None = None
     event_key: str | None = None
     url: str | None = None
+    dataset: str | None = None
+    affected_flows: tuple[str, ...] = ()
+    affected_datasets: tuple[str, ...] = ()
 
 
 def slack_body(notification: Notification) -> dict[str, Any]:
     """A Slack incoming-webhook body (`text`, mrkdwn), with the details under `eventflow`."""
     n = notification
+    if n.dataset is not None:
+        return _dataset_body(n)
     lines = [f":rotating_light: *{n.flow_name}* run `{n.run_name or n.flow_run_id}` {n.state_name}"]
     if n.error:
         lines.append(f"```{n.error[:1500]}```")
@@ -56,6 +66,18 @@ def slack_body(notification: Notification) -> dict[str, Any]:
         lines.append(f"event `{n.event_id}`" + (f" key `{n.event_key}`" if n.event_key else ""))
     if n.url:
         lines.append(f"<{n.url}|open the run>")
+    return {"text": "\n".join(lines), "eventflow": asdict(n)}
+
+
+def _dataset_body(n: Notification) -> dict[str, Any]:
+    icon = ":hourglass:" if n.state == "LATE" else ":white_check_mark:"
+    lines = [f"{icon} dataset *{n.dataset}* {n.state_name.lower()}"]
+    if n.error:
+        lines.append(n.error)
+    if n.affected_flows:
+        lines.append("affected flows: " + ", ".join(f"`{f}`" for f in n.affected_flows))
+    if n.url:
+        lines.append(f"<{n.url}|open the lineage>")
     return {"text": "\n".join(lines), "eventflow": asdict(n)}
 
 
@@ -128,7 +150,8 @@ class WebhookNotifier:
         flow hook's: the run's span).
         """
         if self.ui_url and notification.url is None:
-            url = f"{self.ui_url.rstrip('/')}/#/runs/{notification.flow_run_id}"
+            page = "lineage" if notification.dataset else f"runs/{notification.flow_run_id}"
+            url = f"{self.ui_url.rstrip('/')}/#/{page}"
             notification = _with_url(notification, url)
         self._ensure_thread()
         try:

@@ -205,6 +205,13 @@ class Settings:
         "answers 503, so a liveness probe restarts the worker.",
         _float,
     )
+    lineage_interval: float = setting(
+        5.0,
+        "EVENTFLOW_LINEAGE_INTERVAL",
+        "Seconds between a worker's lineage evaluations: its datasets' last events to the "
+        "store, late and fresh notices (a dataset turns late within this after its due time).",
+        _float,
+    )
 
     persist_results: bool = setting(
         True,

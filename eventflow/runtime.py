@@ -5,6 +5,7 @@ through the `EventSink` it is handed, and may use the helpers below; nothing
 else. See the guide "Writing a connector".
 """
 
+from ._datasets import record_write
 from ._errors import MissingExtraError, WorkerStoppingError
 from ._extras import missing_extra
 from ._outbox import (
@@ -52,6 +53,7 @@ __all__ = [
     "parse_retry_after",
     "publish_to_outbox",
     "quiet_library_logs",
+    "record_write",
     "register_outbox",
     "trace_headers",
 ]

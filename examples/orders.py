@@ -10,6 +10,14 @@ the same worker also polls the API's new orders into runs of the same flow, and
 runs the blog's batch pipeline (examples/orders_pipeline.py) every 2 seconds:
 Kafka, HTTP and a schedule in one process, one store. Loaded orders land in a
 SQLite table, `orders_warehouse.db` (ORDERS_WAREHOUSE).
+
+Lineage: `process-order` writes `table:warehouse.orders`, which the scheduled
+batch flow `orders-report` reads (every 5 s) to write
+`table:warehouse.order_totals`; so the report is downstream of the Kafka topic.
+The topic is expected to bring an order at least every ORDERS_EXPECT_EVERY
+seconds (default 30): stop the producer and `kafka:orders` turns late, with
+`process-order` and `orders-report` affected (`eventflow late`, the UI's
+lineage page, and a notice to ORDERS_WEBHOOK_URL if set).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import pydantic
 from connectors.http import HttpPollSource
 from connectors.kafka import KafkaSource
 from connectors.schedule import IntervalSchedule
-from eventflow import App, flow, get_run_logger, task
+from eventflow import App, WebhookNotifier, flow, get_run_logger, task
 from examples.orders_pipeline import orders_pipeline
 
 WAREHOUSE = Path(os.environ.get("ORDERS_WAREHOUSE", "orders_warehouse.db"))
@@ -59,7 +67,7 @@ def load(order: Order, customer: dict[str, str]) -> None:
         )
 
 
-@flow(name="process-order", retries=1)
+@flow(name="process-order", retries=1, writes=["table:warehouse.orders"])
 def process_order(order: Order, min_amount: int = 20) -> str:
     if order.amount < 0:
         raise ValueError(f"order {order.id} has a negative amount")
@@ -71,7 +79,26 @@ def process_order(order: Order, min_amount: int = 20) -> str:
     return "loaded"
 
 
-app = App()
+@flow(
+    name="orders-report",
+    reads=["table:warehouse.orders"],
+    writes=["table:warehouse.order_totals"],
+)
+def orders_report() -> dict[str, int]:
+    """The batch side: totals by customer tier, from what the streaming flow loaded."""
+    with sqlite3.connect(WAREHOUSE, timeout=30) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS orders"
+            " (id TEXT PRIMARY KEY, customer TEXT, tier TEXT, amount INT)"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS order_totals (tier TEXT PRIMARY KEY, amount INT)")
+        totals = dict(db.execute("SELECT tier, SUM(amount) FROM orders GROUP BY tier").fetchall())
+        db.executemany("INSERT OR REPLACE INTO order_totals VALUES (?, ?)", totals.items())
+    return totals
+
+
+hook = os.environ.get("ORDERS_WEBHOOK_URL")
+app = App(notifiers=[WebhookNotifier(hook)] if hook else ())
 app.subscribe(
     KafkaSource(
         "orders",
@@ -79,6 +106,13 @@ app.subscribe(
         group_id="orders",
     ),
     process_order,
+    expect_every=timedelta(seconds=float(os.environ.get("ORDERS_EXPECT_EVERY", "30"))),
+)
+app.subscribe(
+    IntervalSchedule(
+        every=timedelta(seconds=5), name="orders-report", deadline=timedelta(seconds=30)
+    ),
+    orders_report,
 )
 if os.environ.get("ORDERS_API_URL"):
     api = os.environ["ORDERS_API_URL"]

@@ -199,3 +199,18 @@ def test_backfill_example_runs_every_line_once_and_reports_bad_ones(
     runs = asyncio.run(flow_runs(sqlite_url, flow_name="process-order"))
     assert len(runs) == 300
     assert Counter(r["event_offset"] for r in runs).most_common(1)[0][1] == 1
+
+
+def test_the_orders_app_puts_batch_and_streaming_in_one_lineage_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventflow._lineage import Graph
+    from eventflow._runtime._lineage_loop import declared_edges
+
+    monkeypatch.delenv("ORDERS_API_URL", raising=False)
+    from examples.orders import app
+
+    graph = Graph(datasets={}, edges=declared_edges(app.subscriptions))
+    impact = graph.affected("kafka:orders")
+    assert impact.flows == ("orders-report", "process-order")
+    assert impact.datasets == ("table:warehouse.order_totals", "table:warehouse.orders")

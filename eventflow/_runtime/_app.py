@@ -12,11 +12,13 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from functools import partial
 from typing import Any, Unpack
 
 import anyio
 
+from .._datasets import period_seconds
 from .._flows import Flow
 from .._logging import configure_logging
 from .._metrics import MetricsExporter, multiprocess_dir
@@ -30,6 +32,7 @@ from ._checks import check_subscription
 from ._control_options import ControlOptions, Controls
 from ._fencing import WorkerLease
 from ._housekeeping import Housekeeping
+from ._lineage_loop import LineageLoop, check_declarations
 from ._liveness import SubscriptionHealth, WorkerHealth
 from ._rejoin import Rejoin
 from ._relay import Relays
@@ -73,6 +76,7 @@ class App:
         self.runners: list[SubscriptionRunner] = []
         self.worker_id: str | None = None
         self.lease: WorkerLease | None = None
+        self.lineage: LineageLoop | None = None
         self.started = asyncio.Event()
         self.health = WorkerHealth()
         """The last health check, read by the probe endpoint's thread (see `_check_health`)."""
@@ -91,6 +95,7 @@ class App:
         params: Mapping[str, Any] | Callable[[Event], Mapping[str, Any]] | None = None,
         revoke_grace_seconds: float = 10.0,
         notifiers: Sequence[Notifier] = (),
+        expect_every: timedelta | float | None = None,
         **controls: Unpack[ControlOptions],
     ) -> Subscription:
         """Run `flow` once per event of `source`.
@@ -121,6 +126,10 @@ class App:
         cancels the run in flight (`"cancel"`); an event for which `cancel_on`
         gives a key is a signal, not run: it cancels the runs in flight (or
         waiting) whose `cancel_key` is that key. Waiting events count as in flight.
+
+        `expect_every=timedelta(...)` expects at least one event per period from
+        the source: after a period without one, its dataset is late and the flows
+        downstream of it affected (see the guide "Lineage and late data").
         """
         on_failure = check_subscription(
             source,
@@ -137,6 +146,7 @@ class App:
         if max_in_flight < 1 or max_in_flight_per_partition < 1:
             raise ValueError("in-flight bounds must be >= 1")
         built = Controls.build(**controls)
+        expect = period_seconds(expect_every, "expect_every")
         subscription = Subscription(
             source=source,
             flow=flow,
@@ -149,7 +159,9 @@ class App:
             revoke_grace_seconds=revoke_grace_seconds,
             notifiers=(*self.notifiers, *notifiers),
             controls=built,
+            expect_every=expect,
         )
+        check_declarations([*self.subscriptions, subscription])
         self.subscriptions.append(subscription)
         return subscription
 
@@ -235,6 +247,13 @@ class App:
             notifiers=self._notifiers,
         )
         house.report_sweep(await store.sweep_crashed(settings.worker_lease, worker_id))
+        self.lineage = lineage = LineageLoop(
+            self.runners,
+            store.engine,
+            interval=settings.lineage_interval,
+            notifiers=self._notifiers,
+        )
+        await lineage.declare()
         self._shutting_down = False
         logger.info("worker %s started: %d subscription(s)", worker_id, len(self.runners))
         exporter = MetricsExporter()
@@ -252,6 +271,7 @@ class App:
                     house.live_status if sys.stderr.isatty() else house.report,
                     partial(house.publish, exporter),
                     house.claim_replays,
+                    partial(lineage.run, exporter),
                 ]
                 loops.append(relays.run)
                 if settings.retention is not None:

@@ -54,6 +54,8 @@ class Subscription:
     revoke_grace_seconds: float = 10.0
     notifiers: tuple[Notifier, ...] = ()
     controls: Controls | None = None
+    expect_every: float | None = None
+    """Seconds within which the next event is due (lineage: late after that)."""
 
     @property
     def name(self) -> str:

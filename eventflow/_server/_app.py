@@ -22,6 +22,7 @@ from .._store._migrate import upgrade
 from .._store._operator import OperatorStore
 from ._auth import BearerTokenMiddleware
 from ._dashboard import router as dashboard_router
+from ._lineage import router as lineage_router
 from ._masking import SecretMasker
 from ._routes import router
 from ._settings import ServerSettings
@@ -86,6 +87,7 @@ def create_app(
     app.state.settings = settings
     app.include_router(router)
     app.include_router(dashboard_router)
+    app.include_router(lineage_router)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

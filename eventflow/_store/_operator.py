@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import _recovery, _replay, _retention
+from .._lineage import Graph
+from . import _lineage, _recovery, _replay, _retention
 from ._dashboard_queries import DashboardQueries
 from ._reader import RunReader
 from ._recovery import Sweep
@@ -22,6 +23,10 @@ class OperatorStore(RunReader):
     def dashboard(self) -> DashboardQueries:
         """The aggregates only the dashboard and the subscription page read."""
         return DashboardQueries(self.engine)
+
+    async def lineage(self) -> Graph:
+        """The lineage graph, written datasets' last writes read from their runs."""
+        return await _lineage.refreshed(self.engine, persist=False)
 
     async def retry(self, run_id: str, *, full: bool = False) -> str:
         """Ask for run `run_id` (a full id) to run again, resuming it unless `full`;

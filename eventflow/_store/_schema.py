@@ -270,3 +270,33 @@ outbox = sa.Table(
 """Messages flows published (`KafkaSink.publish`), written in the transaction that made
 their run COMPLETED, in `seq` order; a relay sends them and sets `published_at`
 (`attempt`: the relay's transaction that carries them; see eventflow/_outbox.py)."""
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("name", sa.String(500), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("last_at", TIMESTAMP),
+    sa.Column("due_at", TIMESTAMP),
+    sa.Column("declared_at", TIMESTAMP, nullable=False),
+    sa.Column("late_since", TIMESTAMP),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+"""Datasets (see eventflow/_datasets.py): the last event or write (`last_at`), a
+schedule's completion deadline (`due_at`, set by the worker that has the schedule; the
+other expectations are on the edges), and `late_since`, set while a late notice is out:
+the one guarded UPDATE that sets or clears it sends the notice (see _lineage.py)."""
+
+lineage_edges = sa.Table(
+    "lineage_edges",
+    metadata,
+    sa.Column("flow_name", sa.String(200), primary_key=True),
+    sa.Column("dataset", sa.String(500), primary_key=True),
+    sa.Column("direction", sa.String(8), primary_key=True),
+    sa.Column("declared_at", TIMESTAMP, nullable=False),
+    sa.Column("expect_seconds", sa.Float),
+)
+"""Which flows read (`reads`) and write (`writes`) which datasets, as workers declared them,
+with the expectation each declared (`expect_every`, `fresh_within`, a schedule's
+deadline): a dataset's is the shortest of its edges'. A worker replaces its flows' edges
+when it starts, so an expectation taken out of the code goes with them."""

@@ -10,6 +10,7 @@ import { live, setStatus, startLive, tick } from "./live.js";
 import { parseHash } from "./nav.js";
 import { DashboardView } from "./views/dashboard.js";
 import { FlowView, FlowsView } from "./views/flows.js";
+import { LineageView } from "./views/lineage.js";
 import { RunView } from "./views/run.js";
 import { RunsView } from "./views/runs.js";
 import { SubscriptionView } from "./views/subscription.js";
@@ -25,6 +26,7 @@ async function route() {
   else if (section === "flows" && parts[1]) view = new FlowView(main, parts[1]);
   else if (section === "flows") view = new FlowsView(main);
   else if (section === "workers") view = new WorkersView(main);
+  else if (section === "lineage") view = new LineageView(main);
   else if (section === "subscriptions" && parts[1]) view = new SubscriptionView(main, parts.slice(1).join("/"));
   else if (section === "runs") view = new RunsView(main, params);
   else view = new DashboardView(main, params);

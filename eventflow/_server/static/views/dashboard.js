@@ -7,6 +7,7 @@ import { tick } from "../live.js";
 import { setHashParams, subscriptionHref } from "../nav.js";
 import { tile } from "../widgets.js";
 import { throughputChart, failureChart, sparkline } from "../charts.js";
+import { lateList } from "./lineage.js";
 
 export const WINDOWS = { "1h": "last hour", "24h": "last day", "7d": "last week" };
 export const WINDOW_REFRESH_MS = { "1h": 0, "24h": 10000, "7d": 30000 }; // a week's scan is not redone every tick
@@ -30,7 +31,7 @@ export class DashboardView {
   async refresh() {
     if (Date.now() < this.due) return;
     const asked = this.window;
-    const d = await api(`/api/dashboard${query({ window: asked })}`);
+    const [d, lineage] = await Promise.all([api(`/api/dashboard${query({ window: asked })}`), api("/api/lineage")]);
     if (asked !== this.window) return; // changed meanwhile: the refresh that follows reads it
     this.due = Date.now() + WINDOW_REFRESH_MS[asked];
     const history = { buckets: d.buckets, bucket_seconds: d.bucket_seconds };
@@ -43,6 +44,8 @@ export class DashboardView {
         tile("stat-p95", "p95 duration", fmtDuration(d.duration_p95)),
         tile("stat-active", "In flight", inFlight, Object.entries(d.active).map(([k, v]) => `${k.toLowerCase()} ${v}`).join(" · ")),
         tile("stat-workers", "Workers alive", `${d.workers_alive} / ${d.workers_total}`)),
+      h("div", { class: "panel", id: "dashboard-late" }, h("h2", {}, "Late data ", h("a", { href: "#/lineage", class: "note" }, "lineage")),
+        lateList(lineage, "dashboard-late-list")),
       h("div", { class: "grid2", id: "dashboard-charts" },
         h("div", { class: "panel" }, h("h2", {}, `Runs per ${fmtBucket(d.bucket_seconds)}, by state`),
           throughputChart(history, "dashboard-runs-chart", "created"), stateLegend()),
