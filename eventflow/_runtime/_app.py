@@ -21,7 +21,8 @@ import anyio
 from .._datasets import period_seconds
 from .._flows import Flow
 from .._logging import configure_logging
-from .._metrics import MetricsExporter, multiprocess_dir
+from .._metrics import MetricsExporter
+from .._metrics_multiprocess import multiprocess_dir
 from .._results import configure as keep_results
 from .._settings import Settings
 from .._store._fences import Fence

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import Any
 
-from .._metrics import mark_worker_dead, serve_multiprocess
+from .._metrics_multiprocess import mark_worker_dead, serve_multiprocess
 from .._settings import Settings
 from .._store._migrate import upgrade
 
