@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 
-from eventflow.runtime import TRACING, PublishError, Sink, publish_to_outbox, register_outbox
+from eventflow.runtime import (
+    TRACING,
+    PublishError,
+    Sink,
+    publish_to_outbox,
+    record_write,
+    register_outbox,
+)
 
 from ._config import KafkaConnection, _connection
 from ._errors import _bounded, _stop_client
@@ -100,6 +107,7 @@ class KafkaSink(Sink):
                 f"a message of {size} bytes for {self.topic} is over the sink's"
                 f" max_message_bytes ({self.max_message_bytes}): it could never be published"
             )
+        record_write(self.dataset)  # lineage: the flow writes the topic, nothing to declare
         return publish_to_outbox(self.dataset, value, key, headers)
 
     async def send(
@@ -110,6 +118,7 @@ class KafkaSink(Sink):
         While tracing is on, each message gets a PRODUCER span, its context in the
         message's `traceparent` header (see eventflow's tracing guide).
         """
+        record_write(self.dataset)  # lineage, as `publish`
         if self._producer is None:
             await self.start()
         if TRACING.on:
