@@ -284,6 +284,7 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
         try:
             return await run
         finally:
+            interruption.task = None  # (the task's context holds it: no reference cycle)
             ended.set()
 
     def terminate(signum: int, frame: object) -> None:

@@ -71,6 +71,9 @@ class Run(Interruption):
         self.within = within
 
     def ended(self, task: asyncio.Task[None]) -> None:
+        # the task's context holds this object: without this, every run (its task,
+        # frames, rows) would be a reference cycle left for the cyclic GC to free
+        self.task = None
         for runs in self.within:
             runs.ended(self)
         if not task.cancelled() and (error := task.exception()) is not None:
