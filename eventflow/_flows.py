@@ -22,6 +22,7 @@ from ._datasets import dataset_names, period_seconds
 from ._defaults import batch_lease, default_writer_async
 from ._engine import run_flow
 from ._errors import ConfigurationError, ParameterValidationError, SyncInAsyncError
+from ._interruption import CURRENT_RUN, Interruption
 from ._logging import enable_print_logging
 from ._retries import RetryDelay, RetryPolicy, positive_seconds
 from ._states import State
@@ -288,13 +289,16 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
     second Ctrl-C ends the process at once (exit status 130), the run recorded.
     """
     ended = threading.Event()
-    tasks: list[asyncio.Task[Any]] = []
+    runs: list[Interruption] = []
 
     async def tracked() -> State:
-        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        interruption = Interruption(asyncio.current_task())
+        CURRENT_RUN.set(interruption)  # this task's own context: the run reads why it ended
+        runs.append(interruption)
         try:
             return await run
         finally:
+            interruption.task = None  # (the task's context holds it: no reference cycle)
             ended.set()
 
     def terminate(signum: int, frame: object) -> None:
@@ -307,8 +311,8 @@ def _run_to_the_end(run: Coroutine[Any, Any, State], loop: asyncio.AbstractEvent
         return asyncio.run_coroutine_threadsafe(tracked(), loop).result()
     except (KeyboardInterrupt, _Terminated) as interrupt:
         why = "SIGTERM" if isinstance(interrupt, _Terminated) else "KeyboardInterrupt"
-        if tasks:
-            loop.call_soon_threadsafe(tasks[0].cancel, why)
+        if runs:
+            loop.call_soon_threadsafe(runs[0].cancel, why)
             ended.wait(INTERRUPT_GRACE_SECONDS)
         if isinstance(interrupt, _Terminated):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -3,13 +3,13 @@ states a subscription is in (shown by the status line, the store, the UI and a g
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 from ._errors import RunNotFinishedError, describe_error
+from ._interruption import cancel_reason
 
 
 class StateType(StrEnum):
@@ -110,7 +110,7 @@ def Cancelled(message: str, name: str = "Cancelled") -> State:
 
 @dataclass(frozen=True, slots=True)
 class CancelRequest:
-    """Why a run is cancelled on purpose (a flow control), passed as `Task.cancel(msg)`.
+    """Why a run is cancelled on purpose (a flow control), set on its `Interruption`.
 
     The run then ends CANCELLED under `name`, not CRASHED: nothing went wrong.
     """
@@ -126,28 +126,29 @@ FENCED_OUT = "fenced out"
 CRASHED "FencedOut", unlogged one by one (their worker says once what it lost), and
 nothing of them is written (eventflow/_store/_fences.py)."""
 
+REVOKED = "its partition was revoked"
+"""Why a run still in flight when its partition's grace period ended is cancelled."""
+
+SHUT_DOWN = "the worker shut down"
+"""Why a run still in flight when the worker's shutdown grace period ended is cancelled."""
+
 
 def cancel_request(error: BaseException) -> CancelRequest | None:
     """The request behind a deliberate cancellation, or None (an interruption: a crash)."""
-    if isinstance(error, asyncio.CancelledError) and error.args:
-        request = error.args[0]
-        if isinstance(request, CancelRequest):
-            return request
-    return None
+    reason = cancel_reason(error)
+    return reason if isinstance(reason, CancelRequest) else None
 
 
 def interrupted(kind: str, error: BaseException) -> State:
     """The state of a run an exception went through: CANCELLED if a flow control
-    cancelled it on purpose (`CancelRequest`), else CRASHED."""
-    request = cancel_request(error)
-    if request is not None:
-        return Cancelled(request.message, request.name)
-    why = type(error).__name__
-    if isinstance(error, asyncio.CancelledError) and error.args and isinstance(error.args[0], str):
-        why = error.args[0]  # what cancelled it said why ("SIGTERM")
-    if why == FENCED_OUT:
+    cancelled it on purpose (`CancelRequest`), else CRASHED, saying why (the reason
+    its canceller set on the run's `Interruption`, else the exception's type)."""
+    reason = cancel_reason(error)
+    if isinstance(reason, CancelRequest):
+        return Cancelled(reason.message, reason.name)
+    if reason == FENCED_OUT:
         return fenced_out(error)
-    return Crashed(f"the {kind} run was interrupted: {why}", error)
+    return Crashed(f"the {kind} run was interrupted: {reason or type(error).__name__}", error)
 
 
 def fenced_out(error: BaseException) -> State:

@@ -262,8 +262,12 @@ class App:
         if settings.metrics_port and multiprocess_dir() is None:
             exporter.serve(settings.metrics_host, settings.metrics_port, health=self.health.read)
         try:
-            # the background loops live as long as the runs; the sources end first
-            async with anyio.create_task_group() as background:
+            # the background loops live as long as the runs; the sources end first.
+            # Each runner's runs are tasks of its own group (`SubscriptionRunner.group`),
+            # opened here around the sources: they outlive the sources, not the drain.
+            async with anyio.create_task_group() as background, contextlib.AsyncExitStack() as runs:
+                for runner in self.runners:
+                    await runs.enter_async_context(runner.group)
                 loops: list[Callable[[], Awaitable[None]]] = [
                     partial(house.heartbeat, lease),
                     partial(house.watch_clock, rejoin.frozen),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .._store._runstore import Claim, RunStore
 
@@ -12,7 +13,8 @@ class KeyClaims:
     """Gathers the claims asked for while one transaction runs, and sends them in the next.
 
     A claim whose caller went away (cancelled) before it was granted is handed
-    to `on_orphan`, which must release it: nobody will settle it otherwise.
+    to `on_orphan`, which must release it: nobody will settle it otherwise. The
+    sender is a helper task of the runner's task group (`start_helper`).
     """
 
     def __init__(
@@ -22,21 +24,24 @@ class KeyClaims:
         worker_id: str,
         window_seconds: float,
         on_orphan: Callable[[str, str], None],
+        start_helper: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.store = store
         self.flow_name = flow_name
         self.worker_id = worker_id
         self.window_seconds = window_seconds
         self.on_orphan = on_orphan
+        self.start_helper = start_helper
         self._pending: list[tuple[str, str, asyncio.Future[Claim]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._sending = False
 
     async def claim(self, key: str, run_id: str) -> Claim:
         """Claim `key` for `run_id` (raises what the store raised)."""
         future: asyncio.Future[Claim] = asyncio.get_running_loop().create_future()
         self._pending.append((key, run_id, future))
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send())
+        if not self._sending:
+            self._sending = True
+            self.start_helper(self._send())
         try:
             return await future
         except asyncio.CancelledError:
@@ -68,4 +73,4 @@ class KeyClaims:
                     elif claim.outcome == "claimed":
                         self.on_orphan(key, run_id)
         finally:
-            self._sender = None
+            self._sending = False

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .._flows import Flow
 from .._ids import new_id
+from .._interruption import CURRENT_RUN, Interruption
 from .._metrics import RECORDER
 from .._states import CancelRequest, State
 from .._store._runstore import RunStore
@@ -57,7 +58,8 @@ class KeyedRun:
     run_id: str
     singleton_key: str | None = None
     cancel_key: str | None = None
-    task: asyncio.Task[Any] | None = None
+    run: Interruption | None = None
+    """Its run, while it runs (to cancel it)."""
     cancelled_by: str | None = None
     """The run (or cancel signal) it was cancelled for; then `reason` names its state."""
     reason: str = ""
@@ -84,6 +86,7 @@ class FlowControls:
         release: Callable[[Delivery], None],
         done_with: Callable[[Delivery, bool], None],
         run_batch: Callable[[list[Delivery]], None],
+        start_helper: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         self.controls = controls
         self.flow = flow
@@ -105,6 +108,7 @@ class FlowControls:
             stats=stats,
             abandoning=abandoning,
             group=group,
+            start_helper=start_helper,
         )
         self._closed = False
         self._debouncer: Debouncer | None = None
@@ -254,8 +258,8 @@ class FlowControls:
         if holding.cancelled_by is not None:
             return
         holding.cancelled_by, holding.reason, holding.message = by, reason, message
-        if holding.task is not None:
-            holding.task.cancel(CancelRequest(reason, message, by))
+        if holding.run is not None:
+            holding.run.cancel(CancelRequest(reason, message, by))
 
     # -- at the run ------------------------------------------------------------------------
 
@@ -267,19 +271,17 @@ class FlowControls:
             if holder.cancelled_by is not None:
                 self._record_cancelled(holder)
                 return Decision.CANCEL
-            holder.task = asyncio.current_task()
+            holder.run = CURRENT_RUN.get()
         try:
             state = await self.gate.run(delivery, run_id, run)
         except asyncio.CancelledError:
-            if holder is None or holder.cancelled_by is None:
+            if holder is None or holder.cancelled_by is None or holder.run is None:
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+            holder.run.absorb()  # cancelled on purpose: recorded here, the event is done with
             self._record_cancelled(holder)
             return Decision.CANCEL
         if holder is not None:
-            holder.task = None  # the run is over: too late to cancel it
+            holder.run = None  # the run is over: too late to cancel it
         return Decision.SKIP if state is None else state
 
     def _record_cancelled(self, holding: KeyedRun) -> None:

@@ -1,23 +1,25 @@
 """InFlight: everything a runner has taken and not finished with, changed only here.
 
-Partitions (their offset trackers, finished runs kept for dedupe, tasks),
-the per-key queues that keep one key's events in order, the count of events
-in flight, and the unpartitioned events waiting to be acknowledged. The
+Partitions (their offset trackers, finished runs kept for dedupe, their
+runs), the per-key queues that keep one key's events in order, the count of
+events in flight, and the unpartitioned events waiting to be acknowledged. The
 runner asks; this module keeps the books consistent (a count is never
-adjusted anywhere else).
+adjusted anywhere else). The runs themselves are tasks of the runner's
+`RunGroup` (eventflow/_runtime/_run_group.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._interruption import CancelReason
 from .._store._runstore import FinishedRun
 from ._delivery import Delivery, partition_of
 from ._offsets import OffsetTracker
+from ._run_group import RunGroup, Runs
 from ._source import Event, Partition
 
 _NOTHING_NEXT: tuple[None, tuple[()]] = (None, ())
@@ -29,7 +31,8 @@ class PartitionState:
     tracker: OffsetTracker
     done: dict[int, FinishedRun]
     """Runs already ended at offsets ahead (a restart's redeliveries), by offset."""
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    runs: Runs = field(default_factory=Runs)
+    """Its runs in flight (a batch's too)."""
     stopped: bool = False
     """A run failed under on_failure="stop" (or handling an event failed): nothing more starts."""
     closing: bool = False
@@ -50,8 +53,8 @@ class InFlight:
         self.stopping = False
         self.partitions: dict[Partition, PartitionState] = {}
         self._keys: dict[tuple[Partition | None, str], deque[Delivery]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        """Runs of unpartitioned events, replays and batches (a partition holds its own)."""
+        self.group = RunGroup(name)
+        """The task group that owns the runs (opened by `App.serve`)."""
         self.unacked: list[Event] = []
         """Unpartitioned events done with, to acknowledge once their runs are stored."""
 
@@ -169,16 +172,11 @@ class InFlight:
     def start(
         self, delivery: Delivery, work: Coroutine[Any, Any, None], name: str | None = None
     ) -> None:
-        """Run `work` for the delivery, in its partition's tasks (or the runner's)."""
-        # one set per task, so one done callback: its partition's, or the runner's
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            work,
-            name=name or self.name,  # (a fixed name spares numbering every task)
-        )
+        """Run `work` for the delivery, counted in its partition's runs (if it has one)."""
         partition = delivery.partition
-        tasks = self._tasks if partition is None else self.partitions[partition].tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.group.start(
+            work, () if partition is None else (self.partitions[partition].runs,), name
+        )
 
     def spawn(
         self,
@@ -191,18 +189,13 @@ class InFlight:
 
         `counted` counts it as one event in flight while it runs (a replay).
         """
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if counted:
+        within = tuple(s.runs for p in partitions if (s := self.partitions.get(p)) is not None)
+        task = self.group.start(work, within).task
+        if counted and task is not None:
             self.count += 1
             task.add_done_callback(self._uncount)
-        for partition in partitions:
-            if (state := self.partitions.get(partition)) is not None:
-                state.tasks.add(task)
-                task.add_done_callback(state.tasks.discard)
 
-    def _uncount(self, _task: asyncio.Task[None]) -> None:
+    def _uncount(self, _task: object) -> None:
         self.count -= 1
 
     def finish(
@@ -246,27 +239,19 @@ class InFlight:
         del self._keys[chain]
         return _NOTHING_NEXT
 
-    def tasks(self, partitions: Iterable[Partition] | None = None) -> set[asyncio.Task[None]]:
-        """The runs in flight: of `partitions`, or all of them (the runner's own too)."""
+    def runs(self, partitions: Iterable[Partition] | None = None) -> list[Runs]:
+        """The runs in flight of `partitions`, or all of them (the runner's own too)."""
         if partitions is None:
-            return self._tasks.union(*(state.tasks for state in self.partitions.values()))
-        return set().union(*(s.tasks for p in partitions if (s := self.partitions.get(p))))
+            return [self.group.every]
+        return [s.runs for p in partitions if (s := self.partitions.get(p)) is not None]
 
     async def wait(
-        self, partitions: Iterable[Partition] | None, timeout: float, why: str | None = None
+        self, partitions: Iterable[Partition] | None, timeout: float, why: CancelReason
     ) -> int:
-        """Wait up to `timeout` for the runs of `partitions` (all: None); cancel the rest
-        (saying `why`, e.g. `FENCED_OUT`). Returns how many were cancelled.
+        """Wait up to `timeout` for the runs of `partitions` (all: None); cancel the rest,
+        saying `why` (e.g. `FENCED_OUT`). Returns how many were cancelled.
         """
-        tasks = self.tasks(partitions)
-        if not tasks:
-            return 0
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel(why)
-        if pending:
-            await asyncio.wait(pending)
-        return len(pending)
+        return await self.group.finish(self.runs(partitions), timeout, why)
 
     def take_unacked(self) -> list[Event]:
         events, self.unacked = self.unacked, []

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from .._metrics import RECORDER
 from .._retries import Backoff
@@ -58,6 +59,7 @@ class RunGate:
         records: ControlRecords,
         stats: RunnerStats,
         abandoning: Callable[[Event], bool],
+        start_helper: Callable[[Coroutine[Any, Any, None]], None],
         group: str | None = None,
     ) -> None:
         self.controls = controls
@@ -81,6 +83,7 @@ class RunGate:
                 worker_id,
                 controls.idempotency_window,
                 lambda key, run_id: self._finish_claim(key, run_id, False),
+                start_helper,
             )
 
     async def run(self, delivery: Delivery, run_id: str, run: Run) -> State | None:

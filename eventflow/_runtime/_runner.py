@@ -33,7 +33,7 @@ from typing import Any
 
 from .._errors import FencedError, ParameterValidationError, WorkerStoppingError
 from .._retries import Backoff
-from .._states import FENCED_OUT, State, StateType
+from .._states import FENCED_OUT, REVOKED, SHUT_DOWN, State, StateType
 from .._store._fences import Fence
 from .._store._runstore import CrashedRun, FinishedRun, RunStore
 from .._store._writer import RunWriter
@@ -47,6 +47,7 @@ from ._inflight import InFlight
 from ._limits import AdmissionAbandoned
 from ._liveness import Outage, SubscriptionHealth
 from ._offset_commits import OffsetCommits
+from ._run_group import RunGroup
 from ._source import Event, EventSink, Partition
 from ._subscription import STORE_BACKLOG_LIMIT, RunnerStats, Subscription
 
@@ -118,7 +119,13 @@ class SubscriptionRunner(EventSink):
                 release=self._enter,
                 done_with=self._done_with_unchained,
                 run_batch=self._start_batch,
+                start_helper=self.inflight.group.start_helper,
             )
+
+    @property
+    def group(self) -> RunGroup:
+        """The task group of its runs: `App.serve` opens it around its source."""
+        return self.inflight.group
 
     @property
     def in_flight(self) -> int:
@@ -232,7 +239,9 @@ class SubscriptionRunner(EventSink):
         if self.controls is not None:
             for delivery in self.controls.drop(set(states)):
                 self._done_with_unchained(delivery, False)
-        abandoned = await self.inflight.wait(states, self.subscription.revoke_grace_seconds)
+        abandoned = await self.inflight.wait(
+            states, self.subscription.revoke_grace_seconds, REVOKED
+        )
         if abandoned:
             logger.warning(
                 "%s: abandoned %d runs of revoked partitions", self.subscription.name, abandoned
@@ -515,7 +524,7 @@ class SubscriptionRunner(EventSink):
 
         Call after `stop_fetching()`: from then on no queued event starts.
         """
-        return await self.inflight.wait(None, grace_seconds)
+        return await self.inflight.wait(None, grace_seconds, SHUT_DOWN)
 
     async def stop_sink(self) -> None:
         await self.failure_policy.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -25,7 +26,8 @@ async def supervise_source(runner: SubscriptionRunner, shutting_down: Callable[[
     """Run a source until shutdown; whatever else ends it is logged and restarted.
 
     Only the app's own shutdown ends a source: `runner.stopping` says so, or
-    this task's own cancellation (`cancelling()`). A CancelledError that a
+    the cancellation of the task group it runs in (its cancel scope's deadline
+    is then -inf). A CancelledError that a
     library raises while nobody cancelled us, an exception, or a source that
     simply returns is a failure: logged at ERROR (with a traceback unless it is
     an eventflow error, whose message says it all; the same failure again only
@@ -53,8 +55,7 @@ async def supervise_source(runner: SubscriptionRunner, shutting_down: Callable[[
             runner.rejoined()
             continue
         except asyncio.CancelledError as cancelled:
-            task = asyncio.current_task()
-            if runner.stopping or shutting_down() or (task and task.cancelling()):
+            if runner.stopping or shutting_down() or _scope_cancelled():
                 raise
             error = cancelled
         except Exception as failure:
@@ -82,6 +83,11 @@ async def supervise_source(runner: SubscriptionRunner, shutting_down: Callable[[
         # the same failure again only counts in the source's outage summary
         previous = described
         await asyncio.sleep(delay)
+
+
+def _scope_cancelled() -> bool:
+    """Whether the cancel scope this task runs in (or one around it) was cancelled."""
+    return anyio.current_effective_deadline() == -math.inf
 
 
 async def commit_loop(runner: SubscriptionRunner, interval: float) -> None:
