@@ -6,6 +6,7 @@ can interrupt the process while that task runs. The store is EVENTFLOW_DATABASE_
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,10 @@ from pathlib import Path
 from eventflow import flow, task
 
 RELEASE = Path(sys.argv[1])
+
+# Ctrl-C as in a terminal, even when the test runner was started in the background by a
+# shell without job control (its children then inherit SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @task

@@ -233,6 +233,7 @@ def test_openapi_document_lists_every_operation(server: str) -> None:
         "/api/sources",
         "/api/dashboard",
         "/api/subscriptions/{name}",
+        "/api/lineage",
     }
 
 
