@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+from anyio.abc import TaskGroup
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._errors import describe_error
@@ -187,7 +188,8 @@ class Relays:
         self.engine = engine
         self.holder = holder
         self.by_destination: dict[str, Relay] = {}
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: set[str] = set()
+        """Destinations whose relay is running now."""
 
     @property
     def all(self) -> list[Relay]:
@@ -201,30 +203,31 @@ class Relays:
         return relay
 
     async def run(self) -> None:
-        """Until cancelled (the relays in flight with it)."""
-        try:
+        """Until cancelled; the relays it starts belong to its task group and end with it."""
+        async with anyio.create_task_group() as relays:
             while True:
                 try:
-                    await self._check()
+                    await self._check(relays)
                 except Exception as error:  # the store is away: the worker says so already
                     logger.debug("reading the outbox's backlog: %s", describe_error(error))
-                await asyncio.sleep(self.check_interval)
-        finally:
-            for task in self._running.values():
-                task.cancel()
-            if self._running:
-                with anyio.CancelScope(shield=True):
-                    await asyncio.gather(*self._running.values(), return_exceptions=True)
+                await anyio.sleep(self.check_interval)
 
-    async def _check(self) -> None:
+    async def _check(self, relays: TaskGroup) -> None:
         backlog = await outbox.backlogs(self.engine)
         for destination in {*backlog, *self.by_destination}:
             relay = self._relay(destination)
             if relay is None:
                 continue  # no sink for it here: a worker that has one relays it
             relay.stats.pending, relay.stats.oldest_pending_at = backlog.get(destination, (0, None))
-            task = self._running.get(destination)
-            if task is not None and not task.done():
+            if destination in self._running:
                 continue
             if relay.stats.pending and time.monotonic() >= relay.retry_at:
-                self._running[destination] = asyncio.create_task(relay.run_once())
+                self._running.add(destination)
+                relays.start_soon(self._run_once, relay)
+
+    async def _run_once(self, relay: Relay) -> None:
+        """One relay's turn (`Relay.run_once` logs its own errors)."""
+        try:
+            await relay.run_once()
+        finally:
+            self._running.discard(relay.destination)
